@@ -1,0 +1,32 @@
+"""Shared fixtures: the real data under ../shared/data, deterministic single-thread torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # steady timings on a shared 2-core machine
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``<repo>/../shared/data``; skips the test when the real data set is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    torch.set_num_threads(1)
+    yield
