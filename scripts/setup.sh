@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Set up medseg in ./.venv on a fresh machine.
+#   scripts/setup.sh          runtime: torch (first, pinned), medseg and its dependencies
+#   scripts/setup.sh --dev    everything the test suite needs: all extras, SAM 2, Xvfb for napari tests
+# Re-running is cheap: pip skips what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+PYTHON=${PYTHON:-python3}
+PIP_FLAGS=(-q --disable-pip-version-check)
+
+# torch first and explicitly: a bare requirement can pull a multi-GB build from the registry.
+# These pairs make torchvision (and so segment-anything / sam2) work; override with TORCH_SPEC.
+case "$(uname -m)" in
+  aarch64|arm64) default_torch="torch==2.9.1 torchvision==0.24.1" ;;
+  *)             default_torch="torch==2.14.1 torchvision==0.29.1" ;;
+esac
+TORCH_SPEC=${TORCH_SPEC:-$default_torch}
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+PY=.venv/bin/python
+"$PY" -m pip install "${PIP_FLAGS[@]}" --upgrade pip
+echo "[setup] installing $TORCH_SPEC"
+# shellcheck disable=SC2086
+"$PY" -m pip install "${PIP_FLAGS[@]}" $TORCH_SPEC
+
+if [ "$dev" = 1 ]; then
+  echo "[setup] installing medseg with all extras (dev)"
+  "$PY" -m pip install "${PIP_FLAGS[@]}" -e ".[dev,napari,sam,nnunet,distributed,dicomseg]"
+  # sam2 builds an optional CUDA extension and pins torch in an isolated build: build it against ours.
+  if ! "$PY" -c "import sam2" 2>/dev/null; then
+    SAM2_BUILD_CUDA=0 "$PY" -m pip install "${PIP_FLAGS[@]}" --no-build-isolation "sam2==1.1.0"
+  fi
+  # napari tests need a virtual X server (offscreen Qt has no OpenGL here).
+  if ! command -v Xvfb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "[setup] installing Xvfb and Qt's X libraries (apt)"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xauth libxcb-icccm4 libxcb-keysyms1 \
+        libxcb-xinerama0 libxkbcommon-x11-0 libxcb-cursor0 >/dev/null
+    else
+      echo "[setup] warning: Xvfb is missing; napari tests will be skipped (install: xvfb xauth libxcb-icccm4 libxcb-keysyms1)" >&2
+    fi
+  fi
+else
+  echo "[setup] installing medseg"
+  "$PY" -m pip install "${PIP_FLAGS[@]}" -e .
+fi
+echo "[setup] done: $("$PY" -c 'import torch, medseg; print("medseg", medseg.__version__, "torch", torch.__version__)')"
