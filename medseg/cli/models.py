@@ -1,0 +1,83 @@
+"""``medseg models list`` / ``medseg models pull NAME``: the model registry (no torch import)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("models", help="list registered models, download weights")
+    sub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    pl = sub.add_parser("list", help="list registered models (answers without loading torch)")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(run=run_list)
+    pp = sub.add_parser("pull", help="download a model's weights into the cache (~/.cache/medseg or $MEDSEG_CACHE)")
+    pp.add_argument("name", help="registered model name")
+    pp.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="accept weights whose sha256 is not published (the digest is recorded for later checks)",
+    )
+    pp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pp.set_defaults(run=run_pull)
+    p.set_defaults(run=run_list, json=False)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from medseg.registry import DEFAULT_MODEL, list_models
+
+    models = list_models()
+    if getattr(args, "json", False):
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": m.name,
+                        "description": m.description,
+                        "modality": m.modality,
+                        "labels": m.n_labels,
+                        "weights": m.weights,
+                        "source": m.source,
+                        "spec": str(m.path),
+                        "default": m.name == DEFAULT_MODEL,
+                    }
+                    for m in models
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    width = max((len(m.name) for m in models), default=4) + 2
+    print(f"{'NAME':<{width}}{'MODALITY':<10}{'LABELS':>7}  {'WEIGHTS':<10}DESCRIPTION")
+    for m in models:
+        star = "*" if m.name == DEFAULT_MODEL else " "
+        print(f"{m.name + star:<{width}}{m.modality:<10}{m.n_labels:>7}  {m.weights:<10}{m.description}")
+    print("* default model; weights: embedded = offline, download = run `medseg models pull NAME` first")
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    from medseg.config import load_spec
+    from medseg.download import download, extract_member
+    from medseg.errors import ModelError
+    from medseg.registry import cache_dir, resolve_model
+
+    spec_path = resolve_model(args.name)
+    if spec_path.is_dir():
+        raise ModelError("a bundle directory needs no pull", spec_path)
+    spec = load_spec(spec_path)
+    sources = [spec.weights]
+    if spec.input.localize is not None:
+        sources.append(spec.input.localize.weights)
+    for w in sources:
+        if w.kind != "url":
+            print(f"{spec.name}: weights are {w.kind} ({w.source}); nothing to download")
+            continue
+        path = download(
+            w.source, w.sha256, cache_dir(), progress=not args.no_progress, allow_unverified=args.allow_unverified
+        )
+        if w.archive_member:
+            path = extract_member(path, w.archive_member, cache_dir() / (path.name + ".d"))
+        print(f"{spec.name}: {path}")
+    return 0

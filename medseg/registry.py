@@ -1,0 +1,117 @@
+"""Model registry: model name → spec file. Pure data: imports neither torch nor MONAI.
+
+Specs are the ``*.yaml`` files in the ``configs/`` directory next to the package (and in every directory
+listed in ``$MEDSEG_CONFIGS``, separated by ``os.pathsep``; those take precedence).
+
+>>> [m.name for m in list_models()][:1]  # doctest: +SKIP
+['brain-mri']
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from medseg.errors import ModelError
+
+__all__ = ["DEFAULT_MODEL", "ModelEntry", "config_dirs", "list_models", "resolve_model", "cache_dir"]
+
+#: The embedded default model (deepbet's trained brain-extraction U-Nets, offline).
+DEFAULT_MODEL = "brain-mri"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered model, as ``medseg models list`` shows it."""
+
+    name: str
+    path: Path
+    description: str
+    modality: str
+    n_labels: int
+    weights: str  # "embedded" (inside an installed package / next to the spec), "cached", "download", "missing"
+    source: str | None
+
+
+def config_dirs() -> list[Path]:
+    """Directories searched for specs, highest priority first."""
+    dirs = [Path(p) for p in os.environ.get("MEDSEG_CONFIGS", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "configs")
+    dirs.append(Path(__file__).resolve().parent / "configs")
+    return [d for d in dirs if d.is_dir()]
+
+
+def cache_dir() -> Path:
+    """Download cache: ``$MEDSEG_CACHE`` or ``~/.cache/medseg``."""
+    env = os.environ.get("MEDSEG_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "medseg"
+
+
+def _spec_files() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in config_dirs():
+        for p in sorted(d.glob("*.yaml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def _weights_state(weights: dict | None, spec_dir: Path) -> tuple[str, str | None]:
+    if not weights or not weights.get("source"):
+        return "none", None
+    from medseg.infer.locate import locate_weights
+
+    src = str(weights["source"])
+    try:
+        locate_weights(src, str(spec_dir), weights.get("archive_member"))
+    except ModelError:
+        return ("download" if src.startswith(("http://", "https://", "file://")) else "missing"), src
+    return ("cached" if src.startswith(("http://", "https://", "file://")) else "embedded"), src
+
+
+def list_models() -> list[ModelEntry]:
+    """All registered models, sorted by name (the default first)."""
+    import yaml
+
+    entries = []
+    for name, path in _spec_files().items():
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ModelError(f"cannot read model spec: {err}", path) from err
+        state, source = _weights_state(d.get("weights"), path.parent)
+        entries.append(
+            ModelEntry(
+                name=str(d.get("name", name)),
+                path=path,
+                description=str(d.get("description", "")).strip().split("\n")[0],
+                modality=str((d.get("input") or {}).get("modality", "any")),
+                n_labels=len(d.get("labels") or []),
+                weights=state,
+                source=source,
+            )
+        )
+    entries.sort(key=lambda e: (e.name != DEFAULT_MODEL, e.name))
+    return entries
+
+
+def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL) -> Path:
+    """Spec file for a registry name, or the path itself for a spec file / MONAI bundle directory.
+
+    Raises:
+        ModelError: unknown name (with the closest registered names) or missing path.
+    """
+    s = str(name_or_path)
+    p = Path(s).expanduser()
+    if p.is_dir() or (p.is_file() and p.suffix.lower() in (".yaml", ".yml")):
+        return p
+    specs = _spec_files()
+    if s in specs:
+        return specs[s]
+    if any(c in s for c in "/\\") or s.endswith((".yaml", ".yml")):
+        raise ModelError("no such model spec file or bundle directory", s)
+    close = difflib.get_close_matches(s, list(specs), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ModelError(f"unknown model {s!r}{hint}; known: {', '.join(sorted(specs))}")

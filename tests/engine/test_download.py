@@ -1,0 +1,134 @@
+"""``medseg.download`` and ``medseg models pull`` against a local HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from medseg.download import DownloadError, download
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    cut_after: dict[str, int] = {}  # path -> bytes sent before the connection is dropped (once)
+    ranges_seen: list[str] = []
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_GET(self):
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        rng = self.headers.get("Range")
+        if rng:
+            self.ranges_seen.append(rng)
+            start = int(rng.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        cut = self.cut_after.pop(self.path, None)
+        if cut is not None:
+            self.wfile.write(body[start:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body[start:])
+
+
+@pytest.fixture()
+def server():
+    _Handler.files = {"/model.pt": PAYLOAD}
+    _Handler.cut_after = {}
+    _Handler.ranges_seen = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_good_file(server, tmp_path):
+    p = download(f"{server}/model.pt", DIGEST, tmp_path, progress=True)
+    assert p == tmp_path / "model.pt" and p.read_bytes() == PAYLOAD
+    assert (tmp_path / "model.pt.sha256").read_text().strip() == DIGEST
+    # cached: a second call does not need the server
+    assert download(f"{server}/missing.pt", DIGEST, tmp_path, progress=False, filename="model.pt") == p
+
+
+def test_wrong_checksum_leaves_no_file(server, tmp_path):
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        download(f"{server}/model.pt", "0" * 64, tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_checksum_needs_opt_in(server, tmp_path):
+    with pytest.raises(DownloadError, match="--allow-unverified"):
+        download(f"{server}/model.pt", None, tmp_path, progress=False)
+    p = download(f"{server}/model.pt", None, tmp_path, progress=False, allow_unverified=True)
+    assert p.read_bytes() == PAYLOAD
+
+
+def test_interrupted_download_then_resume(server, tmp_path):
+    _Handler.cut_after["/model.pt"] = 300_000
+    with pytest.raises(DownloadError, match="interrupted"):
+        download(f"{server}/model.pt", DIGEST, tmp_path, progress=False)
+    assert not (tmp_path / "model.pt").exists()  # never a corrupt file under the final name
+    assert (tmp_path / "model.pt.part").stat().st_size == 300_000
+    p = download(f"{server}/model.pt", DIGEST, tmp_path, progress=False)
+    assert p.read_bytes() == PAYLOAD
+    assert _Handler.ranges_seen == ["bytes=300000-"]
+    assert not (tmp_path / "model.pt.part").exists()
+
+
+def test_http_error(server, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download(f"{server}/nope.pt", DIGEST, tmp_path, progress=False)
+
+
+def test_models_pull_cli_extracts_archive_member(server, tmp_path, monkeypatch, capsys):
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("tiny_bundle/models/model.pt", PAYLOAD)
+    data = buf.getvalue()
+    _Handler.files["/tiny_bundle_v0.1.zip"] = data
+    spec = (
+        "name: tiny\nnetwork: {class: BasicUNet, args: {spatial_dims: 3, in_channels: 1, out_channels: 2}}\n"
+        f"weights: {{source: '{server}/tiny_bundle_v0.1.zip', sha256: {hashlib.sha256(data).hexdigest()}, "
+        "archive_member: tiny_bundle/models/model.pt}\n"
+        "labels: [{id: 1, name: thing}]\n"
+    )
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "tiny.yaml").write_text(spec)
+    monkeypatch.setenv("MEDSEG_CONFIGS", str(cfg))
+    monkeypatch.setenv("MEDSEG_CACHE", str(tmp_path / "cache"))
+    from medseg.cli import main
+    from medseg.infer.locate import locate_weights
+    from medseg.registry import list_models
+
+    assert {m.name: m.weights for m in list_models()}["tiny"] == "download"
+    assert main(["models", "pull", "tiny", "--no-progress"]) == 0
+    member = tmp_path / "cache" / "tiny_bundle_v0.1.zip.d" / "tiny_bundle" / "models" / "model.pt"
+    assert member.read_bytes() == PAYLOAD
+    assert locate_weights(f"{server}/tiny_bundle_v0.1.zip", None, "tiny_bundle/models/model.pt") == member
+    assert {m.name: m.weights for m in list_models()}["tiny"] == "cached"
+    # a model without a published checksum refuses without --allow-unverified
+    assert main(["models", "pull", "spleen-ct", "--no-progress"]) == 2
+    assert "--allow-unverified" in capsys.readouterr().err
