@@ -1,0 +1,138 @@
+"""napari reader: DICOM folders/files/zips, NIfTI, NRRD/NHDR, MHA/MHD, through :func:`medseg.io.read`.
+
+* :func:`get_reader` only looks at names and, for folders or files without a known suffix, at the first
+  132 bytes of a few files (``DICM`` marker or a DICOM first element); it never raises and returns
+  ``None`` for anything else.
+* A folder (or zip) holding **several series opens each series as its own layer** (named
+  ``"#<number> <description>"``), all placed in the same world frame so they overlay where they overlap;
+  hide or delete the ones you do not need. Series that cannot be read are skipped with a warning naming
+  them; only when none can be read does the reader raise.
+* Slices that do not form a regular grid (uneven spacing, missing slice, gantry tilt) are resampled onto
+  a regular grid for display, with a warning; the CLI's default is to refuse such series.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["get_reader", "read_paths", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".zip")
+_MAX_PROBE = 64  # files probed for the DICM marker in a folder
+
+
+def _has_dicm(path: Path) -> bool:
+    """``DICM`` marker, or a preamble-less first data element (medseg's own cheap DICOM test)."""
+    from medseg.io.dicom_files import looks_like_dicom
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return looks_like_dicom(head)
+
+
+def _folder_has_dicom(folder: Path) -> bool:
+    probed = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in sorted(files):
+            p = Path(root) / name
+            if name.lower().endswith((".dcm", ".ima")) or _has_dicm(p):
+                return True
+            probed += 1
+            if probed >= _MAX_PROBE:
+                return False
+    return False
+
+
+def _looks_readable(path: Path) -> bool:
+    name = path.name.lower()
+    if path.is_dir():
+        return _folder_has_dicom(path)
+    if not path.is_file():
+        return False
+    if name.endswith(IMAGE_SUFFIXES):
+        return True
+    return _has_dicm(path)  # DICOM files without a .dcm suffix (often named by their UID)
+
+
+def get_reader(path: str | Sequence[str]) -> Callable[[Any], list] | None:
+    """Return :func:`read_paths` if every path looks like something medseg reads, else ``None``. Never raises."""
+    try:
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        if not paths or not all(_looks_readable(Path(p)) for p in paths):
+            return None
+        return read_paths
+    except Exception:  # a reader probe must never raise (npe2 contract)
+        return None
+
+
+def _series_name(volume: Any, fallback: str) -> str:
+    src = volume.source
+    parts = []
+    if src.series_number is not None:
+        parts.append(f"#{src.series_number}")
+    if src.series_description:
+        parts.append(str(src.series_description))
+    return " ".join(parts) or fallback
+
+
+def _read_one(path: Path, series: str | None = None) -> Any:
+    from medseg.errors import GeometryError
+    from medseg.io import read
+
+    try:
+        return read(path, series=series)
+    except GeometryError as err:
+        volume = read(path, series=series, irregular="resample")
+        warnings.warn(f"{err}; resampled onto a regular grid for display.", stacklevel=2)
+        return volume
+
+
+def read_volumes(path: str | os.PathLike[str]) -> list[Any]:
+    """Every volume at ``path``: one for a file or a single-series folder, one per series otherwise."""
+    from medseg.errors import ReadError, SeriesSelectionError
+
+    p = Path(path)
+    try:
+        return [_read_one(p)]
+    except SeriesSelectionError as err:
+        infos = list(err.series)
+        if not infos:
+            raise
+    volumes, failures = [], []
+    for info in infos:
+        uid = getattr(info, "uid", None) or str(info)
+        try:
+            volumes.append(_read_one(p, series=uid))
+        except ReadError as exc:
+            failures.append(f"{uid}: {exc.message}")
+    if failures:
+        warnings.warn(f"{p}: skipped {len(failures)} series: " + "; ".join(failures), stacklevel=2)
+    if not volumes:
+        raise ReadError("none of its series could be read: " + "; ".join(failures), p)
+    return volumes
+
+
+def read_paths(path: str | Sequence[str]) -> list[tuple]:
+    """napari reader function: a list of ``(data, kwargs, layer_type)`` tuples (see :mod:`._layers`)."""
+    from ._layers import volume_to_layer_data
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    out = []
+    for p in paths:
+        volumes = read_volumes(p)
+        stem = Path(p).name
+        for stem_suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm"):
+            if stem.lower().endswith(stem_suffix):
+                stem = stem[: -len(stem_suffix)]
+                break
+        for vol in volumes:
+            name = _series_name(vol, stem) if len(volumes) > 1 else (vol.source.series_description or stem)
+            out.append(volume_to_layer_data(vol, name=name))
+    return out
