@@ -1,0 +1,44 @@
+"""``medseg convert PATH -o OUT.nii.gz``: DICOM/NRRD/MetaImage/NIfTI to NIfTI (or .nrrd/.mha)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "convert",
+        help="convert a DICOM series, NRRD, MetaImage or NIfTI file to NIfTI",
+        description="Read PATH (DICOM file/folder/zip, .nii[.gz], .nrrd, .mha/.mhd) and write OUT. "
+        "The output is written to a temporary file and renamed: never a partial file.",
+    )
+    p.add_argument("path", help="input file, DICOM folder or .zip")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .nii.gz, .nii, .nrrd or .mha")
+    p.add_argument("--series", metavar="UID", default=None, help="SeriesInstanceUID to convert when PATH holds several")
+    p.add_argument(
+        "--irregular",
+        choices=["error", "resample"],
+        default="error",
+        help="DICOM slices not on a regular grid (uneven spacing, missing slice, tilt): fail (default) or resample",
+    )
+    p.add_argument("--label", action="store_true", help="store the volume as a label map (smallest unsigned int type)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medseg.io import check_output, read, write
+
+    check_output(args.output, overwrite=args.overwrite)  # fail before the (slow) read
+    volume = read(args.path, series=args.series, irregular=args.irregular)
+    for warning in volume.source.warnings:
+        print(f"medseg convert: warning: {args.path}: {warning}", file=sys.stderr)
+    if args.label:
+        volume = volume.replace(is_label=True)
+    out = write(volume, args.output, overwrite=args.overwrite)
+    shape = "x".join(str(s) for s in volume.shape)
+    sp = " x ".join(f"{s:.4g}" for s in volume.spacing)
+    print(f"wrote {out} ({shape}, {sp} mm, {volume.geometry.orientation})")
+    return 0

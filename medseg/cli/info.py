@@ -1,0 +1,52 @@
+"""``medseg info PATH [--json]``: list the series/volumes a file, folder or zip holds (headers only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="list the series in a DICOM folder/zip/file or describe a NIfTI/NRRD/MHA file",
+        description="List each series (UID, description, modality, shape, spacing, orientation, warnings). "
+        "Reads headers only.",
+    )
+    p.add_argument("path", help="DICOM file, folder or .zip; .nii/.nii.gz; .nrrd/.nhdr; .mha/.mhd")
+    p.add_argument("--json", action="store_true", help="print a JSON list (one object per series)")
+    p.set_defaults(run=run)
+
+
+def _fmt_shape(values: tuple[Any, ...], sep: str = "x", spec: str = "") -> str:
+    return sep.join(format(v, spec) for v in values) if values else "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    from medseg.io import scan
+
+    series = scan(args.path)
+    if args.json:
+        json.dump([s.to_dict() for s in series], sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{args.path}: {len(series)} series" if len(series) != 1 else f"{args.path}: 1 series")
+    for n, s in enumerate(series, 1):
+        print(f"[{n}] {s.format}  {s.modality or '-'}  #{s.number if s.number is not None else '-'}  {s.description or ''}")
+        if s.uid:
+            print(f"    uid:         {s.uid}")
+        print(f"    shape:       {_fmt_shape(s.shape)}")
+        print(f"    spacing:     {_fmt_shape(s.spacing, ' x ', '.4g')} mm")
+        print(f"    orientation: {s.orientation or '-'}")
+        if s.n_files != 1:
+            print(f"    files:       {s.n_files}")
+        dtype = s.extra.get("dtype") if s.extra else None
+        if dtype:
+            print(f"    dtype:       {dtype}")
+        if s.extra and s.extra.get("scl_slope") is not None:
+            print(f"    scaling:     x {s.extra['scl_slope']:.6g} + {s.extra['scl_inter']:.6g}")
+        for w in s.warnings:
+            print(f"    warning:     {w}")
+    return 0
