@@ -149,3 +149,53 @@ def world_to_voxel(affine: np.ndarray, xyz: np.ndarray) -> np.ndarray:
     inv = np.linalg.inv(np.asarray(affine, dtype=np.float64))
     xyz = np.asarray(xyz, dtype=np.float64)
     return xyz @ inv[:3, :3].T + inv[:3, 3]
+
+
+# --- slices of a volume along one axis (used by medseg.sam) -------------------------------------
+
+
+def in_plane_axes(axis: int) -> tuple[int, int]:
+    """The two voxel axes of a slice normal to ``axis``, as ``(row_axis, col_axis)`` in increasing order.
+
+    A slice ``array[..., k]`` (``axis=2``) is indexed ``(i, j)``: rows are ``i``, columns are ``j``.
+
+    >>> in_plane_axes(0), in_plane_axes(1), in_plane_axes(2)
+    ((1, 2), (0, 2), (0, 1))
+    """
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2 (i, j or k), got {axis!r}.")
+    rows, cols = (a for a in (0, 1, 2) if a != axis)
+    return rows, cols
+
+
+def take_slice(array: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """The 2D slice ``index`` normal to ``axis`` of an ``(I, J, K[, ...])`` array, indexed ``(row, col)``
+    as :func:`in_plane_axes` says (a view)."""
+    in_plane_axes(axis)
+    n = array.shape[axis]
+    if not 0 <= int(index) < n:
+        raise IndexError(f"slice index {index} out of range 0..{n - 1} along axis {axis}.")
+    return np.take(array, int(index), axis=axis)
+
+
+def slice_voxels(axis: int, index: float, rows_cols: np.ndarray) -> np.ndarray:
+    """Slice pixel coordinates ``(..., 2)`` as ``(row, col)`` → voxel coordinates ``(..., 3)`` ``(i, j, k)``."""
+    r_ax, c_ax = in_plane_axes(axis)
+    rc = np.asarray(rows_cols, dtype=np.float64)
+    out = np.empty(rc.shape[:-1] + (3,), dtype=np.float64)
+    out[..., axis] = index
+    out[..., r_ax] = rc[..., 0]
+    out[..., c_ax] = rc[..., 1]
+    return out
+
+
+def voxels_to_slice(axis: int, ijk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel coordinates ``(..., 3)`` → ``(rows_cols (..., 2), index along axis (...))``."""
+    r_ax, c_ax = in_plane_axes(axis)
+    v = np.asarray(ijk, dtype=np.float64)
+    if v.shape[-1] != 3:
+        raise ValueError(f"voxel coordinates must have 3 components, got shape {v.shape}.")
+    return np.stack([v[..., r_ax], v[..., c_ax]], axis=-1), v[..., axis]
+
+
+__all__ += ["in_plane_axes", "take_slice", "slice_voxels", "voxels_to_slice"]

@@ -1,0 +1,40 @@
+"""SAM-assisted slice prompting: prompt a slice with points/box/mask, propagate through the volume.
+
+No Qt, and no torch at import time: the heavy parts load when a model is built or a slice is encoded.
+
+Typical use (the napari widget does the same through its workers)::
+
+    from medseg.sam import load_model, SamSession, SlicePrompt, propagate, write_label
+    model = load_model("sam_vit_b")                       # registry name; downloads + verifies
+    session = SamSession(model, volume, window="ct_soft_tissue")
+    job = session.precompute(axis=2, index=40, radius=5)  # background embeddings
+    res = session.segment(2, 40, SlicePrompt(points=[(120, 88)], labels=[1]))
+    obj = propagate(session, 2, {40: SlicePrompt(points=[(120, 88)], labels=[1])})
+    labels = write_label(label_map, obj.mask, label_id=3)
+"""
+
+from medseg.sam.embed import Embedding, EmbeddingCache, EmbeddingKey, PrecomputeJob, SliceEncoder, volume_fingerprint
+from medseg.sam.image import SliceFrame, Window, WindowPreset, frame_for, resolve_axis, slice_image, window_for
+from medseg.sam.models import SamModel, build_sam2_network, build_sam_network, load_model, wrap_network
+from medseg.sam.propagate import (
+    CarryPrompt,
+    PropagationResult,
+    StopReason,
+    StopRule,
+    prompt_from_mask,
+    propagate,
+    propagate_sam2,
+    write_label,
+    write_label_array,
+)
+from medseg.sam.registry import CHECKPOINTS, CheckpointSpec, Family, PixelNorm, get_checkpoint, list_checkpoints, resolve_checkpoint
+from medseg.sam.segment import SamSession, SlicePrompt, SliceResult, decode
+
+__all__ = [
+    "CHECKPOINTS", "CarryPrompt", "CheckpointSpec", "Embedding", "EmbeddingCache", "EmbeddingKey", "Family",
+    "PixelNorm", "PrecomputeJob", "PropagationResult", "SamModel", "SamSession", "SliceEncoder", "SliceFrame",
+    "SlicePrompt", "SliceResult", "StopReason", "StopRule", "Window", "WindowPreset", "build_sam2_network",
+    "build_sam_network", "decode", "frame_for", "get_checkpoint", "list_checkpoints", "load_model",
+    "prompt_from_mask", "propagate", "propagate_sam2", "resolve_axis", "resolve_checkpoint", "slice_image",
+    "volume_fingerprint", "window_for", "wrap_network", "write_label", "write_label_array",
+]

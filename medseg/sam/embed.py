@@ -1,0 +1,390 @@
+"""Image embeddings of volume slices: the encoder, a byte-budgeted LRU cache (optionally on disk) and
+background precomputation of neighbouring slices.
+
+Cache keys are ``(volume fingerprint, axis, slice, window, model id, image size)``. A prompt on a slice
+whose embedding is cached never runs the image encoder again.
+
+>>> cache = EmbeddingCache(max_bytes=512 * 1024**2)
+>>> enc = SliceEncoder(model, cache)                          # doctest: +SKIP
+>>> emb = enc.get(volume, axis=2, index=40, window=window)    # doctest: +SKIP
+>>> job = enc.precompute(volume, 2, range(30, 51), window, progress=print)  # doctest: +SKIP
+>>> job.cancel(); job.wait()                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medseg.sam.image import SliceFrame, Window, frame_for, resolve_axis, slice_image
+from medseg.sam.models import SamModel
+from medseg.sam.registry import Family, PixelNorm
+from medseg.types import Volume
+
+__all__ = [
+    "volume_fingerprint",
+    "EmbeddingKey",
+    "Embedding",
+    "EmbeddingCache",
+    "encode_image",
+    "SliceEncoder",
+    "PrecomputeJob",
+    "ProgressCallback",
+]
+
+#: ``progress(done, total)``; called from the worker thread.
+ProgressCallback = Callable[[int, int], None]
+
+_FINGERPRINTS: weakref.WeakKeyDictionary[Volume, str] = weakref.WeakKeyDictionary()
+_FP_LOCK = threading.Lock()
+
+
+def volume_fingerprint(volume: Volume) -> str:
+    """Content hash of a volume (array bytes, dtype, shape and affine); memoised per Volume object."""
+    with _FP_LOCK:
+        fp = _FINGERPRINTS.get(volume)
+    if fp is not None:
+        return fp
+    h = hashlib.blake2b(digest_size=16)
+    arr = np.ascontiguousarray(volume.array)
+    h.update(str((arr.dtype.str, arr.shape)).encode())
+    h.update(np.ascontiguousarray(volume.affine, dtype=np.float64).tobytes())
+    flat = arr.reshape(-1).view(np.uint8)
+    for start in range(0, flat.size, 1 << 26):
+        h.update(flat[start : start + (1 << 26)])
+    fp = h.hexdigest()
+    with _FP_LOCK:
+        _FINGERPRINTS[volume] = fp
+    return fp
+
+
+@dataclass(frozen=True)
+class EmbeddingKey:
+    """Identity of one slice embedding."""
+
+    volume: str
+    axis: int
+    index: int
+    window: tuple[float, float]
+    model: str
+    image_size: int
+
+    def digest(self) -> str:
+        """Stable file-name-safe digest (used by the on-disk cache)."""
+        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True, eq=False)
+class Embedding:
+    """Encoder output for one slice.
+
+    Args:
+        features: named float arrays, each with a leading batch dim of 1. SAM: ``image_embed``
+            ``(1, 256, S/16, S/16)``. SAM 2: ``image_embed`` ``(1, 256, S/16, S/16)`` plus
+            ``high_res_0`` ``(1, 32, S/4, S/4)`` and ``high_res_1`` ``(1, 64, S/8, S/8)``.
+        frame: how the slice sits in the model frame.
+    """
+
+    features: dict[str, np.ndarray]
+    frame: SliceFrame
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self.features.values()))
+
+
+class EmbeddingCache:
+    """Thread-safe LRU cache of :class:`Embedding` with a memory budget, optionally backed by a directory.
+
+    Args:
+        max_bytes: memory budget; least recently used entries are evicted beyond it. An entry larger
+            than the budget is not kept in memory (only on disk, if enabled).
+        disk_dir: if set, every embedding is also written there as ``<digest>.npz`` (``np.savez``, loaded
+            with ``allow_pickle=False``) and read back on a memory miss.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30, disk_dir: str | os.PathLike[str] | None = None) -> None:
+        if not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
+            raise ValueError(f"max_bytes must be a non-negative int, got {max_bytes!r}.")
+        self.max_bytes = int(max_bytes)
+        self.disk_dir = Path(disk_dir) if disk_dir is not None else None
+        if self.disk_dir is not None:
+            self.disk_dir.mkdir(parents=True, exist_ok=True)
+        self._items: OrderedDict[EmbeddingKey, Embedding] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.RLock()
+        self.hits = 0
+        self.misses = 0
+        self.disk_hits = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: EmbeddingKey) -> bool:
+        with self._lock:
+            if key in self._items:
+                return True
+        return self._disk_path(key) is not None and self._disk_path(key).is_file()  # type: ignore[union-attr]
+
+    def keys(self) -> list[EmbeddingKey]:
+        with self._lock:
+            return list(self._items)
+
+    def clear(self) -> None:
+        """Drop the in-memory entries (the disk cache stays)."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def get(self, key: EmbeddingKey) -> Embedding | None:
+        with self._lock:
+            emb = self._items.get(key)
+            if emb is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return emb
+        emb = self._load(key)
+        if emb is not None:
+            self.disk_hits += 1
+            self._remember(key, emb)
+            return emb
+        with self._lock:
+            self.misses += 1
+        return None
+
+    def put(self, key: EmbeddingKey, emb: Embedding) -> None:
+        self._remember(key, emb)
+        self._save(key, emb)
+
+    def _remember(self, key: EmbeddingKey, emb: Embedding) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            if emb.nbytes > self.max_bytes:
+                return
+            self._items[key] = emb
+            self._bytes += emb.nbytes
+            while self._bytes > self.max_bytes and self._items:
+                _, ev = self._items.popitem(last=False)
+                self._bytes -= ev.nbytes
+
+    def _disk_path(self, key: EmbeddingKey) -> Path | None:
+        return None if self.disk_dir is None else self.disk_dir / f"{key.digest()}.npz"
+
+    def _save(self, key: EmbeddingKey, emb: Embedding) -> None:
+        path = self._disk_path(key)
+        if path is None or path.exists():
+            return
+        f = emb.frame
+        meta = json.dumps(
+            {"key": key.__dict__, "frame": [f.axis, list(f.slice_shape), list(f.pixel_spacing), f.image_size,
+                                             list(f.content_shape)]}
+        )
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, __meta__=np.array(meta), **{f"f_{k}": v for k, v in emb.features.items()})
+        os.replace(tmp, path)
+
+    def _load(self, key: EmbeddingKey) -> Embedding | None:
+        path = self._disk_path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["__meta__"]))
+                feats = {k[2:]: np.array(z[k]) for k in z.files if k.startswith("f_")}
+        except (OSError, ValueError, KeyError):
+            return None  # unreadable cache file: recompute (and it will be rewritten)
+        if meta.get("key") != json.loads(json.dumps(key.__dict__)):
+            return None
+        ax, ss, ps, size, cs = meta["frame"]
+        frame = SliceFrame(int(ax), tuple(ss), tuple(ps), int(size), tuple(cs))  # type: ignore[arg-type]
+        return Embedding(feats, frame)
+
+
+def _model_input(model: SamModel, image01: np.ndarray) -> object:
+    """``(h, w)`` image in [0, 1] → the ``(1, 3, S, S)`` tensor the image encoder takes (padded bottom/right)."""
+    import torch
+    import torch.nn.functional as F
+
+    s = model.image_size
+    x = torch.from_numpy(np.ascontiguousarray(image01, dtype=np.float32))[None, None].expand(1, 3, -1, -1)
+    x = x.to(model.device)
+    if model.pixel_norm is PixelNorm.IMAGENET:
+        mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
+        x = (x - mean) / std  # = SAM's (255 x - pixel_mean) / pixel_std, and SAM 2's normalisation
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, s - w, 0, s - h), value=0.0)
+
+
+def encode_image(model: SamModel, image01: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the image encoder on one ``(h, w)`` image in [0, 1] (``h, w <= image_size``).
+
+    Returns the features named as in :class:`Embedding`, float32 numpy on the CPU.
+    """
+    import torch
+
+    if image01.ndim != 2 or max(image01.shape) > model.image_size:
+        raise ValueError(f"image must be 2D with sides <= {model.image_size}, got shape {image01.shape}.")
+    x = _model_input(model, image01)
+    net = model.network
+    with torch.inference_mode():
+        if model.family is Family.SAM:
+            emb = net.image_encoder(x)
+            return {"image_embed": emb.float().cpu().numpy()}
+        backbone_out = net.forward_image(x)
+        _, vision_feats, _, feat_sizes = net._prepare_backbone_features(backbone_out)
+        if net.directly_add_no_mem_embed:
+            vision_feats[-1] = vision_feats[-1] + net.no_mem_embed
+        feats = [f.permute(1, 2, 0).reshape(1, -1, *size) for f, size in zip(vision_feats, feat_sizes)]
+        out = {"image_embed": feats[-1]}
+        for n, f in enumerate(feats[:-1]):
+            out[f"high_res_{n}"] = f
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
+class PrecomputeJob:
+    """Handle of a background precomputation: ``cancel()``, ``wait()``, ``done``, ``computed``, ``error``."""
+
+    def __init__(self, thread: threading.Thread, cancel_event: threading.Event) -> None:
+        self._thread = thread
+        self.cancel_event = cancel_event
+        self.computed: list[int] = []
+        self.error: BaseException | None = None
+
+    def cancel(self) -> None:
+        """Ask the worker to stop after the slice it is encoding."""
+        self.cancel_event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Join the worker; True if it finished. Re-raises an error raised in the worker."""
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return not self._thread.is_alive()
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+
+class SliceEncoder:
+    """Embeddings of volume slices for one model, through a cache.
+
+    The encoder runs under a lock (one forward at a time, foreground or background), and a slice being
+    encoded by one thread is waited for, not encoded again, by another.
+    """
+
+    def __init__(self, model: SamModel, cache: EmbeddingCache | None = None) -> None:
+        self.model = model
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self._encode_lock = threading.Lock()
+        self._inflight: dict[EmbeddingKey, threading.Event] = {}
+        self._inflight_lock = threading.Lock()
+
+    def key(self, volume: Volume, axis: int | str, index: int, window: Window) -> EmbeddingKey:
+        ax = resolve_axis(axis)
+        n = volume.shape[ax]
+        if not 0 <= int(index) < n:
+            raise IndexError(f"slice index {index} out of range 0..{n - 1} along axis {ax}.")
+        return EmbeddingKey(
+            volume_fingerprint(volume), ax, int(index), window.key, self.model.model_id, self.model.image_size
+        )
+
+    def frame(self, volume: Volume, axis: int | str) -> SliceFrame:
+        return frame_for(volume.geometry, axis, self.model.image_size)
+
+    def get(self, volume: Volume, axis: int | str, index: int, window: Window) -> Embedding:
+        """The slice's embedding: from the cache, or encoded now (and cached)."""
+        key = self.key(volume, axis, index, window)
+        while True:
+            emb = self.cache.get(key)
+            if emb is not None:
+                return emb
+            with self._inflight_lock:
+                ev = self._inflight.get(key)
+                mine = ev is None
+                if mine:
+                    ev = self._inflight[key] = threading.Event()
+            if mine:
+                break
+            ev.wait()  # another thread is encoding this slice
+            emb = self.cache.get(key)
+            if emb is not None:
+                return emb
+        try:
+            frame = self.frame(volume, key.axis)
+            img = slice_image(volume, key.axis, key.index, window, frame)
+            with self._encode_lock:
+                feats = encode_image(self.model, img)
+            emb = Embedding(feats, frame)
+            self.cache.put(key, emb)
+            return emb
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(key, None)
+            ev.set()
+
+    def precompute(
+        self,
+        volume: Volume,
+        axis: int | str,
+        indices: Iterable[int],
+        window: Window,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> PrecomputeJob:
+        """Encode ``indices`` (e.g. the neighbours of the current slice) in a background thread.
+
+        Args:
+            progress: ``progress(done, total)`` after each slice (called in the worker thread).
+            cancel: set it (or call ``job.cancel()``) to stop after the current slice.
+        """
+        ax = resolve_axis(axis)
+        n = volume.shape[ax]
+        todo = [int(i) for i in indices if 0 <= int(i) < n]
+        ev = cancel if cancel is not None else threading.Event()
+
+        def run() -> None:
+            try:
+                for done, idx in enumerate(todo, start=1):
+                    if ev.is_set():
+                        return
+                    self.get(volume, ax, idx, window)
+                    job.computed.append(idx)
+                    if progress is not None:
+                        progress(done, len(todo))
+            except BaseException as exc:  # surfaced by job.wait()
+                job.error = exc
+
+        thread = threading.Thread(target=run, name="medseg-sam-precompute", daemon=True)
+        job = PrecomputeJob(thread, ev)
+        thread.start()
+        return job
+
+
+def neighbours(index: int, radius: int, n: int) -> list[int]:
+    """Slices around ``index`` nearest first (``index``, +1, -1, +2, -2, ...), within ``0..n-1``."""
+    out = [index] if 0 <= index < n else []
+    for d in range(1, radius + 1):
+        out += [i for i in (index + d, index - d) if 0 <= i < n]
+    return out
+
+
+__all__.append("neighbours")
