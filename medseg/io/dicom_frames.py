@@ -1,0 +1,485 @@
+"""DICOM headers → one :class:`Frame` record per 2D image, and pixel decoding for those frames.
+
+A *frame* is one 2D slice wherever it is stored: a classic single-frame file, one frame of an enhanced
+multi-frame file (geometry and rescale from the per-frame / shared functional groups), or one tile of
+a Siemens mosaic (geometry rebuilt from the CSA header, as nibabel and dcm2niix do). Series assembly
+(:mod:`medseg.io.dicom`) only sees frames, so all storage variants are stacked by the same code.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import ReadError
+from medseg.io.dicom_files import DicomSource
+
+__all__ = [
+    "Frame",
+    "frames_from_dataset",
+    "non_image_kind",
+    "decoder_problem",
+    "decode_frames",
+    "raw_dtype",
+    "native_bytes",
+]
+
+# SOP classes that hold no image to stack, with the name used in error messages.
+_NON_IMAGE_EXACT = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "a DICOM SEG (Segmentation Storage)",
+    "1.2.840.10008.5.1.4.1.1.66.7": "a DICOM label-map segmentation (Label Map Segmentation Storage)",
+    "1.2.840.10008.5.1.4.1.1.481.3": "an RTSTRUCT (RT Structure Set Storage)",
+    "1.2.840.10008.5.1.4.1.1.481.2": "an RTDOSE (RT Dose Storage, not supported as an image)",
+    "1.2.840.10008.1.3.10": "a DICOMDIR (Media Storage Directory)",
+}
+_NON_IMAGE_PREFIX = {
+    "1.2.840.10008.5.1.4.1.1.481.": "an RT object",
+    "1.2.840.10008.5.1.4.1.1.88.": "a structured report",
+    "1.2.840.10008.5.1.4.1.1.11.": "a presentation state",
+    "1.2.840.10008.5.1.4.1.1.104.": "an encapsulated document",
+    "1.2.840.10008.5.1.4.1.1.9.": "a waveform",
+    "1.2.840.10008.5.1.4.1.1.66": "a raw-data/registration/fiducials object",
+}
+
+# Transfer syntax → PyPI package(s) that give pydicom a decoder for it.
+_DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg and pylibjpeg-libjpeg (or pillow)",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg and pylibjpeg-libjpeg (or pillow)",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg and pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg and pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.80": "pylibjpeg and pylibjpeg-libjpeg (or pyjpegls)",
+    "1.2.840.10008.1.2.4.81": "pylibjpeg and pylibjpeg-libjpeg (or pyjpegls)",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg and pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg and pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.201": "pylibjpeg and pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.202": "pylibjpeg and pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.203": "pylibjpeg and pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.5": "pylibjpeg and pylibjpeg-rle",
+}
+
+
+@dataclass
+class Frame:
+    """One 2D image (rows × columns) with everything needed to place and scale it.
+
+    Positions and orientations are DICOM LPS. ``pixel_spacing`` is ``(row spacing, column spacing)``
+    in mm. ``frame`` indexes a multi-frame pixel array (0-based); ``tile``/``mosaic_grid`` locate a
+    tile in a Siemens mosaic (``mosaic_grid`` tiles per mosaic row).
+    """
+
+    source: DicomSource
+    series_uid: str
+    series_number: int | None
+    description: str | None
+    modality: str | None
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+    rows: int
+    cols: int
+    iop: tuple[float, ...] | None
+    ipp: tuple[float, float, float] | None
+    pixel_spacing: tuple[float, float] | None
+    slope: float = 1.0
+    intercept: float = 0.0
+    acquisition: int | None = None
+    temporal: int | None = None
+    time: float | None = None
+    instance: int | None = None
+    frame: int | None = None
+    tile: int | None = None
+    mosaic_grid: int = 0
+    bits_allocated: int = 16
+    bits_stored: int = 16
+    signed: bool = False
+    samples: int = 1
+    n_frames_in_file: int = 1
+    slice_gap: float | None = None  # SpacingBetweenSlices or SliceThickness, for single-slice series
+    gantry_tilt: float | None = None
+    non_image: str | None = None  # what the object is, when it is not an image
+    manufacturer: str | None = None
+    philips_scale_slope: float | None = None  # private (2005,100E) "MR Scale Slope", reported only
+
+    def sort_key(self) -> tuple:
+        """Order of frames at the same position: acquisition, temporal index, time, instance, frame."""
+
+        def k(v: Any) -> tuple:
+            return (v is None, v if v is not None else 0)
+
+        return (
+            k(self.acquisition),
+            k(self.temporal),
+            k(self.time),
+            k(self.instance),
+            k(self.frame),
+            k(self.tile),
+            self.source.name,
+        )
+
+
+def _float(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(v: Any, n: int) -> tuple[float, ...] | None:
+    if v is None:
+        return None
+    try:
+        vals = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        return None
+    if len(vals) != n or not all(math.isfinite(x) for x in vals):
+        return None
+    return vals
+
+
+def _str(v: Any) -> str | None:
+    if v is None:
+        return None
+    s = str(v).strip()
+    return s or None
+
+
+def _seconds(date: Any, time: Any) -> float | None:
+    """DICOM DA + TM (or a DT in ``date`` with ``time=None``) → seconds; ``None`` if absent/garbled."""
+    d = _str(date)
+    t = _str(time)
+    try:
+        if d and t is None and len(d) >= 14:  # DT: YYYYMMDDHHMMSS[.ffffff][&zzzz]
+            d = d.split("+")[0].split("-")[0]
+            whole, _, frac = d.partition(".")
+            dt = datetime.strptime(whole[:14], "%Y%m%d%H%M%S")
+            return dt.timestamp() + (float("0." + frac) if frac else 0.0)
+        if t:
+            t = t.replace(":", "")
+            whole, _, frac = t.partition(".")
+            whole = whole.ljust(6, "0")
+            secs = int(whole[0:2]) * 3600 + int(whole[2:4]) * 60 + int(whole[4:6])
+            secs += float("0." + frac) if frac else 0.0
+            if d and len(d) >= 8:
+                day = datetime.strptime(d[:8], "%Y%m%d").timestamp()
+                return day + secs
+            return float(secs)
+    except (ValueError, OverflowError):
+        return None
+    return None
+
+
+def non_image_kind(sop_class: str) -> str | None:
+    """What a non-image SOP class is (e.g. ``"a DICOM SEG (Segmentation Storage)"``), else ``None``."""
+    if sop_class in _NON_IMAGE_EXACT:
+        return _NON_IMAGE_EXACT[sop_class]
+    for prefix, what in _NON_IMAGE_PREFIX.items():
+        if sop_class.startswith(prefix):
+            from pydicom.uid import UID
+
+            name = UID(sop_class).name
+            return f"{what} ({name})" if name and name != sop_class else what
+    return None
+
+
+def _item(seq_owner: Any, keyword: str) -> Any:
+    seq = getattr(seq_owner, keyword, None) if seq_owner is not None else None
+    if seq is None:
+        return None
+    try:
+        return seq[0] if len(seq) else None
+    except TypeError:
+        return None
+
+
+def _fg(per: Any, shared: Any, seq: str, attr: str) -> Any:
+    """Attribute ``attr`` of functional group ``seq``: per-frame first, then shared."""
+    for owner in (per, shared):
+        item = _item(owner, seq)
+        if item is not None and attr in item:
+            val = item.get(attr)
+            if val is not None and val != "":
+                return val
+    return None
+
+
+_PHILIPS_SS = 0x2005100E
+
+
+def _philips_ss(owner: Any, depth: int = 2) -> float | None:
+    """Philips private MR Scale Slope (2005,100E) in ``owner`` or its nested sequences (bounded depth)."""
+    if owner is None:
+        return None
+    el = owner.get(_PHILIPS_SS) if hasattr(owner, "get") else None
+    if el is not None:
+        val = el.value
+        if isinstance(val, (bytes, bytearray)) and len(val) == 4:
+            return float(np.frombuffer(val, "<f4")[0])
+        return _float(val[0] if isinstance(val, (list, tuple)) else val)
+    if depth <= 0:
+        return None
+    for elem in owner:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                got = _philips_ss(item, depth - 1)
+                if got is not None:
+                    return got
+    return None
+
+
+def _mosaic_info(ds: Any) -> tuple[int, np.ndarray | None] | None:
+    """``(number of images, CSA slice normal)`` for a Siemens mosaic, else ``None``."""
+    image_type = [str(x).upper() for x in (ds.get("ImageType") or [])]
+    if "MOSAIC" not in image_type:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nibabel.nicom warns that its readers are experimental
+            from nibabel.nicom import csareader
+
+        csa = csareader.get_csa_header(ds, "image")
+        if csa is None:
+            return None
+        n = csareader.get_n_mosaic(csa)
+        normal = csareader.get_slice_normal(csa)
+    except Exception:  # noqa: BLE001 - a broken private header just means "not a usable mosaic"
+        return None
+    if not n:
+        return None
+    return int(n), (None if normal is None else np.asarray(normal, dtype=np.float64))
+
+
+def frames_from_dataset(ds: Any, source: DicomSource) -> list[Frame]:
+    """All frames a parsed header (``stop_before_pixels`` is enough) describes.
+
+    Args:
+        ds: a ``pydicom.Dataset``.
+        source: where it came from (for messages and to re-open the file for pixels).
+    """
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "") if meta is not None else "") or "1.2.840.10008.1.2"
+    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "") or "")
+    base = dict(
+        source=source,
+        series_uid=str(ds.get("SeriesInstanceUID", "") or "").strip(),
+        series_number=_int(ds.get("SeriesNumber")),
+        description=_str(ds.get("SeriesDescription")) or _str(ds.get("ProtocolName")),
+        modality=_str(ds.get("Modality")),
+        sop_class=sop_class,
+        sop_instance=str(ds.get("SOPInstanceUID", "") or ""),
+        transfer_syntax=ts,
+        rows=_int(ds.get("Rows")) or 0,
+        cols=_int(ds.get("Columns")) or 0,
+        bits_allocated=_int(ds.get("BitsAllocated")) or 16,
+        bits_stored=_int(ds.get("BitsStored")) or _int(ds.get("BitsAllocated")) or 16,
+        signed=_int(ds.get("PixelRepresentation")) == 1,
+        samples=_int(ds.get("SamplesPerPixel")) or 1,
+        instance=_int(ds.get("InstanceNumber")),
+        acquisition=_int(ds.get("AcquisitionNumber")),
+        gantry_tilt=_float(ds.get("GantryDetectorTilt")),
+        manufacturer=_str(ds.get("Manufacturer")),
+    )
+    is_philips = "PHILIPS" in (base["manufacturer"] or "").upper()
+    kind = non_image_kind(sop_class)
+    if kind is None and (not base["rows"] or not base["cols"]):
+        kind = "a DICOM object without pixel data"
+    if kind is not None:
+        return [Frame(**base, iop=None, ipp=None, pixel_spacing=None, non_image=kind)]
+
+    n_frames = _int(ds.get("NumberOfFrames")) or 1
+    gap = _float(ds.get("SpacingBetweenSlices")) or _float(ds.get("SliceThickness"))
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) > 0:
+        shared = _item(ds, "SharedFunctionalGroupsSequence")
+        frames = []
+        for f in range(min(n_frames, len(per_frame))):
+            per = per_frame[f]
+            slope = _float(_fg(per, shared, "PixelValueTransformationSequence", "RescaleSlope"))
+            inter = _float(_fg(per, shared, "PixelValueTransformationSequence", "RescaleIntercept"))
+            if slope is None:
+                slope = _float(ds.get("RescaleSlope"))
+                inter = _float(ds.get("RescaleIntercept")) if inter is None else inter
+            fgap = _float(_fg(per, shared, "PixelMeasuresSequence", "SpacingBetweenSlices")) or _float(
+                _fg(per, shared, "PixelMeasuresSequence", "SliceThickness")
+            )
+            acq = _int(_fg(per, None, "FrameContentSequence", "FrameAcquisitionNumber"))
+            frames.append(
+                Frame(
+                    **{**base, "acquisition": base["acquisition"] if acq is None else acq},
+                    iop=_floats(_fg(per, shared, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+                    or _floats(ds.get("ImageOrientationPatient"), 6),
+                    ipp=_floats(_fg(per, shared, "PlanePositionSequence", "ImagePositionPatient"), 3),
+                    pixel_spacing=_floats(_fg(per, shared, "PixelMeasuresSequence", "PixelSpacing"), 2)
+                    or _floats(ds.get("PixelSpacing"), 2),
+                    slope=1.0 if slope is None else slope,
+                    intercept=0.0 if inter is None else inter,
+                    temporal=_int(_fg(per, None, "FrameContentSequence", "TemporalPositionIndex")),
+                    time=_seconds(_fg(per, None, "FrameContentSequence", "FrameAcquisitionDateTime"), None),
+                    frame=f,
+                    n_frames_in_file=n_frames,
+                    slice_gap=fgap or gap,
+                    philips_scale_slope=_philips_ss(per) if is_philips else None,
+                )
+            )
+        return frames
+
+    slope = _float(ds.get("RescaleSlope"))
+    inter = _float(ds.get("RescaleIntercept"))
+    common = dict(
+        base,
+        iop=_floats(ds.get("ImageOrientationPatient"), 6),
+        ipp=_floats(ds.get("ImagePositionPatient"), 3),
+        pixel_spacing=_floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2),
+        slope=1.0 if slope is None else slope,
+        intercept=0.0 if inter is None else inter,
+        temporal=_int(ds.get("TemporalPositionIdentifier")),
+        time=_seconds(ds.get("AcquisitionDate") or ds.get("ContentDate"), ds.get("AcquisitionTime"))
+        if _str(ds.get("AcquisitionTime"))
+        else _seconds(ds.get("ContentDate"), ds.get("ContentTime")),
+        n_frames_in_file=n_frames,
+        slice_gap=gap,
+        philips_scale_slope=_philips_ss(ds, 0) if is_philips else None,
+    )
+    mosaic = _mosaic_info(ds) if n_frames == 1 else None
+    if mosaic is not None and common["iop"] and common["ipp"] and common["pixel_spacing"]:
+        return _mosaic_frames(common, *mosaic)
+    if n_frames > 1:
+        # A classic multi-frame object without functional groups (e.g. old NM/US): frames share geometry.
+        return [Frame(**common, frame=f) for f in range(n_frames)]
+    return [Frame(**common)]
+
+
+def _mosaic_frames(common: dict[str, Any], n_images: int, csa_normal: np.ndarray | None) -> list[Frame]:
+    """Split a Siemens mosaic into its tiles, each with its own ImagePositionPatient.
+
+    The mosaic's ImagePositionPatient is that of the whole mosaic image; the first tile's position is
+    shifted by half the difference between mosaic and tile size (nibabel ``MosaicWrapper``). Tile ``n``
+    lies ``n × SpacingBetweenSlices`` mm further along the CSA ``SliceNormalVector`` (which may point
+    against row × column).
+    """
+    grid = int(math.ceil(math.sqrt(n_images)))
+    rows, cols = common["rows"] // grid, common["cols"] // grid
+    iop = np.asarray(common["iop"], dtype=np.float64).reshape(2, 3)
+    row_cos, col_cos = iop[0], iop[1]
+    row_sp, col_sp = common["pixel_spacing"]
+    shift_rows = (common["rows"] - rows) / 2.0
+    shift_cols = (common["cols"] - cols) / 2.0
+    first = np.asarray(common["ipp"]) + col_cos * row_sp * shift_rows + row_cos * col_sp * shift_cols
+    normal = np.cross(row_cos, col_cos)
+    if csa_normal is not None and np.linalg.norm(csa_normal) > 0:
+        normal = csa_normal / np.linalg.norm(csa_normal)
+    gap = common["slice_gap"] or 1.0
+    out = []
+    for n in range(n_images):
+        pos = first + normal * gap * n
+        out.append(
+            Frame(
+                **{**common, "rows": rows, "cols": cols, "ipp": tuple(float(x) for x in pos)},
+                tile=n,
+                mosaic_grid=grid,
+            )
+        )
+    return out
+
+
+def decoder_problem(transfer_syntax: str) -> str | None:
+    """``None`` when pydicom can decode this transfer syntax, else a message naming what to install."""
+    try:
+        from pydicom.pixels import get_decoder
+        from pydicom.uid import UID
+    except ImportError:  # pragma: no cover - pydicom < 3
+        return None
+    uid = UID(transfer_syntax)
+    try:
+        dec = get_decoder(uid)
+    except NotImplementedError:
+        return f"pixel data in transfer syntax {uid.name or uid} ({uid}) is not supported by pydicom"
+    if dec.is_available:
+        return None
+    pkg = _DECODER_PACKAGES.get(str(uid), "a pydicom pixel-data plugin (pylibjpeg, pylibjpeg-libjpeg, "
+                                          "pylibjpeg-openjpeg)")
+    return (
+        f"no decoder for {uid.name or uid} ({uid}) pixel data is installed: "
+        f"install {pkg} (pip install {pkg.split(' (')[0].replace(' and ', ' ')})"
+    )
+
+
+def raw_dtype(frame: Frame) -> np.dtype:
+    """Numpy type of the stored values of a frame (before rescale)."""
+    bits = frame.bits_allocated
+    if bits <= 8:
+        return np.dtype(np.int8 if frame.signed else np.uint8)
+    if bits <= 16:
+        return np.dtype(np.int16 if frame.signed else np.uint16)
+    if bits <= 32:
+        return np.dtype(np.int32 if frame.signed else np.uint32)
+    return np.dtype(np.float64)
+
+
+def native_bytes(frame: Frame) -> int:
+    """Bytes the pixel data of the file holding ``frame`` takes when stored uncompressed."""
+    bits = frame.bits_allocated * frame.samples
+    full_rows = frame.rows * frame.mosaic_grid if frame.mosaic_grid else frame.rows
+    full_cols = frame.cols * frame.mosaic_grid if frame.mosaic_grid else frame.cols
+    n = full_rows * full_cols * frame.n_frames_in_file
+    return (n * bits + 7) // 8
+
+
+def decode_frames(ds: Any, frames: list[Frame]) -> list[np.ndarray]:
+    """Decoded 2D ``(rows, cols)`` stored-value arrays (native byte order) for ``frames`` of one file.
+
+    Raises:
+        ReadError: missing decoder (names the package to install), truncated or corrupt pixel data.
+    """
+    first = frames[0]
+    name = first.source.name
+    problem = decoder_problem(first.transfer_syntax)
+    if problem:
+        raise ReadError(problem, name)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise ReadError("the file has no pixel data (it may be truncated)", name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array
+    except Exception as err:  # noqa: BLE001 - pydicom/plugins raise many types; re-raised with the file
+        raise ReadError(
+            f"cannot decode the pixel data ({type(err).__name__}: {err}); the file may be truncated or corrupt",
+            name,
+        ) from err
+    arr = np.asarray(arr)
+    if arr.dtype.byteorder not in ("=", "|"):
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if first.samples != 1:
+        raise ReadError(f"colour DICOM images ({first.samples} samples per pixel) are not supported", name)
+    n_frames = first.n_frames_in_file
+    if n_frames > 1 and arr.ndim == 2 and n_frames != arr.shape[0]:
+        arr = arr[None]
+    out = []
+    for fr in frames:
+        if fr.frame is not None and arr.ndim == 3:
+            img = arr[fr.frame]
+        else:
+            img = arr if arr.ndim == 2 else arr[0]
+        if fr.tile is not None:
+            g = fr.mosaic_grid
+            r0, c0 = (fr.tile // g) * fr.rows, (fr.tile % g) * fr.cols
+            img = img[r0 : r0 + fr.rows, c0 : c0 + fr.cols]
+        if img.shape != (fr.rows, fr.cols):
+            raise ReadError(
+                f"pixel data has shape {img.shape}, the header says {(fr.rows, fr.cols)}", name
+            )
+        out.append(img)
+    return out
