@@ -1,0 +1,300 @@
+"""Find every case under INPUT_DIR: image files and DICOM series (one case per series).
+
+* NIfTI (``.nii``, ``.nii.gz``, ``.hdr``), NRRD (``.nrrd``, ``.nhdr``) and MetaImage (``.mha``, ``.mhd``)
+  files are one case each (whether they are readable is found out when the case runs, so a broken
+  file becomes a failed row, not a crash of the batch).
+* DICOM files are grouped by SeriesInstanceUID over the **whole** tree, so a series is one case
+  wherever its files sit (one folder, several folders, or several series in one folder). The series is
+  then listed by :func:`medseg.io.dicom.scan_dicom` in the smallest folder holding all its files, which
+  also splits a UID that mixes orientations/matrix sizes into sub-series (``<UID>.s1``...): one case each.
+  Non-image objects (SEG, RTSTRUCT, ...) are skipped with a note.
+* ``.zip`` archives are scanned as DICOM containers: one case per image series inside.
+* Hidden files and folders (leading dot) and OUTPUT_DIR (when it lies inside INPUT_DIR) are skipped;
+  symlinked folders are followed once (loop-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path, PurePosixPath
+
+from medseg.errors import MedsegError, ReadError
+
+__all__ = ["CaseKind", "Case", "Discovery", "discover_cases", "IMAGE_SUFFIXES"]
+
+log = logging.getLogger(__name__)
+
+#: file suffixes (lower case) read as one volume each
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: suffixes that are never DICOM (data files of the formats above, common side files)
+_NOT_DICOM = (
+    ".img", ".img.gz", ".raw", ".zraw", ".json", ".txt", ".csv", ".tsv", ".md", ".xml", ".html", ".pdf",
+    ".png", ".jpg", ".jpeg", ".bval", ".bvec", ".py", ".yaml", ".yml", ".ctbl", ".tar", ".gz",
+)
+
+
+class CaseKind(str, Enum):
+    FILE = "file"  # one NIfTI/NRRD/MetaImage file
+    DICOM = "dicom"  # one DICOM series (files in a folder tree, or inside a zip)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One unit of work of a batch.
+
+    Args:
+        key: unique, stable identity (``file:<rel path>``, ``dicom:<series id>``, ``zip:<rel>#<id>``).
+        kind: file or DICOM series.
+        path: what :func:`medseg.io.read` opens (the file; the folder or zip holding the series).
+        series: the series id to pass as ``read(..., series=)`` (DICOM), else ``None``.
+        rel: ``path`` relative to INPUT_DIR (POSIX); for a DICOM folder ``"."`` is INPUT_DIR itself.
+        series_label: readable series name for the output file (``"s003_CT_abdomen"``); ``None`` for files.
+        description: what the summary's ``series`` column shows (``"#3 CT abdomen <UID>"``).
+        problem: known before reading why this case cannot be read (it then fails with this message).
+    """
+
+    key: str
+    kind: CaseKind
+    path: Path
+    series: str | None
+    rel: PurePosixPath
+    series_label: str | None = None
+    description: str | None = None
+    problem: str | None = None
+
+    @property
+    def display(self) -> str:
+        """Input as shown in logs and the summary: the relative path (plus series for DICOM)."""
+        return str(self.rel) if self.series is None else f"{self.rel} [{self.description or self.series}]"
+
+
+@dataclass
+class Discovery:
+    """Cases found (sorted by key) and notes about anything skipped."""
+
+    cases: list[Case]
+    notes: list[str] = field(default_factory=list)
+
+
+def _suffix(name: str) -> str:
+    low = name.lower()
+    for double in (".nii.gz", ".img.gz", ".tar.gz"):
+        if low.endswith(double) and len(low) > len(double):
+            return double
+    return os.path.splitext(low)[1]
+
+
+def _walk(root: Path, exclude: list[Path]) -> tuple[list[Path], list[str]]:
+    """Regular, non-hidden files under ``root`` (sorted), following symlinked folders once."""
+    files: list[Path] = []
+    notes: list[str] = []
+    seen_dirs: set[str] = set()
+    excluded = {os.path.realpath(e) for e in exclude}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs or real in excluded:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            full = Path(dirpath) / name
+            try:
+                st = os.stat(full)
+            except OSError as err:
+                notes.append(f"skipped {full}: {err.strerror or err}")
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+                files.append(full)
+            elif stat.S_ISREG(st.st_mode):
+                files.append(full)  # an empty image file is still a case (it will fail clearly)
+    return files, notes
+
+
+def _series_key(path: Path) -> tuple[str, str] | None:
+    """``("uid", SeriesInstanceUID)`` of a DICOM file, ``("nouid", "<number>|<description>")`` when it has
+    no UID (the reader groups those by series number and description), or None when it is not DICOM."""
+    from medseg.io.dicom_files import looks_like_dicom
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    if not looks_like_dicom(head):
+        return None
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(
+                path, stop_before_pixels=True, force=True,
+                specific_tags=["SeriesInstanceUID", "SeriesNumber", "SeriesDescription"],
+            )
+        uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+        if uid:
+            return ("uid", uid)
+        number = ds.get("SeriesNumber")
+        number = "" if number in (None, "") else str(int(number))
+        return ("nouid", f"{number}|{str(ds.get('SeriesDescription', '') or '').strip()}")
+    except Exception:  # noqa: BLE001 - any parse failure: not a usable DICOM file
+        return None
+
+
+def _common_dir(paths: list[Path]) -> Path:
+    return Path(os.path.commonpath([str(p.parent) for p in paths]))
+
+
+def _series_label(number: int | None, description: str | None, series_id: str) -> str:
+    parts = []
+    if number is not None:
+        parts.append(f"s{number:03d}")
+    if description:
+        parts.append(description.strip())
+    if series_id and "." in series_id and series_id.rsplit(".", 1)[-1].startswith("s") and series_id.rsplit(".", 1)[-1][1:].isdigit():
+        parts.append(series_id.rsplit(".", 1)[-1])  # sub-series of a split UID
+    if not parts:
+        from medseg.batch.naming import short_hash
+
+        parts.append(f"series-{short_hash(series_id or 'none')}")
+    return "_".join(parts)
+
+
+def _rel(root: Path, path: Path) -> PurePosixPath:
+    try:
+        return PurePosixPath(Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix())
+    except ValueError:  # reached through a symlink pointing outside: name it by its link path
+        return PurePosixPath(path.name)
+
+
+def _describe(info) -> str:  # noqa: ANN001 - SeriesInfo
+    bits = []
+    if info.number is not None:
+        bits.append(f"#{info.number}")
+    if info.description:
+        bits.append(str(info.description))
+    bits.append(info.uid or "?")
+    return " ".join(bits)
+
+
+def discover_cases(input_dir: str | os.PathLike[str], exclude: list[Path] | None = None) -> Discovery:
+    """Every case under ``input_dir`` (see the module doc), sorted by key.
+
+    Args:
+        input_dir: folder to search recursively.
+        exclude: folders to skip (e.g. OUTPUT_DIR inside INPUT_DIR).
+
+    Raises:
+        ReadError: ``input_dir`` is missing or not a folder.
+
+    >>> d = discover_cases("scans")          # doctest: +SKIP
+    >>> [c.display for c in d.cases]         # doctest: +SKIP
+    ['a/t1.nii.gz', 'ct [#3 Abdomen 1.2.840...]']
+    """
+    root = Path(input_dir).expanduser()
+    if not root.is_dir():
+        raise ReadError("input is not a folder" if root.exists() else "no such folder", root)
+    files, notes = _walk(root, list(exclude or []))
+
+    cases: list[Case] = []
+    by_uid: dict[str, list[Path]] = defaultdict(list)
+    no_uid: dict[str, list[Path]] = defaultdict(list)
+    zips: list[Path] = []
+    for f in files:
+        suffix = _suffix(f.name)
+        if suffix in IMAGE_SUFFIXES:
+            rel = _rel(root, f)
+            cases.append(Case(key=f"file:{rel}", kind=CaseKind.FILE, path=f, series=None, rel=rel))
+            continue
+        if suffix == ".zip":
+            zips.append(f)
+            continue
+        if suffix in _NOT_DICOM:
+            continue
+        key = _series_key(f)
+        if key is None:
+            continue
+        (by_uid if key[0] == "uid" else no_uid)[key[1]].append(f)
+
+    # scan each series' smallest common folder once (shared by the UIDs living there)
+    from medseg.io.dicom import scan_dicom
+
+    scans: dict[Path, list] = {}
+
+    def scan(folder: Path) -> list:
+        if folder not in scans:
+            try:
+                scans[folder] = scan_dicom(folder)
+            except MedsegError as err:
+                notes.append(f"skipped DICOM in {folder}: {err.message}")
+                scans[folder] = []
+        return scans[folder]
+
+    def add_series(folder_or_zip: Path, info, key_prefix: str, rel: PurePosixPath, problem: str | None = None) -> None:  # noqa: ANN001
+        if not info.extra.get("readable", True) and info.extra.get("kind"):
+            notes.append(f"skipped {folder_or_zip} series {info.uid}: {info.extra['kind']}, not an image")
+            return
+        cases.append(
+            Case(
+                key=f"{key_prefix}{info.uid or ''}",
+                kind=CaseKind.DICOM,
+                path=folder_or_zip,
+                series=info.uid,
+                rel=rel,
+                series_label=_series_label(info.number, info.description, info.uid or ""),
+                description=_describe(info),
+                problem=problem,
+            )
+        )
+
+    for uid, paths in sorted(by_uid.items()):
+        folder = _common_dir(paths)
+        matching = [s for s in scan(folder) if s.uid == uid or (s.uid or "").startswith(uid + ".s")]
+        if not matching:
+            notes.append(f"skipped DICOM series {uid} in {folder}: not listed by the DICOM reader")
+        for info in matching:
+            add_series(folder, info, "dicom:", _rel(root, folder))
+    for group, paths in sorted(no_uid.items()):
+        folder = _common_dir(paths)
+        listed = scan(folder)
+        n_images = sum(1 for s in listed if s.extra.get("readable", True) or not s.extra.get("kind"))
+        number, _, description = group.partition("|")
+        for i, info in enumerate(listed):
+            if info.uid or str(info.number if info.number is not None else "") != number:
+                continue
+            if (info.description or "").strip() != description:
+                continue
+            problem = None
+            if n_images > 1:  # the reader cannot be told which of several series to read
+                problem = (
+                    "DICOM series without SeriesInstanceUID shares its folder with other series, so it cannot be "
+                    "selected; move its files to a folder of their own"
+                )
+            label_id = f"{info.number}-{info.description}-{i}"
+            add_series(folder, info, f"dicom:{_rel(root, folder)}#{label_id}#", _rel(root, folder), problem)
+    for z in zips:
+        try:
+            infos = scan_dicom(z)
+        except MedsegError as err:
+            notes.append(f"skipped {z}: {err.message}")
+            continue
+        rel = _rel(root, z)
+        rel_dir = rel.with_name(rel.name[: -len(".zip")] or "_")
+        for info in infos:
+            add_series(z, info, f"zip:{rel}#", rel_dir)
+
+    unique: dict[str, Case] = {}
+    for case in cases:
+        unique.setdefault(case.key, case)
+    for note in notes:
+        log.debug("%s", note)
+    return Discovery(cases=sorted(unique.values(), key=lambda c: c.key), notes=notes)

@@ -1,0 +1,143 @@
+"""The batch's summary table (CSV, one row per case) and provenance file (JSON).
+
+CSV columns: ``input, series, output, status, seconds, volume_ml:<label>... , error``. ``status`` is
+``ok`` (segmented in this run), ``skipped`` (finished by an earlier run with the same model and
+settings; its volumes come from the completion record) or ``failed`` (``error`` says why).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import socket
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CaseStatus",
+    "CaseResult",
+    "SUMMARY_NAME",
+    "PROVENANCE_NAME",
+    "summary_columns",
+    "summary_text",
+    "write_summary",
+    "read_summary",
+    "write_provenance",
+]
+
+SUMMARY_NAME = "batch_summary.csv"
+PROVENANCE_NAME = "batch_provenance.json"
+VOLUME_PREFIX = "volume_ml:"
+
+
+class CaseStatus(str, Enum):
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass
+class CaseResult:
+    """Outcome of one case; ``volumes_ml`` maps label name → mL, ``seconds`` is wall time for the case."""
+
+    key: str
+    input: str
+    series: str | None
+    output: str
+    status: CaseStatus
+    seconds: float = 0.0
+    volumes_ml: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
+def summary_columns(label_names: Sequence[str]) -> list[str]:
+    return ["input", "series", "output", "status", "seconds", *[VOLUME_PREFIX + n for n in label_names], "error"]
+
+
+def _row(result: CaseResult, label_names: Sequence[str]) -> list[str]:
+    vols = [f"{result.volumes_ml[n]:.4f}" if n in result.volumes_ml else "" for n in label_names]
+    error = " ".join(result.error.split())  # one physical line per row
+    return [
+        result.input,
+        result.series or "",
+        result.output,
+        CaseStatus(result.status).value,
+        f"{result.seconds:.3f}",
+        *vols,
+        error,
+    ]
+
+
+def summary_text(results: Iterable[CaseResult], label_names: Sequence[str]) -> str:
+    """The CSV text for ``results`` (in the given order)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(summary_columns(label_names))
+    for res in results:
+        writer.writerow(_row(res, label_names))
+    return buf.getvalue()
+
+
+def write_summary(path: Path, results: Iterable[CaseResult], label_names: Sequence[str]) -> None:
+    """Write the summary CSV atomically (replacing an earlier summary of this output folder)."""
+    from medseg.batch.state import write_bytes_atomic
+
+    write_bytes_atomic(Path(path), summary_text(results, label_names).encode("utf-8"))
+
+
+def read_summary(path: Path) -> list[dict[str, str]]:
+    """The rows of a summary CSV as dicts (column → text)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_provenance(
+    path: Path,
+    *,
+    model: dict[str, Any],
+    settings: dict[str, Any],
+    command: Sequence[str],
+    counts: dict[str, int],
+    started: float,
+    finished: float,
+    fingerprint: str,
+) -> None:
+    """Write ``batch_provenance.json``: medseg version, model, settings, command, host, timing, counts."""
+    from medseg import __version__
+    from medseg.batch.state import write_bytes_atomic
+
+    doc = {
+        "medseg_version": __version__,
+        "command": list(command),
+        "model": model,
+        "settings": settings,
+        "run_fingerprint": fingerprint,
+        "counts": counts,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(finished)),
+        "seconds": round(finished - started, 3),
+        "host": socket.gethostname(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": _package_versions(),
+    }
+    write_bytes_atomic(Path(path), json.dumps(doc, indent=2, default=str).encode("utf-8"))
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("torch", "monai", "numpy", "nibabel", "pydicom", "SimpleITK", "ray"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out

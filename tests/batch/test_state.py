@@ -1,0 +1,76 @@
+"""Resume state: done only with an atomic output AND a matching completion record; summary CSV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medseg.batch.state import STATE_DIRNAME, BatchState, run_fingerprint
+from medseg.batch.summary import CaseResult, CaseStatus, read_summary, summary_columns, write_summary
+
+
+def _out(tmp_path: Path, name: str = "a_seg.nii.gz", data: bytes = b"label map bytes") -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def test_done_needs_record_with_same_fingerprint_and_bytes(tmp_path: Path) -> None:
+    fp = run_fingerprint("model-1", {"irregular": "error"})
+    state = BatchState(tmp_path, fp)
+    out = _out(tmp_path)
+    assert state.done("file:a.nii", out) is None  # output without record: not done
+    state.mark_pending("file:a.nii", out)
+    assert state.done("file:a.nii", out) is None  # pending: not done
+    assert state.owns("file:a.nii", out)
+    rec = state.mark_done("file:a.nii", out, 1.5, {"liver": 12.0})
+    assert state.done("file:a.nii", out) == rec
+    assert rec.volumes_ml == {"liver": 12.0}
+
+    # another model or other settings: not done, and recognised as stale
+    other = BatchState(tmp_path, run_fingerprint("model-2", {"irregular": "error"}))
+    assert other.done("file:a.nii", out) is None
+    assert other.stale("file:a.nii", out) is not None
+    assert BatchState(tmp_path, run_fingerprint("model-1", {"irregular": "resample"})).done("file:a.nii", out) is None
+
+    # the output truncated or replaced after the record: not done
+    out.write_bytes(b"label map by")
+    assert state.done("file:a.nii", out) is None
+    out.write_bytes(b"label map bytes")
+    assert state.done("file:a.nii", out) is not None
+    out.unlink()
+    assert state.done("file:a.nii", out) is None
+
+
+def test_records_are_json_and_corrupt_ones_are_ignored(tmp_path: Path) -> None:
+    state = BatchState(tmp_path, "fp")
+    out = _out(tmp_path)
+    state.mark_done("k", out, 0.1, {})
+    records = list((tmp_path / STATE_DIRNAME / "records").iterdir())
+    assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "done"
+    records[0].write_text("{not json")
+    assert state.done("k", out) is None and state.load("k") is None
+    assert not [p for p in records[0].parent.iterdir() if ".tmp" in p.name]  # no temporaries left
+
+
+def test_fingerprint_validation() -> None:
+    with pytest.raises(ValueError, match="model_fingerprint"):
+        run_fingerprint("", {})
+    assert run_fingerprint("m", {"a": 1}) != run_fingerprint("m", {"a": 2})
+
+
+def test_summary_csv_columns_and_rows(tmp_path: Path) -> None:
+    rows = [
+        CaseResult("k1", "a/t1.nii.gz", None, "a/t1_seg.nii.gz", CaseStatus.OK, 2.0, {"liver": 1.25, "spleen": 0.5}),
+        CaseResult("k2", "broken.nii.gz", None, "broken_seg.nii.gz", CaseStatus.FAILED, 0.1, {},
+                   "broken.nii.gz: not a NIfTI\nfile"),
+    ]
+    path = tmp_path / "s.csv"
+    write_summary(path, rows, ["liver", "spleen"])
+    got = read_summary(path)
+    assert list(got[0]) == summary_columns(["liver", "spleen"])
+    assert got[0]["status"] == "ok" and float(got[0]["volume_ml:liver"]) == 1.25
+    assert got[1]["status"] == "failed" and got[1]["volume_ml:liver"] == ""
+    assert got[1]["error"] == "broken.nii.gz: not a NIfTI file"
