@@ -12,7 +12,7 @@ import pytest
 from medseg.batch.discover import CaseKind, discover_cases
 from medseg.errors import ReadError
 
-from tests.batch.conftest import DCMQI_CT, TS_DICOM, TS_SERIES_UID, copy_two_series
+from ._data import DCMQI_CT, TS_DICOM, TS_SERIES_UID, copy_two_series
 
 
 def _nifti(path: Path) -> None:

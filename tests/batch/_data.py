@@ -1,4 +1,4 @@
-"""Fixtures for the batch tests: real DICOM series from ../shared/data and a tiny real model spec."""
+"""Helpers for the batch tests: real DICOM series from ../shared/data."""
 
 from __future__ import annotations
 
