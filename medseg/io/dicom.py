@@ -143,6 +143,7 @@ def _collect(path: str) -> _Collected:
             try:
                 with opener.open(src) as fh:
                     ds = _parse_header(fh)
+                    pixel_offset = fh.tell()  # stop_before_pixels leaves the file at the pixel data tag
             except Exception as err:  # noqa: BLE001 - pydicom raises many types for corrupt input
                 if single:
                     raise ReadError(f"truncated or corrupt DICOM header ({type(err).__name__}: {err})",
@@ -165,10 +166,12 @@ def _collect(path: str) -> _Collected:
             first = got[0]
             if first.non_image is None and _is_native(first.transfer_syntax) and src.size:
                 need = native_bytes(first)
-                if src.size < need:
+                element_header = 8 if first.transfer_syntax == "1.2.840.10008.1.2" else 12
+                available = src.size - pixel_offset - element_header
+                if available < need:
                     truncated[src.name] = (
-                        f"file is truncated or lacks pixel data: its pixel data needs {need} bytes but the whole file "
-                        f"has {src.size}"
+                        f"file is truncated or lacks pixel data: the pixel data needs {need} bytes, "
+                        f"{max(available, 0)} remain in the file"
                     )
             frames.extend(got)
     return _Collected(frames, notes, truncated, len(listed.sources), n_dicom, listed.is_archive)
@@ -608,8 +611,8 @@ def _resample(s: _Series, data: np.ndarray) -> np.ndarray:
         dj = float(s.offsets[kk] @ iop[3:]) / row_sp
         if abs(di) > 1e-6 or abs(dj) > 1e-6:
             for tt in range(data.shape[3]):
-                data[:, :, kk, tt] = ndimage.shift(data[:, :, kk, tt], (di, dj), order=1, mode="constant",
-                                                   cval=fill)
+                data[:, :, kk, tt] = ndimage.shift(data[:, :, kk, tt], (di, dj), order=1,
+                                                   mode="grid-constant", cval=fill)
     pos = s.positions - s.positions[0]
     n_out = int(round(pos[-1] / s.regular_step)) + 1
     if n_out > MAX_RESAMPLED_SLICES:

@@ -239,6 +239,24 @@ def _philips_ss(owner: Any, depth: int = 2) -> float | None:
     return None
 
 
+def ensure_transfer_syntax(ds: Any) -> str:
+    """The dataset's transfer syntax UID; for a file without meta header, the encoding pydicom detected
+    is recorded in ``file_meta`` so that pixel decoding works."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+    if ts:
+        return ts
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    uid = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = uid
+    return str(uid)
+
+
 def _mosaic_info(ds: Any) -> tuple[int, np.ndarray | None] | None:
     """``(number of images, CSA slice normal)`` for a Siemens mosaic, else ``None``."""
     image_type = [str(x).upper() for x in (ds.get("ImageType") or [])]
@@ -268,8 +286,8 @@ def frames_from_dataset(ds: Any, source: DicomSource) -> list[Frame]:
         ds: a ``pydicom.Dataset``.
         source: where it came from (for messages and to re-open the file for pixels).
     """
+    ts = ensure_transfer_syntax(ds)
     meta = getattr(ds, "file_meta", None)
-    ts = str(meta.get("TransferSyntaxUID", "") if meta is not None else "") or "1.2.840.10008.1.2"
     sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "") or "")
     base = dict(
         source=source,
@@ -445,6 +463,7 @@ def decode_frames(ds: Any, frames: list[Frame]) -> list[np.ndarray]:
     """
     first = frames[0]
     name = first.source.name
+    ensure_transfer_syntax(ds)
     problem = decoder_problem(first.transfer_syntax)
     if problem:
         raise ReadError(problem, name)
