@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 from medseg.cli import main
-from medseg.io import read
+from medseg.io import detect_format, read
 
 REPO = Path(__file__).resolve().parents[1]
 MEDSEG = REPO / ".venv" / "bin" / "medseg"
@@ -121,3 +123,38 @@ def test_write_failure_midway_leaves_no_partial_file(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "writing failed" in lines[0] and str(out_dir / "big.nii") in lines[0]
     assert list(out_dir.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ DICOM through the dispatch
+
+
+def test_dicom_dispatch_folder_zip_and_single_files(shared_data, tmp_path):
+    folder = shared_data / "dcmqi/data/segmentations/ct-3slice"
+    vol = read(folder)
+    assert vol.shape == (512, 512, 3) and vol.source.format == "dicom"
+    archive = tmp_path / "ct.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f"series/{f.name}")
+    from_zip = read(archive)
+    assert from_zip.geometry == vol.geometry
+    np.testing.assert_array_equal(from_zip.array, vol.array)
+    extensionless = tmp_path / "IM0001"
+    shutil.copy(folder / "01.dcm", extensionless)
+    assert detect_format(extensionless) == detect_format(folder / "01.dcm") == "dicom"
+    assert read(extensionless).shape == (512, 512, 1)
+    # dcmqi's NRRD label maps were drawn on this CT: same grid after both conversions
+    liver = read(shared_data / "dcmqi/data/segmentations/liver_seg.nrrd")
+    assert liver.geometry.allclose(vol.geometry, atol=1e-3)
+
+
+def test_convert_irregular_dicom_errors_or_resamples(shared_data, tmp_path, capsys):
+    src = shared_data / "MONAI/tests/testing_data/CT_DICOM"
+    out = tmp_path / "ct.nii.gz"
+    assert main(["convert", str(src), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(src) in err[0] and "regular grid" in err[0]
+    assert not out.exists()
+    assert main(["convert", str(src), "-o", str(out), "--irregular", "resample"]) == 0
+    assert "warning" in capsys.readouterr().err
+    assert nib.load(out).shape[:2] == (16, 16)
