@@ -1,0 +1,157 @@
+"""Load nnU-Net v2 checkpoints (``fold_N/checkpoint_final.pth``) with ``torch.load(weights_only=True)``.
+
+**How medseg loads nnU-Net checkpoints (the one place this is explained).**
+nnU-Net saves a dict: ``network_weights`` (a state dict), ``optimizer_state``, ``grad_scaler_state``,
+``logging`` (per-epoch losses and Dice values), ``_best_ema``, ``current_epoch``, ``init_args`` (plans,
+configuration, fold, dataset.json, ``torch.device``), ``trainer_name`` and
+``inference_allowed_mirroring_axes``. Plain ``torch.load(path, weights_only=True)`` refuses these files:
+``logging`` and ``_best_ema`` hold **numpy scalars** (``np.float64`` from ``np.nanmean``), which pickle as
+``numpy._core.multiarray.scalar`` (``numpy.core.multiarray.scalar`` when saved under numpy 1.x) plus a
+``numpy.dtype`` whose class is e.g. ``numpy.dtypes.Float64DType``. Nothing else in a standard nnU-Net
+checkpoint is outside torch's weights-only allow-list (``torch.device``, tuples, dicts, lists, str, int, float
+and tensors are allowed already).
+
+medseg therefore loads every checkpoint with ``weights_only=True`` inside
+``torch.serialization.safe_globals(...)`` that adds exactly: ``numpy._core.multiarray.scalar`` (also under
+its numpy-1 name), ``numpy.dtype`` and the numeric ``numpy.dtypes.*DType`` classes. These rebuild numbers and
+dtypes only; they cannot run code. **medseg never unpickles a checkpoint with ``weights_only=False``** — no
+flag turns it on. If a checkpoint (e.g. from a custom trainer) pickles anything else, loading fails with a
+:class:`~medseg.errors.ModelError` that names the refused global; convert such a file once, where you trust
+it, with ``python -m medseg.nnunet.checkpoint --strip IN OUT`` (it keeps only the keys inference needs;
+running it unpickles ``IN`` fully, so do that only for files you trust).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import ModelError
+
+__all__ = ["NnUNetCheckpoint", "load_checkpoint", "safe_numpy_globals", "sha256_file"]
+
+#: checkpoint keys medseg reads (``strip`` keeps these).
+INFERENCE_KEYS = ("network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes")
+
+
+@dataclass(frozen=True)
+class NnUNetCheckpoint:
+    """What inference needs from one fold's checkpoint.
+
+    Args:
+        state_dict: network weights (CPU tensors).
+        trainer_name: nnU-Net trainer class name, e.g. ``"nnUNetTrainer"``.
+        configuration: configuration the fold was trained with (from ``init_args``), or ``None``.
+        mirroring_axes: axes (0-based, spatial) the trainer allows for mirroring TTA; ``None`` = no mirroring.
+        sha256: hex digest of the file.
+    """
+
+    state_dict: dict[str, Any]
+    trainer_name: str | None
+    configuration: str | None
+    mirroring_axes: tuple[int, ...] | None
+    sha256: str
+
+
+def safe_numpy_globals() -> list:
+    """The numpy globals added to torch's weights-only allow-list (numbers and dtypes only)."""
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray as ma  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray as ma  # type: ignore[no-redef]
+    allowed: list = [ma.scalar, (ma.scalar, "numpy.core.multiarray.scalar"), np.dtype]
+    dtypes_mod = getattr(np, "dtypes", None)
+    if dtypes_mod is not None:
+        for name in ("Float16DType", "Float32DType", "Float64DType", "LongDoubleDType", "Int8DType", "Int16DType",
+                     "Int32DType", "Int64DType", "UInt8DType", "UInt16DType", "UInt32DType", "UInt64DType",
+                     "BoolDType", "LongDType", "ULongDType", "LongLongDType", "ULongLongDType", "IntDType",
+                     "UIntDType", "ShortDType", "UShortDType", "ByteDType", "UByteDType"):
+            cls = getattr(dtypes_mod, name, None)
+            if cls is not None and cls not in allowed:
+                allowed.append(cls)
+    return allowed
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> NnUNetCheckpoint:
+    """Load one nnU-Net checkpoint with ``weights_only=True`` (see the module docstring).
+
+    Args:
+        path: ``fold_N/checkpoint_final.pth``.
+        expected_sha256: if given, the file must have this digest (registered downloads).
+
+    Raises:
+        ModelError: unreadable file, digest mismatch, a pickled object outside the allow-list, or not an
+            nnU-Net checkpoint.
+    """
+    import pickle
+
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError("checkpoint not found", p)
+    digest = sha256_file(p)
+    if expected_sha256 is not None and digest.lower() != expected_sha256.lower():
+        raise ModelError(f"sha256 {digest} does not match the registered {expected_sha256}", p)
+    try:
+        with torch.serialization.safe_globals(safe_numpy_globals()):
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        raise ModelError(f"refused by weights-only loading ({detail}); medseg never unpickles checkpoints "
+                         f"fully — see medseg.nnunet.checkpoint for how to convert a trusted file", p) from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise ModelError(f"cannot read checkpoint: {e}", p) from None
+    if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
+        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ModelError(f"not an nnU-Net checkpoint (no 'network_weights'; has {keys})", p)
+    weights = ckpt["network_weights"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ModelError("'network_weights' is not a state dict of tensors", p)
+    init_args = ckpt.get("init_args") or {}
+    axes = ckpt.get("inference_allowed_mirroring_axes")
+    return NnUNetCheckpoint(
+        state_dict=dict(weights),
+        trainer_name=ckpt.get("trainer_name"),
+        configuration=init_args.get("configuration") if isinstance(init_args, dict) else None,
+        mirroring_axes=None if axes is None else tuple(int(a) for a in axes),
+        sha256=digest,
+    )
+
+
+def _strip(src: str, dst: str) -> None:  # pragma: no cover - manual conversion tool
+    """Re-save only :data:`INFERENCE_KEYS` of a TRUSTED checkpoint (unpickles ``src`` fully)."""
+    import torch
+
+    if Path(dst).exists():
+        raise SystemExit(f"{dst}: exists; not overwriting")
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)  # explicit manual conversion of a trusted file
+    init_args = ckpt.get("init_args") or {}
+    out = {
+        "network_weights": ckpt["network_weights"],
+        "trainer_name": str(ckpt.get("trainer_name")),
+        "init_args": {"configuration": str(init_args.get("configuration"))},
+        "inference_allowed_mirroring_axes": ckpt.get("inference_allowed_mirroring_axes"),
+    }
+    torch.save(out, dst)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "--strip":
+        raise SystemExit("usage: python -m medseg.nnunet.checkpoint --strip TRUSTED_IN.pth OUT.pth")
+    _strip(sys.argv[2], sys.argv[3])

@@ -1,0 +1,393 @@
+"""Run an nnU-Net v2 results folder with medseg: :class:`NnUNetPredictor`.
+
+The pipeline follows nnU-Net's ``nnUNetPredictor`` step by step, on medseg's :class:`~medseg.types.Volume`:
+
+1. **axis order** — nnU-Net reads images with SimpleITK, whose arrays are ``(z, y, x)`` = medseg's
+   ``(k, j, i)``; the volume is transposed the same way (no reorientation: nnU-Net works in the file's
+   voxel order; a spec may ask for a canonical orientation first, as TotalSegmentator does);
+2. ``transpose_forward`` of the plans; spacing permuted alike;
+3. crop to the bounding box of the nonzero voxels (any channel, holes filled);
+4. normalise each channel (CT: clip to the foreground 0.5/99.5 percentiles, subtract mean, divide by std);
+5. resample to the configuration's spacing (cubic spline, separate z for anisotropic data);
+6. sliding window with nnU-Net's tiling, Gaussian blending, step 0.5 and mirroring TTA over the axes the
+   trainer allowed; the folds' logits are averaged;
+7. logits resampled back to the cropped shape (linear), argmax (or sigmoid > 0.5 per region);
+8. the crop is pasted into a background volume, ``transpose_backward``, back to ``(i, j, k)``.
+
+The output is a label :class:`~medseg.types.Volume` with exactly the input's geometry.
+
+>>> p = NnUNetPredictor("nnUNet_results/Dataset291_X/nnUNetTrainer__nnUNetPlans__3d_fullres")  # doctest: +SKIP
+>>> labels = p.predict(medseg.io.read("ct.nii.gz"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import ModelError
+from medseg.nnunet.plans import NnUNetModel, NormScheme, build_network, read_model_folder
+from medseg.nnunet.resample import compute_new_shape, resample_to_shape
+from medseg.types import Label, Volume
+
+__all__ = ["LogitsDtype", "NnUNetMeta", "NnUNetPredictor", "crop_to_nonzero", "normalize_channels"]
+
+ProgressFn = Callable[[int, int], None]
+
+
+class LogitsDtype(str, Enum):
+    """Accumulator dtype of the blended logits."""
+
+    FLOAT16 = "float16"  # nnU-Net's accumulator (default): half the memory, labels identical to nnUNetPredictor
+    FLOAT32 = "float32"  # exact blending; may flip voxels whose top-2 logits differ by less than fp16 resolution
+
+
+@dataclass(frozen=True)
+class NnUNetMeta:
+    """What :meth:`NnUNetPredictor.postprocess` needs to undo preprocessing.
+
+    Shapes/bounding boxes are in nnU-Net's transposed axis order; ``spacing`` in mm, same order.
+    """
+
+    source: Volume  # the input volume (its geometry is the output's)
+    reoriented_affine: np.ndarray | None  # set when the input was reoriented before inference
+    shape_before_cropping: tuple[int, int, int]
+    bbox: tuple[tuple[int, int], ...]
+    shape_after_cropping: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+
+
+# --------------------------------------------------------------------------------------------- array functions
+
+
+def crop_to_nonzero(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], ...]]:
+    """Crop ``(C, X, Y, Z)`` to the bounding box of voxels nonzero in any channel (holes filled).
+
+    Returns the cropped data (a view), the cropped hole-filled nonzero mask ``(X', Y', Z')`` and the
+    half-open bounding box ``((x0, x1), (y0, y1), (z0, z1))``. An all-zero image keeps its full extent.
+    """
+    from scipy.ndimage import binary_fill_holes
+
+    mask = np.any(data != 0, axis=0)
+    mask = binary_fill_holes(mask)
+    bbox = []
+    for ax in range(3):
+        other = tuple(a for a in range(3) if a != ax)
+        hits = np.flatnonzero(np.any(mask, axis=other))
+        bbox.append((int(hits[0]), int(hits[-1]) + 1) if hits.size else (0, mask.shape[ax]))
+    sl = tuple(slice(a, b) for a, b in bbox)
+    return data[(slice(None), *sl)], mask[sl], tuple(bbox)
+
+
+def normalize_channels(data: np.ndarray, mask: np.ndarray, model: NnUNetModel) -> np.ndarray:
+    """Normalise ``(C, X, Y, Z)`` float32 ``data`` in place, per channel, with the plans' schemes."""
+    for c, norm in enumerate(model.config.normalization):
+        x = data[c]
+        if norm.scheme is NormScheme.CT:
+            np.clip(x, norm.percentile_00_5, norm.percentile_99_5, out=x)
+            x -= norm.mean
+            x /= max(norm.std, 1e-8)
+        elif norm.scheme is NormScheme.ZSCORE:
+            if norm.use_mask:
+                vals = x[mask]
+                mean, std = vals.mean(), vals.std()
+                x[mask] = (x[mask] - mean) / max(std, 1e-8)
+            else:
+                mean, std = x.mean(), x.std()
+                x -= mean
+                x /= max(std, 1e-8)
+        elif norm.scheme is NormScheme.RESCALE_01:
+            x -= x.min()
+            x /= np.clip(x.max(), a_min=1e-8, a_max=None)
+        elif norm.scheme is NormScheme.RGB_01:
+            if x.min() < 0 or x.max() > 255:
+                raise ModelError(f"channel {c}: RGBTo01Normalization expects values in [0, 255], got "
+                                 f"[{x.min():g}, {x.max():g}]")
+            x /= 255.0
+    return data
+
+
+def _to_torch_dtype(d: LogitsDtype):
+    import torch
+
+    return torch.float16 if d is LogitsDtype.FLOAT16 else torch.float32
+
+
+def _resolve_device(device: str):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+# ------------------------------------------------------------------------------------------------ predictor
+
+
+class NnUNetPredictor:
+    """Predictor for an nnU-Net v2 results folder (same interface as medseg's ``Predictor``).
+
+    Args:
+        folder: ``.../DatasetXXX_Name/<Trainer>__<Plans>__<configuration>``, or an already read
+            :class:`~medseg.nnunet.plans.NnUNetModel`.
+        folds: folds to ensemble (default: every ``fold_N`` with ``checkpoint_final.pth``).
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        step_size: sliding-window step as a fraction of the patch (nnU-Net default 0.5; ``overlap = 1 - step``).
+        tta: mirroring test-time augmentation over the axes the trainer allowed (nnU-Net default on).
+        gaussian: Gaussian blending of the tiles (nnU-Net default on).
+        logits_dtype: ``"float16"`` (default; nnU-Net's accumulator: labels identical to ``nnUNetPredictor``,
+            half the memory — 117 TotalSegmentator channels) or ``"float32"`` (exact blending).
+        precision: ``"fp32"`` (default) or ``"bf16"`` / ``"fp16"`` (network under autocast: faster, not exact).
+        threads: torch CPU threads while predicting (default: leave torch's setting).
+        orientation: ``None`` (nnU-Net: the file's voxel order) or a code like ``"RAS"``: reorient first
+            (TotalSegmentator feeds its models canonical RAS volumes), undone on the output.
+        checkpoint_sha256: optional ``{fold: sha256}`` the checkpoints must match (registered downloads).
+        name: model name for provenance (default: the dataset name).
+
+    Raises:
+        ModelError: invalid folder, checkpoint or architecture; checkpoints whose weights do not fit.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path | NnUNetModel,
+        *,
+        folds: Sequence[int | str] | None = None,
+        device: str = "auto",
+        step_size: float = 0.5,
+        tta: bool = True,
+        gaussian: bool = True,
+        logits_dtype: str | LogitsDtype = LogitsDtype.FLOAT16,
+        precision: str = "fp32",
+        threads: int | None = None,
+        orientation: str | None = None,
+        checkpoint_sha256: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        import torch
+
+        from medseg.nnunet.checkpoint import load_checkpoint
+
+        if not 0 < float(step_size) <= 1:
+            raise ValueError(f"step_size must be in (0, 1], got {step_size}.")
+        try:
+            self.logits_dtype = LogitsDtype(logits_dtype)
+        except ValueError:
+            raise ValueError(f"logits_dtype must be one of {[d.value for d in LogitsDtype]}, got {logits_dtype!r}.") from None
+        autocast = {"fp32": None, "auto": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in autocast:
+            raise ValueError(f"precision must be one of {sorted(autocast)}, got {precision!r}.")
+        if threads is not None and int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}.")
+        if orientation is not None and (len(orientation) != 3 or set(orientation.upper()) - set("RLAPSI")):
+            raise ValueError(f"orientation must be None or a code like 'RAS', got {orientation!r}.")
+        self.model = folder if isinstance(folder, NnUNetModel) else read_model_folder(
+            folder, None if folds is None else tuple(folds))
+        self.device = _resolve_device(device)
+        self.step_size = float(step_size)
+        self.tta = bool(tta)
+        self.gaussian = bool(gaussian)
+        self.precision = precision
+        self.autocast_dtype = autocast[precision]
+        self.threads = None if threads is None else int(threads)
+        self.orientation = None if orientation is None else orientation.upper()
+        self.name = name or self.model.dataset_name
+        self.network = build_network(self.model).to(self.device)
+        self.weights: list[dict[str, Any]] = []
+        self.checkpoint_digests: dict[str, str] = {}
+        mirror_axes: tuple[int, ...] | None = None
+        for i, (fold, path) in enumerate(self.model.folds.items()):
+            ck = load_checkpoint(path, (checkpoint_sha256 or {}).get(fold))
+            if ck.configuration is not None and ck.configuration != self.model.config.name:
+                raise ModelError(f"checkpoint was trained with configuration {ck.configuration!r}, the folder "
+                                 f"is {self.model.config.name!r}", path)
+            try:
+                self.network.load_state_dict(ck.state_dict)
+            except RuntimeError as e:
+                raise ModelError(f"weights do not fit the plans' network: {str(e).splitlines()[0]}", path) from None
+            if i == 0:
+                mirror_axes = ck.mirroring_axes
+            self.weights.append(ck.state_dict)
+            self.checkpoint_digests[fold] = ck.sha256
+        #: spatial axes (0-2, transposed nnU-Net order) mirrored for TTA; ``None`` = the trainer allows none.
+        self.allowed_mirroring_axes = mirror_axes
+        self._spec = None
+
+    # ------------------------------------------------------------------------------------------- properties
+
+    @property
+    def labels(self) -> tuple[Label, ...]:
+        """Output labels (from ``dataset.json``; background 0 not listed)."""
+        return self.model.labels.labels
+
+    @property
+    def mirror_axes(self) -> tuple[int, ...] | None:
+        """Axes actually mirrored (``None`` when TTA is off or not allowed)."""
+        return self.allowed_mirroring_axes if self.tta else None
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable hash of plans, dataset.json, checkpoint digests and the run settings."""
+        p = self.model.path
+        h = hashlib.sha256()
+        for f in ("plans.json", "dataset.json"):
+            h.update((p / f).read_bytes())
+        settings = {
+            "configuration": self.model.config.name, "folds": self.checkpoint_digests, "step": self.step_size,
+            "tta": self.mirror_axes, "gaussian": self.gaussian, "logits": self.logits_dtype.value,
+            "precision": self.precision, "orientation": self.orientation,
+        }
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        return h.hexdigest()
+
+    @property
+    def spec(self):  # -> medseg.config.ModelSpec | None
+        """A :class:`medseg.config.ModelSpec` describing this folder, if the engine supports nnU-Net specs."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, value) -> None:
+        self._spec = value
+
+    def __repr__(self) -> str:
+        c = self.model.config
+        return (f"NnUNetPredictor({self.model.dataset_name}/{self.model.trainer_name}__{self.model.plans_name}__"
+                f"{c.name}, folds={list(self.model.folds)}, patch={c.patch_size}, spacing={c.spacing}, "
+                f"labels={len(self.labels)}, tta={self.mirror_axes}, device={self.device})")
+
+    # ------------------------------------------------------------------------------------------------ stages
+
+    def preprocess(self, volume: Volume) -> tuple[Any, NnUNetMeta]:
+        """``Volume`` → ``(C, X, Y, Z)`` float32 tensor in nnU-Net's transposed axes + what undoes it."""
+        import torch
+
+        if not isinstance(volume, Volume):
+            raise TypeError(f"volume must be a medseg Volume, got {type(volume).__name__}.")
+        n_ch = self.model.num_input_channels
+        arr = volume.array
+        channels = 1 if arr.ndim == 3 else arr.shape[3]
+        if channels != n_ch:
+            raise ModelError(f"model {self.name} expects {n_ch} input channel(s) "
+                             f"({', '.join(self.model.labels.channel_names)}), the volume has {channels}",
+                             volume.source.path)
+        affine = volume.affine
+        reoriented = None
+        if self.orientation is not None:
+            from medseg.geometry import reorient
+
+            arr, affine = reorient(arr, affine, self.orientation)
+            reoriented = affine
+        if arr.ndim == 3:
+            arr = arr[..., None]
+        # (i, j, k, c) -> SimpleITK/nnU-Net (c, z, y, x) = (c, k, j, i); float32 copy (never alters the input)
+        data = np.ascontiguousarray(arr.transpose(3, 2, 1, 0), dtype=np.float32)
+        spacing_ijk = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+        spacing = tuple(float(s) for s in spacing_ijk[::-1])
+        tf = self.model.transpose_forward
+        data = data.transpose(0, *[t + 1 for t in tf])
+        spacing = tuple(spacing[t] for t in tf)
+        shape_before = tuple(int(s) for s in data.shape[1:])
+        data, mask, bbox = crop_to_nonzero(data)
+        data = np.ascontiguousarray(data)
+        shape_after = tuple(int(s) for s in data.shape[1:])
+        target = self.model.config.spacing
+        new_shape = compute_new_shape(shape_after, spacing, target)
+        data = normalize_channels(data, mask, self.model)
+        data = resample_to_shape(data, new_shape, spacing, target, self.model.config.resample_data)
+        meta = NnUNetMeta(volume, reoriented, shape_before, bbox, shape_after, spacing)  # type: ignore[arg-type]
+        return torch.from_numpy(np.ascontiguousarray(data)), meta
+
+    def predict_logits(self, x, progress: ProgressFn | None = None):
+        """Fold-averaged, blended logits ``(heads, X, Y, Z)`` for a preprocessed ``(C, X, Y, Z)`` tensor."""
+        import torch
+
+        from medseg.nnunet.sliding import tile_starts
+
+        patch = self.model.config.patch_size
+        padded = [max(s, p) for s, p in zip(x.shape[1:], patch)]
+        n_tiles = int(np.prod([len(s) for s in tile_starts(padded, patch, self.step_size)]))
+        total = n_tiles * len(self.weights)
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
+        old_threads = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            return self._predict_logits(x, patch, tick)
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _predict_logits(self, x, patch, tick):
+        import torch
+
+        from medseg.nnunet.sliding import predict_sliding_window
+
+        with torch.inference_mode():
+            out = None
+            for state in self.weights:
+                self.network.load_state_dict(state)
+                out = predict_sliding_window(
+                    self.network, x, self.model.labels.num_heads, patch, step_size=self.step_size,
+                    gaussian=self.gaussian, mirror_axes=self.mirror_axes, device=self.device,
+                    logits_dtype=_to_torch_dtype(self.logits_dtype), autocast_dtype=self.autocast_dtype,
+                    out=out, progress=tick)
+            if len(self.weights) > 1:
+                out /= len(self.weights)
+        return out
+
+    def postprocess(self, logits, meta: NnUNetMeta) -> Volume:
+        """Logits → label :class:`Volume` on the source volume's exact grid."""
+        import torch
+
+        labels_info = self.model.labels
+        arr = logits.numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
+        arr = resample_to_shape(arr, meta.shape_after_cropping, self.model.config.spacing, meta.spacing,
+                                self.model.config.resample_probabilities)
+        if labels_info.has_regions:
+            probs = torch.sigmoid(torch.from_numpy(np.asarray(arr, dtype=np.float32))).numpy()
+            seg = np.zeros(probs.shape[1:], dtype=np.uint16)
+            for i, c in enumerate(labels_info.regions_class_order or ()):
+                seg[probs[i] > 0.5] = c
+        else:
+            seg = arr.argmax(0)
+        max_id = max((lab.id for lab in labels_info.labels), default=0)
+        dtype = np.uint8 if max_id < 255 else np.uint16
+        full = np.zeros(meta.shape_before_cropping, dtype=dtype)
+        full[tuple(slice(a, b) for a, b in meta.bbox)] = seg
+        full = full.transpose(self.model.transpose_backward)
+        out = np.ascontiguousarray(full.transpose(2, 1, 0))  # (z, y, x) -> (i, j, k)
+        if meta.reoriented_affine is not None:
+            from medseg.geometry import orientation_code, reorient
+
+            out, back_affine = reorient(out, meta.reoriented_affine, orientation_code(meta.source.affine))
+            if not np.allclose(back_affine, meta.source.affine, atol=1e-4) or out.shape != meta.source.shape[:3]:
+                raise ModelError("internal error: reorientation round trip changed the grid")
+            out = np.ascontiguousarray(out)
+        return Volume(out, meta.source.geometry, meta.source.source, is_label=True, labels=self.labels)
+
+    def predict(self, volume: Volume, progress: ProgressFn | None = None) -> Volume:
+        """Segment ``volume``: a label volume with exactly ``volume.geometry``.
+
+        Args:
+            volume: CT/MR volume ``(I, J, K)`` (or ``(I, J, K, C)`` for multi-channel models).
+            progress: called as ``progress(done, total)`` after every sliding-window tile.
+        """
+        x, meta = self.preprocess(volume)
+        logits = self.predict_logits(x, progress)
+        del x
+        return self.postprocess(logits, meta)

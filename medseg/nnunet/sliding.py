@@ -1,0 +1,156 @@
+"""nnU-Net's sliding-window inference: tile positions, Gaussian importance map, mirroring TTA.
+
+medseg's generic sliding window places tiles like MONAI (fixed interval, last tile flush with the end);
+nnU-Net models were validated with nnU-Net's own tiling, which spreads the tiles evenly
+(``compute_steps_for_sliding_window``) and blends them with a Gaussian of sigma = patch/8 scaled to a
+peak of 10. This module reproduces that tiling exactly, so medseg's labels match nnU-Net's.
+
+Tensors are ``(C, X, Y, Z)`` in nnU-Net's transposed axis order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+__all__ = ["gaussian_importance", "mirror_combinations", "predict_sliding_window", "tile_starts"]
+
+
+def tile_starts(image_size: Sequence[int], tile_size: Sequence[int], step_size: float) -> list[list[int]]:
+    """Start index of every tile along each axis; tiles are spread evenly, first at 0, last at the end.
+
+    Args:
+        image_size: spatial size, each >= the tile size.
+        tile_size: patch size.
+        step_size: target step as a fraction of the tile (nnU-Net default 0.5), in ``(0, 1]``.
+    """
+    if not 0 < step_size <= 1:
+        raise ValueError(f"step_size must be in (0, 1], got {step_size}.")
+    if any(i < t for i, t in zip(image_size, tile_size)):
+        raise ValueError(f"image size {tuple(image_size)} is smaller than the tile {tuple(tile_size)}; pad first.")
+    steps = []
+    for i, t in zip(image_size, tile_size):
+        n = int(np.ceil((i - t) / (t * step_size))) + 1
+        actual = (i - t) / (n - 1) if n > 1 else 0.0
+        steps.append([int(np.round(actual * k)) for k in range(n)])
+    return steps
+
+
+@lru_cache(maxsize=4)
+def _gaussian_np(tile_size: tuple[int, ...]) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    tmp = np.zeros(tile_size)
+    tmp[tuple(s // 2 for s in tile_size)] = 1
+    g = gaussian_filter(tmp, [s / 8 for s in tile_size], 0, mode="constant", cval=0)
+    g /= np.max(g) / 10
+    g = g.astype(np.float16)  # nnU-Net keeps the map in float16; medseg uses the same values
+    g[g == 0] = np.min(g[g != 0])
+    return g
+
+
+def gaussian_importance(tile_size: Sequence[int], dtype: torch.dtype = torch.float32,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """Gaussian weight map of the tile (sigma = tile/8, peak 10, no zeros), as nnU-Net's ``compute_gaussian``."""
+    return torch.from_numpy(_gaussian_np(tuple(int(s) for s in tile_size)).copy()).to(device=device, dtype=dtype)
+
+
+def mirror_combinations(axes: Sequence[int] | None) -> list[tuple[int, ...]]:
+    """Every non-empty combination of the spatial mirroring axes, as tensor dims of a ``(1, C, X, Y, Z)`` batch."""
+    if not axes:
+        return []
+    dims = [int(a) + 2 for a in axes]
+    return [c for n in range(1, len(dims) + 1) for c in itertools.combinations(dims, n)]
+
+
+def _pad_to_tile(x: torch.Tensor, tile: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Pad ``(C, X, Y, Z)`` with zeros to at least ``tile`` (centred, extra voxel above); return the crop back."""
+    pads, crop = [], [slice(None)]
+    for size, t in zip(x.shape[1:], tile):
+        diff = max(t - size, 0)
+        lo, hi = diff // 2, diff // 2 + diff % 2
+        pads.append((lo, hi))
+        crop.append(slice(lo, lo + size))
+    if any(lo or hi for lo, hi in pads):
+        flat = [v for lo_hi in reversed(pads) for v in lo_hi]
+        x = torch.nn.functional.pad(x, flat, mode="constant", value=0.0)
+    return x, tuple(crop)
+
+
+@torch.inference_mode()
+def predict_sliding_window(
+    network: torch.nn.Module,
+    image: torch.Tensor,
+    num_heads: int,
+    tile_size: Sequence[int],
+    *,
+    step_size: float = 0.5,
+    gaussian: bool = True,
+    mirror_axes: Sequence[int] | None = (0, 1, 2),
+    device: torch.device | str = "cpu",
+    logits_dtype: torch.dtype = torch.float32,
+    autocast_dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
+    progress: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """Blend the network's logits over evenly spread tiles of ``image``.
+
+    Args:
+        network: in eval mode, on ``device``; maps ``(1, C, *tile)`` → ``(1, num_heads, *tile)``.
+        image: ``(C, X, Y, Z)`` float32 on the CPU (the stitch device).
+        num_heads: output channels.
+        tile_size: patch size ``(X, Y, Z)``.
+        step_size: tile step as a fraction of the tile (nnU-Net default 0.5).
+        gaussian: Gaussian blending (nnU-Net default) instead of a flat average.
+        mirror_axes: spatial axes for mirroring TTA (all combinations are averaged); ``None``/empty = off.
+        device: where the network runs; tiles are stitched on the CPU.
+        logits_dtype: accumulator dtype: float32 (medseg default) or float16 (nnU-Net's, bit-compatible).
+        autocast_dtype: run the network under ``torch.autocast`` with this dtype (e.g. bfloat16), or ``None``.
+        out: optional ``(num_heads, X, Y, Z)`` tensor to add the result to (fold ensembling); returned.
+        progress: called once per tile.
+
+    Returns:
+        ``(num_heads, X, Y, Z)`` blended logits (``out + logits`` if ``out`` was given).
+    """
+    if image.ndim != 4:
+        raise ValueError(f"image must be (C, X, Y, Z), got shape {tuple(image.shape)}.")
+    padded, crop = _pad_to_tile(image, tile_size)
+    starts = tile_starts(padded.shape[1:], tile_size, step_size)
+    logits = torch.zeros((num_heads, *padded.shape[1:]), dtype=logits_dtype)
+    weights = torch.zeros(padded.shape[1:], dtype=logits_dtype)
+    g = gaussian_importance(tile_size, dtype=logits_dtype) if gaussian else None
+    flips = mirror_combinations(mirror_axes)
+    dev = torch.device(device)
+    ac = (torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype is not None
+          else torch.autocast(dev.type, enabled=False))
+    for sx, sy, sz in itertools.product(*starts):
+        sl = (slice(sx, sx + tile_size[0]), slice(sy, sy + tile_size[1]), slice(sz, sz + tile_size[2]))
+        x = padded[(slice(None), *sl)][None].contiguous().to(dev)
+        with ac:
+            pred = network(x)
+            for dims in flips:
+                pred += torch.flip(network(torch.flip(x, dims)), dims)
+        if flips:
+            pred /= len(flips) + 1
+        pred = pred[0].to("cpu", torch.float32)
+        if g is not None:
+            pred *= g
+            logits[(slice(None), *sl)] += pred
+            weights[sl] += g
+        else:
+            logits[(slice(None), *sl)] += pred
+            weights[sl] += 1
+        if progress is not None:
+            progress()
+    torch.div(logits, weights, out=logits)
+    if torch.isinf(logits).any():
+        raise FloatingPointError("infinite logits after blending; use logits_dtype=torch.float32")
+    logits = logits[(slice(None), *crop[1:])]
+    if out is None:
+        return logits
+    out += logits
+    return out

@@ -1,0 +1,136 @@
+"""medseg's NnUNetPredictor against nnU-Net's own nnUNetPredictor on a real (tiny) nnU-Net v2 results folder.
+
+The input is a crop of TotalSegmentator's real example CT, reoriented to ILP (non-canonical) and with a
+zero border (exercises crop-to-nonzero); the plans transpose the axes (transpose_forward = [2, 0, 1]),
+resample 3 mm -> (3.5, 4, 4) mm and use CT normalisation with foreground intensity properties.
+nnU-Net reads the NIfTI through SimpleITK and writes its segmentation through SimpleITK; medseg gets the
+same file through nibabel. Labels must be identical voxel for voxel, on the same grid.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from .nnunet_folder import PLAIN_ARCH, ct_intensity_properties, make_results_folder
+
+CT = "TotalSegmentator/tests/reference_files/example_ct_sm.nii.gz"
+LABELS = {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory, shared_data):
+    """(results folder, input NIfTI path, medseg Volume of it)."""
+    import nibabel as nib
+
+    from medseg.geometry import reorient
+    from medseg.types import Geometry, Volume
+
+    root = tmp_path_factory.mktemp("nnunet")
+    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):  # nnunetv2 wants them at import
+        os.environ.setdefault(k, str(root / k))
+    img = nib.load(shared_data / CT)
+    arr = np.asanyarray(img.dataobj)[30:90, 20:70, :].copy()
+    aff = img.affine.copy()
+    aff[:3, 3] = img.affine[:3, :3] @ [30, 20, 0] + img.affine[:3, 3]
+    arr[:4] = 0  # zero border: nnU-Net crops to the nonzero box and pastes back
+    arr[:, -3:] = 0
+    props = ct_intensity_properties(arr[arr > -300])
+    arr, aff = reorient(arr, aff, "ILP")
+    arr = np.ascontiguousarray(arr)
+    nii = nib.Nifti1Image(arr, aff)
+    nii.set_qform(aff, 1)
+    nii.set_sform(aff, 1)
+    path = root / "case_0000.nii.gz"
+    nib.save(nii, path)
+    folder = make_results_folder(root / "results", labels=LABELS, intensity_properties=props,
+                                 spacing=(3.5, 4.0, 4.0), transpose_forward=(2, 0, 1),
+                                 architecture=PLAIN_ARCH((4, 8, 16)))
+    back = nib.load(path)
+    vol = Volume(np.asanyarray(back.dataobj), Geometry(back.affine, back.shape))
+    return folder, path, vol
+
+
+def _nnunet_reference(folder, path, out_path):
+    """nnU-Net's own prediction (CPU, both folds, mirroring, Gaussian, step 0.5), written as NIfTI."""
+    import torch
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    ref = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                          perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    ref.initialize_from_trained_model_folder(str(folder), use_folds=(0, 1))
+    rw = SimpleITKIO()
+    data, props = rw.read_images([str(path)])
+    seg = ref.predict_single_npy_array(data, props, None, None, False)
+    rw.write_seg(seg, str(out_path), props)
+
+
+@pytest.mark.slow
+def test_labels_identical_to_nnunet_predictor(case, tmp_path):
+    import nibabel as nib
+
+    from medseg.nnunet import NnUNetPredictor
+
+    folder, path, vol = case
+    ref_path = tmp_path / "ref.nii.gz"
+    _nnunet_reference(folder, path, ref_path)
+    ref = nib.load(ref_path)
+    ref_labels = np.asanyarray(ref.dataobj)
+
+    predictor = NnUNetPredictor(folder, device="cpu")
+    assert predictor.allowed_mirroring_axes == (0, 1, 2)
+    calls = []
+    out = predictor.predict(vol, progress=lambda d, t: calls.append((d, t)))
+
+    assert out.is_label and out.geometry == vol.geometry
+    assert np.allclose(ref.affine, out.affine, atol=1e-4)
+    assert [(lab.id, lab.name) for lab in out.labels] == [(1, "liver"), (2, "spleen"), (3, "kidney")]
+    assert calls and calls[-1][0] == calls[-1][1] == 8  # 4 tiles x 2 folds
+    counts = np.bincount(ref_labels.ravel(), minlength=4)
+    assert (counts[:2] > 1000).all()  # a non-trivial label map
+    assert out.array.dtype == np.uint8
+    np.testing.assert_array_equal(out.array, ref_labels)
+
+
+def test_reorient_option_keeps_the_source_grid(case):
+    """orientation="RAS" (TotalSegmentator's convention) runs on the canonical array, returns the source grid."""
+    from medseg.nnunet import NnUNetPredictor
+
+    folder, _, vol = case
+    predictor = NnUNetPredictor(folder, device="cpu", folds=[0], tta=False, orientation="RAS")
+    out = predictor.predict(vol)
+    assert out.geometry == vol.geometry
+    assert out.array.shape == vol.shape
+    assert set(np.unique(out.array)) <= {0, 1, 2, 3}
+    # the zero border stays background (crop-to-nonzero pasted back in place)
+    from medseg.geometry import reorient
+
+    lab = reorient(out.array, vol.affine, "RAS")[0]  # the crop's original (RAS) axes
+    assert lab[4:, :-3].any()
+    assert not lab[:4].any() and not lab[:, -3:].any()
+
+
+def test_fingerprint_depends_on_settings(case):
+    from medseg.nnunet import NnUNetPredictor
+
+    folder = case[0]
+    a = NnUNetPredictor(folder, device="cpu", folds=[0])
+    b = NnUNetPredictor(folder, device="cpu", folds=[0])
+    c = NnUNetPredictor(folder, device="cpu", folds=[0], tta=False)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+    assert "Dataset990_TinyCT" in repr(a)
+
+
+def test_wrong_channel_count_is_a_clear_error(case):
+    from medseg.errors import ModelError
+    from medseg.nnunet import NnUNetPredictor
+    from medseg.types import Volume
+
+    folder, _, vol = case
+    predictor = NnUNetPredictor(folder, device="cpu", folds=[0])
+    two = Volume(np.stack([vol.array, vol.array], axis=-1), vol.geometry)
+    with pytest.raises(ModelError, match="expects 1 input channel"):
+        predictor.predict(two)
