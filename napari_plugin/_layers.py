@@ -150,11 +150,13 @@ def volume_to_layer_data(volume: Volume, name: str | None = None) -> tuple[Any, 
         from pathlib import Path
 
         base = Path(volume.source.path).name if volume.source.path else ("labels" if volume.is_label else "image")
-        name = volume.source.series_description or base
+        name = (volume.source.series_description if volume.source.format == "dicom" else None) or base
     kwargs: dict[str, Any] = {"name": name, "scale": tuple(scale), "affine": affine, "metadata": metadata}
     if volume.is_label:
         if not np.issubdtype(data.dtype, np.integer):
             data = data.astype(np.int32)
+        elif not data.flags.writeable:
+            data = data.copy()  # labels are edited in place (paint, SAM accept)
         metadata[LABELS_KEY] = tuple(volume.labels)
         kwargs["features"] = _label_features(volume.labels)
         from napari.utils.colormaps import DirectLabelColormap
@@ -272,6 +274,6 @@ def layer_volume(layer: Any) -> Volume:
         affine=layer.affine.affine_matrix,
         translate=layer.translate,
         metadata=layer.metadata,
-        features=layer.features,
+        features=getattr(layer, "features", None),
         is_label=isinstance(layer, Labels),
     )

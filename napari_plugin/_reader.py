@@ -133,6 +133,9 @@ def read_paths(path: str | Sequence[str]) -> list[tuple]:
                 stem = stem[: -len(stem_suffix)]
                 break
         for vol in volumes:
-            name = _series_name(vol, stem) if len(volumes) > 1 else (vol.source.series_description or stem)
+            if len(volumes) > 1:
+                name = _series_name(vol, stem)
+            else:  # a DICOM series by its description, a file by its name
+                name = (vol.source.series_description if vol.source.format == "dicom" else None) or stem
             out.append(volume_to_layer_data(vol, name=name))
     return out

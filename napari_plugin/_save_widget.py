@@ -1,0 +1,147 @@
+"""**Save** dock widget: a Labels layer → NIfTI (+ label sidecars), next to the scan or where the user says.
+
+Wiring only: :func:`._writer.save_labels` writes through :func:`medseg.io.write` (atomic, source geometry).
+An existing file is replaced only when *Overwrite* is ticked. Shortcut: ``Alt-S`` saves.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._layers import SOURCE_KEY, layer_volume
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["SaveWidget", "SHORTCUTS", "default_output_path"]
+
+SHORTCUTS = {"save": "Alt-S"}
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".zip"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def default_output_path(layer: Any) -> Path:
+    """``<scan folder>/<scan stem>_<layer name>.nii.gz`` (a DICOM folder's labels go beside the folder).
+
+    Falls back to the current directory when the layer does not know its source scan.
+    """
+    source = layer.metadata.get(SOURCE_KEY)
+    src = Path(source.path) if source is not None and getattr(source, "path", None) else None
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", layer.name).strip("_") or "labels"
+    if src is None:
+        return Path.cwd() / f"{safe}.nii.gz"
+    return src.parent / f"{_stem(src)}_{safe}.nii.gz"
+
+
+class SaveWidget(QWidget):
+    """Save a Labels layer as NIfTI in its source geometry.
+
+    Args:
+        napari_viewer: the viewer (injected by napari).
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.labels_combo = QComboBox()
+        self.labels_combo.currentIndexChanged.connect(self._suggest_path)
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("next to the scan")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(32)
+        browse.clicked.connect(self._browse)
+        self.overwrite = QCheckBox("Overwrite an existing file")
+        self.save_button = QPushButton(f"Save NIfTI  [{SHORTCUTS['save']}]")
+        self.save_button.clicked.connect(self.save)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        path_row = QHBoxLayout()
+        path_row.addWidget(self.path_edit)
+        path_row.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("Labels", self.labels_combo)
+        form.addRow("File", path_row)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.overwrite)
+        layout.addWidget(self.save_button)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        events = self.viewer.layers.events
+        for ev in (events.inserted, events.removed, events.reordered):
+            ev.connect(self._refresh)
+        self._refresh()
+        self.viewer.bind_key(SHORTCUTS["save"], lambda _v: self.save(), overwrite=True)
+
+    def _refresh(self, *_: Any) -> None:
+        from napari.layers import Labels
+
+        current = self.labels_combo.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
+        self.labels_combo.blockSignals(True)
+        self.labels_combo.clear()
+        self.labels_combo.addItems(names)
+        if current in names:
+            self.labels_combo.setCurrentText(current)
+        elif names:
+            self.labels_combo.setCurrentIndex(len(names) - 1)
+        self.labels_combo.blockSignals(False)
+        if current not in names:
+            self._suggest_path()
+
+    def layer(self) -> Any:
+        name = self.labels_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _suggest_path(self, *_: Any) -> None:
+        layer = self.layer()
+        self.path_edit.setText(str(default_output_path(layer)) if layer is not None else "")
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save labels", self.path_edit.text(), "NIfTI (*.nii.gz *.nii)", options=QFileDialog.DontConfirmOverwrite
+        )
+        if path:
+            self.path_edit.setText(path)
+
+    def save(self) -> list[str]:
+        """Write the chosen layer; returns the written paths (empty on error, which shows in the widget)."""
+        from medseg.errors import MedsegError
+
+        from ._writer import save_labels
+
+        layer = self.layer()
+        if layer is None:
+            self.status.setText("no labels layer to save")
+            return []
+        path = self.path_edit.text().strip() or str(default_output_path(layer))
+        try:
+            written = save_labels(layer_volume(layer), path, overwrite=self.overwrite.isChecked())
+        except (MedsegError, OSError, TypeError, ValueError) as exc:
+            self.status.setText(f"not saved: {exc}")
+            return []
+        self.status.setText("saved " + ", ".join(Path(p).name for p in written) + f" in {Path(written[0]).parent}")
+        return written

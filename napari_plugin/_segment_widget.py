@@ -1,0 +1,321 @@
+"""**Segment** dock widget: pick an image layer and a model, run it in the background, get a Labels layer.
+
+Wiring only: :func:`medseg.predictor.load_predictor` and ``Predictor.predict`` do the work (in a
+:class:`~._workers.Job`), :mod:`._layers` converts, :func:`medseg.postprocess.label_volumes_ml` fills the
+per-label volume table, which follows edits of the shown Labels layer (painting, fill, erase, undo).
+
+Shortcuts (viewer-wide; also listed in the widget): ``Shift+R`` run, ``Shift+C`` cancel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._layers import layer_volume, volume_to_layer_data
+from ._workers import Job
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["SegmentWidget", "SHORTCUTS"]
+
+#: action -> napari key binding (shown in the widget).
+SHORTCUTS = {"run": "Shift-R", "cancel": "Shift-C"}
+
+_BROWSE = "Browse for a model folder / spec file…"
+_DEVICES = ("auto", "cpu", "cuda")
+_TTA = {"model default": None, "on": True, "off": False}
+
+
+def _model_names() -> list[str]:
+    from medseg.registry import list_models
+
+    try:
+        return [m.name for m in list_models()]
+    except Exception:  # a broken user spec must not break the widget; the error shows on Run
+        return []
+
+
+class SegmentWidget(QWidget):
+    """Automatic segmentation of an image layer with a medseg model.
+
+    Args:
+        napari_viewer: the viewer (injected by napari).
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.job: Job | None = None
+        self._predictors: dict[tuple, Any] = {}
+        self.last_labels_layer = None
+        self._table_layer = None
+        self._table_timer = QTimer(self)
+        self._table_timer.setSingleShot(True)
+        self._table_timer.setInterval(250)
+        self._table_timer.timeout.connect(self.refresh_table)
+
+        self.image_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)  # a registry name, a spec path or a model folder
+        self.model_combo.addItems(_model_names())
+        self.model_combo.addItem(_BROWSE)
+        self.model_combo.activated.connect(self._on_model_activated)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(_DEVICES)
+        self.overlap_spin = QDoubleSpinBox()
+        self.overlap_spin.setRange(-0.05, 0.9)
+        self.overlap_spin.setSingleStep(0.05)
+        self.overlap_spin.setSpecialValueText("model default")
+        self.overlap_spin.setValue(-0.05)
+        self.tta_combo = QComboBox()
+        self.tta_combo.addItems(list(_TTA))
+        self.run_button = QPushButton(f"Run  [{SHORTCUTS['run']}]")
+        self.cancel_button = QPushButton(f"Cancel  [{SHORTCUTS['cancel']}]")
+        self.cancel_button.setEnabled(False)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("ready")
+        self.status.setWordWrap(True)
+        self.labels_combo = QComboBox()
+        self.labels_combo.currentIndexChanged.connect(self._on_table_layer_changed)
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["id", "name", "volume (mL)"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Model", self.model_combo)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Overlap", self.overlap_spin)
+        form.addRow("TTA (flips)", self.tta_combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        table_form = QFormLayout()
+        table_form.addRow("Volumes of", self.labels_combo)
+        layout.addLayout(table_form)
+        layout.addWidget(self.table)
+        shortcut_text = "   ".join(f"{k}: {a}" for a, k in SHORTCUTS.items())
+        hint = QLabel(f"Shortcuts — {shortcut_text}")
+        hint.setStyleSheet("color: gray")
+        layout.addWidget(hint)
+
+        events = self.viewer.layers.events
+        for ev in (events.inserted, events.removed, events.reordered):
+            ev.connect(self._refresh_layer_combos)
+        self._refresh_layer_combos()
+        self.viewer.bind_key(SHORTCUTS["run"], lambda _v: self.run(), overwrite=True)
+        self.viewer.bind_key(SHORTCUTS["cancel"], lambda _v: self.cancel(), overwrite=True)
+
+    # ---- layer lists -------------------------------------------------------------------------
+    def _refresh_layer_combos(self, *_: Any) -> None:
+        from napari.layers import Image, Labels
+
+        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
+            current = combo.currentText()
+            names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            elif kind is Image:
+                # default to the selected image layer, else the top one
+                active = self.viewer.layers.selection.active
+                if isinstance(active, Image):
+                    combo.setCurrentText(active.name)
+                elif names:
+                    combo.setCurrentIndex(len(names) - 1)
+            combo.blockSignals(False)
+        self._on_table_layer_changed()
+
+    def _on_model_activated(self, index: int) -> None:
+        if self.model_combo.itemText(index) != _BROWSE:
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Model folder (MONAI bundle / nnU-Net) or cancel for a spec")
+        path = folder or QFileDialog.getOpenFileName(self, "Model spec", "", "Model spec (*.yaml *.yml)")[0]
+        if path:
+            self.model_combo.insertItem(0, path)
+            self.model_combo.setCurrentIndex(0)
+        else:
+            self.model_combo.setCurrentIndex(0)
+
+    # ---- settings -------------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The load_predictor arguments chosen in the widget."""
+        overlap = self.overlap_spin.value()
+        return {
+            "model": self.model_combo.currentText().strip(),
+            "device": self.device_combo.currentText(),
+            "overlap": None if overlap < 0 else round(overlap, 4),
+            "tta": _TTA[self.tta_combo.currentText()],
+        }
+
+    def image_layer(self) -> Any:
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    # ---- run / cancel -----------------------------------------------------------------------------
+    def run(self) -> Job | None:
+        """Start segmenting the chosen image; returns the background job (``None`` if nothing to do)."""
+        if self.job is not None and self.job.running:
+            self.status.setText("already running; cancel first")
+            return None
+        layer = self.image_layer()
+        settings = self.settings()
+        if layer is None:
+            self.status.setText("open an image first")
+            return None
+        if not settings["model"] or settings["model"] == _BROWSE:
+            self.status.setText("choose a model")
+            return None
+        try:
+            volume = layer_volume(layer)
+        except (TypeError, ValueError) as exc:
+            self.status.setText(f"cannot use layer {layer.name!r}: {exc}")
+            return None
+        key = tuple(sorted(settings.items()))
+        cache = self._predictors
+
+        def body(tracker):
+            from medseg.predictor import load_predictor
+
+            predictor = cache.get(key)
+            if predictor is None:
+                tracker.stage("loading model")
+                predictor = load_predictor(
+                    settings["model"], device=settings["device"], overlap=settings["overlap"], tta=settings["tta"]
+                )
+                cache.clear()  # keep one model in memory
+                cache[key] = predictor
+            tracker.stage("segmenting")
+            return predictor.predict(volume, progress=tracker)
+
+        job = Job(body, parent=self)
+        job.progress.connect(self._on_progress)
+        job.finished.connect(lambda result: self._on_result(result, layer.name, settings["model"]))
+        job.failed.connect(self._on_failed)
+        job.cancelled.connect(lambda: self.status.setText("cancelled"))
+        job.done.connect(self._on_done)
+        self.job = job
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy until the first progress report
+        self.status.setText(f"running {settings['model']} on {layer.name!r}…")
+        return job.start()
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.status.setText("cancelling…")
+
+    def _on_progress(self, done: int, total: int, stage: str) -> None:
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(min(done, total))
+        if stage:
+            self.status.setText(f"{stage}… {done}/{total}" if total > 0 else f"{stage}…")
+
+    def _on_failed(self, message: str) -> None:
+        self.status.setText(f"failed: {message}")
+
+    def _on_done(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self.status.text().startswith("done") else 0)
+
+    def _on_result(self, labels_volume: Any, image_name: str, model: str) -> None:
+        from pathlib import Path
+
+        model_name = Path(model).name if ("/" in model or "\\" in model) else model
+        name = f"{image_name} — {model_name}"
+        data, kwargs, _ = volume_to_layer_data(labels_volume, name=name)
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        layer = self.viewer.add_labels(data, **kwargs)
+        self.last_labels_layer = layer
+        self.labels_combo.setCurrentText(layer.name)
+        n = int(np.count_nonzero(labels_volume.array))
+        secs = self.job.elapsed_s if self.job is not None else 0.0
+        self.status.setText(f"done in {secs:.1f} s: {n} labelled voxels → layer {layer.name!r}")
+
+    # ---- per-label volumes ----------------------------------------------------------------------------
+    def _on_table_layer_changed(self, *_: Any) -> None:
+        name = self.labels_combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if layer is self._table_layer:
+            return
+        if self._table_layer is not None:
+            for ev in self._table_events(self._table_layer):
+                ev.disconnect(self._schedule_table)
+        self._table_layer = layer
+        if layer is not None:
+            for ev in self._table_events(layer):
+                ev.connect(self._schedule_table)
+        self.refresh_table()
+
+    @staticmethod
+    def _table_events(layer: Any) -> list:
+        return [layer.events.paint, layer.events.data, layer.events.labels_update, layer.events.features]
+
+    def _schedule_table(self, *_: Any) -> None:
+        self._table_timer.start()
+
+    def volumes(self) -> list[tuple[int, str, float, tuple[int, int, int]]]:
+        """``(id, name, mL, rgb)`` rows for the Labels layer shown in the table."""
+        from medseg.postprocess import label_volumes_ml
+
+        layer = self._table_layer
+        if layer is None:
+            return []
+        volume = layer_volume(layer)
+        ml = label_volumes_ml(volume)
+        rows = []
+        for lab in volume.labels:
+            rows.append((lab.id, lab.name, float(ml.get(lab.name, 0.0)), tuple(lab.color)))
+        return rows
+
+    def refresh_table(self) -> None:
+        rows = self.volumes()
+        self.table.setRowCount(len(rows))
+        for r, (lid, name, ml, rgb) in enumerate(rows):
+            id_item = QTableWidgetItem(str(lid))
+            id_item.setBackground(QColor(*rgb))
+            id_item.setForeground(QColor(0, 0, 0) if sum(rgb) > 380 else QColor(255, 255, 255))
+            id_item.setTextAlignment(Qt.AlignCenter)
+            vol_item = QTableWidgetItem(f"{ml:.2f}")
+            vol_item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+            self.table.setItem(r, 0, id_item)
+            self.table.setItem(r, 1, QTableWidgetItem(name))
+            self.table.setItem(r, 2, vol_item)
+        self.table.resizeColumnsToContents()

@@ -1,0 +1,72 @@
+"""napari writer: a Labels layer → NIfTI in its source geometry, plus the label-names sidecars.
+
+The geometry comes from ``metadata["medseg_geometry"]`` (layers made by medseg's reader or widgets), so the
+file has exactly the scan's affine and voxel order and lines up with it in any viewer. A labels layer made
+by hand in napari is saved on its own grid, built from its ``scale``/``translate``/``affine``; it lines up
+too. Sidecars (``<stem>.json`` with ids, names, colours and volumes in mL, plus a colour table) are written
+by :func:`medseg.io.sidecar.write_label_sidecars`.
+
+napari's *File > Save Layers* dialog asks before replacing an existing file, so :func:`write_labels`
+(called after that confirmation) overwrites; :func:`save_labels` itself refuses unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["write_labels", "save_labels", "labels_volume"]
+
+
+def labels_volume(data: Any, meta: dict[str, Any]) -> Any:
+    """A label-map :class:`~medseg.types.Volume` from layer data and napari's layer-state dict."""
+    from ._layers import layer_to_volume
+
+    arr = np.asarray(data)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"labels must be integers, got dtype {arr.dtype}.")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"labels must be >= 0, got minimum {arr.min()}.")
+    return layer_to_volume(
+        arr,
+        scale=meta.get("scale"),
+        affine=meta.get("affine"),
+        translate=meta.get("translate"),
+        metadata=meta.get("metadata"),
+        features=meta.get("features"),
+        is_label=True,
+    )
+
+
+def _nifti_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.name.lower().endswith((".nii", ".nii.gz")):
+        p = p.with_name(p.name + ".nii.gz")
+    return p
+
+
+def save_labels(volume: Any, path: str | os.PathLike[str], overwrite: bool = False) -> list[str]:
+    """Write ``volume`` (``is_label=True``) to ``path`` (``.nii``/``.nii.gz`` added if missing) + sidecars.
+
+    Returns:
+        The written paths, the NIfTI first.
+    """
+    from medseg.io import write
+    from medseg.io.sidecar import write_label_sidecars
+    from medseg.postprocess import label_volumes_ml
+
+    out = _nifti_path(path)
+    write(volume, out, overwrite=overwrite)
+    written = [str(out)]
+    sidecars = write_label_sidecars(volume, out, label_volumes_ml(volume))
+    if sidecars:
+        written.extend(str(s) for s in (sidecars if isinstance(sidecars, (list, tuple)) else [sidecars]))
+    return written
+
+
+def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """npe2 single-layer writer for ``labels`` layers (see module docstring about overwriting)."""
+    return save_labels(labels_volume(data, meta), path, overwrite=True)

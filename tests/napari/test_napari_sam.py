@@ -1,0 +1,144 @@
+"""SAM widget with a tiny seeded SAM: a click gives a mask on that slice (the library's own answer),
+accept writes it as one undo step, propagation covers more slices, box prompts work, embeddings precompute."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("segment_anything")
+
+
+@pytest.fixture(scope="module")
+def tiny_sam():
+    """segment-anything's real architecture at toy size (256 px, 2 blocks), seeded random weights."""
+    from medseg.sam import build_sam_network, wrap_network
+
+    net = build_sam_network(
+        image_size=256, encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2,
+        encoder_global_attn_indexes=(1,), window_size=4, prompt_embed_dim=64, decoder_mlp_dim=128,
+        decoder_num_heads=2, seed=0,
+    )
+    return wrap_network(net, "tiny-sam-seed0")
+
+
+@pytest.fixture
+def sam_viewer(make_napari_viewer, tiny_sam):
+    from medseg_napari._sam_widget import SamWidget
+    from medseg_napari._sample_data import sample_brain_t1
+
+    viewer = make_napari_viewer()
+    ((data, kwargs, kind),) = sample_brain_t1()
+    assert kind == "image"
+    image = viewer.add_image(data, **kwargs)
+    widget = SamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.use_model(tiny_sam)
+    return viewer, widget, image
+
+
+def _world_of_voxel(image, ijk):
+    from medseg_napari._layers import GEOMETRY_KEY, ijk_to_data
+
+    return image.data_to_world(ijk_to_data(np.asarray(ijk, float), image.metadata[GEOMETRY_KEY]))
+
+
+def _wait(qtbot, job, timeout=60_000):
+    assert job is not None
+    with qtbot.waitSignal(job.done, timeout=timeout):
+        pass
+
+
+def test_click_gives_mask_on_that_slice_then_accept_and_undo(sam_viewer, qtbot):
+    from medseg.sam import SamSession, SlicePrompt
+    from medseg_napari._layers import layer_volume
+    from medseg_napari._sam_widget import PREVIEW_NAME
+
+    viewer, widget, image = sam_viewer
+    where = widget.current_slice()
+    assert where is not None
+    axis, _ = where
+    n = image.metadata["medseg_geometry"].shape[axis]
+    step = [0] * image.ndim
+    step[0] = n // 2
+    viewer.dims.current_step = tuple(step)
+    axis, index = widget.current_slice()
+    assert index == n // 2
+    # the shown slice's embedding is computed in the background and the widget says so
+    qtbot.waitUntil(widget.embedding_ready, timeout=30_000)
+    qtbot.waitUntil(lambda: "ready" in widget.embed_label.text(), timeout=5_000)
+
+    ijk = [128.0, 120.0, 0.0]
+    ijk[axis] = index
+    _wait(qtbot, widget.add_point(_world_of_voxel(image, ijk), positive=True))
+    assert widget.pending is not None and widget.pending[0] == "slice"
+    _, p_axis, p_index, mask2d = widget.pending
+    assert (p_axis, p_index) == (axis, index)
+    # the widget's mask is the library's answer for the same click
+    session = SamSession(widget.model, layer_volume(image), window="auto")
+    rc_ijk = np.array([ijk])
+    expected = session.segment(axis, index, SlicePrompt.from_voxels(axis, index, rc_ijk, [1])).mask
+    np.testing.assert_array_equal(mask2d, expected)
+    assert mask2d.any()
+    # shown in the preview layer, on that slice only
+    preview = layer_volume(viewer.layers[PREVIEW_NAME]).array
+    assert preview.sum() == mask2d.sum()
+    assert np.take(preview, index, axis=axis).sum() == mask2d.sum()
+
+    # accept into a new labels layer as label 3 "lesion"
+    widget.label_id.setValue(3)
+    widget.label_name.setText("lesion")
+    changed = widget.accept()
+    target = widget.target_layer(create=False)
+    assert changed == int(mask2d.sum())
+    labels = layer_volume(target)
+    np.testing.assert_array_equal(np.take(labels.array, index, axis=axis) == 3, mask2d)
+    assert labels.array.sum() == 3 * mask2d.sum()
+    assert [(lab.id, lab.name) for lab in labels.labels] == [(3, "lesion")]
+    assert widget.pending is None and not widget.prompts.points
+    widget.undo()
+    assert not np.any(target.data)
+
+
+def test_negative_point_and_box_and_propagate(sam_viewer, qtbot):
+    from medseg_napari._layers import layer_volume
+    from medseg_napari._sam_widget import BOX_NAME, PROMPTS_NAME
+
+    viewer, widget, image = sam_viewer
+    axis, index = widget.current_slice()
+    ijk = [100.0, 140.0, 0.0]
+    ijk[axis] = index
+    _wait(qtbot, widget.add_point(_world_of_voxel(image, ijk), positive=True))
+    neg = [60.0, 60.0, 0.0]
+    neg[axis] = index
+    _wait(qtbot, widget.add_point(_world_of_voxel(image, neg), positive=False))
+    prompt = widget.slice_prompt(axis, index)
+    assert list(prompt.labels) == [1, 0]
+    assert len(viewer.layers[PROMPTS_NAME].data) == 2
+    # a box drawn in the shapes layer (data coordinates of the image grid) becomes a box prompt
+    shapes = viewer.layers[BOX_NAME]
+    corners_ijk = np.array([[80.0, 100.0, 0.0], [150.0, 180.0, 0.0]])
+    corners_ijk[:, axis] = index
+    from medseg_napari._layers import ijk_to_data
+
+    geom = image.metadata["medseg_geometry"]
+    d0, d1 = ijk_to_data(corners_ijk, geom)
+    rect = np.array([d0, [d0[0], d0[1], d1[2]], d1, [d0[0], d1[1], d0[2]]])
+    shapes.add_rectangles([rect])
+    qtbot.waitUntil(lambda: widget.job is not None and not widget.job.running and (axis, index) in widget.prompts.boxes,
+                    timeout=30_000)
+    box = widget.slice_prompt(axis, index).box
+    assert box is not None
+    # propagate from the prompted slice
+    job = widget.propagate()
+    _wait(qtbot, job)
+    assert widget.pending is not None and widget.pending[0] == "volume", widget.status.text()
+    mask = widget.pending[1]
+    assert mask.shape == geom.shape
+    assert np.take(mask, index, axis=axis).any()
+    covered = [i for i in range(geom.shape[axis]) if np.take(mask, i, axis=axis).any()]
+    widget.accept()
+    target = layer_volume(widget.target_layer(create=False))
+    np.testing.assert_array_equal(target.array == 1, mask)
+    assert widget.status.text().startswith("accepted"), (widget.status.text(), covered)
