@@ -48,9 +48,11 @@ def _gaussian_np(tile_size: tuple[int, ...]) -> np.ndarray:
     tmp[tuple(s // 2 for s in tile_size)] = 1
     g = gaussian_filter(tmp, [s / 8 for s in tile_size], 0, mode="constant", cval=0)
     g /= np.max(g) / 10
-    g = g.astype(np.float16)  # nnU-Net keeps the map in float16; medseg uses the same values
-    g[g == 0] = np.min(g[g != 0])
-    return g
+    # nnU-Net keeps the map in float16, converted by torch (float64 -> float16); medseg uses the same values
+    g16 = torch.from_numpy(g).to(torch.float16)
+    zero = g16 == 0
+    g16[zero] = torch.min(g16[~zero])
+    return g16.numpy()
 
 
 def gaussian_importance(tile_size: Sequence[int], dtype: torch.dtype = torch.float32,
