@@ -53,6 +53,8 @@ from medseg.io.dicom_frames import (
     decoder_problem,
     frames_from_dataset,
     native_bytes,
+    pixel_dataset,
+    pixel_module_of,
     raw_dtype,
 )
 from medseg.types import Geometry, SourceInfo, Volume
@@ -158,6 +160,9 @@ def _collect(path: str) -> _Collected:
             n_dicom += 1
             try:
                 got = frames_from_dataset(ds, src)
+                module = pixel_module_of(ds)
+                for f in got:
+                    f.pixel_offset, f.pixel_module = pixel_offset, module
             except Exception as err:  # noqa: BLE001 - malformed values
                 if single:
                     raise ReadError(f"unusable DICOM header ({type(err).__name__}: {err})", src.name) from err
@@ -549,9 +554,12 @@ def _smallest_int(lo: float, hi: float) -> np.dtype:
 
 
 def _load(s: _Series) -> np.ndarray:
-    """Decode every frame once (one full parse per file) into ``(i, j, k, t)``, then rescale."""
-    import pydicom
+    """Decode every frame once into ``(i, j, k, t)``, then rescale.
 
+    Each file is opened once and read from its PixelData element on (its header was parsed by the scan).
+    Slices are filled into a ``(t, k, rows, cols)`` C-order buffer (each slice contiguous) whose
+    transpose is returned: an F-contiguous ``(i, j, k, t)`` array, the memory order NIfTI uses.
+    """
     k, t = len(s.grid), len(s.grid[0])
     where: dict[int, tuple[int, int]] = {}
     by_file: dict[DicomSource, list[Frame]] = defaultdict(list)
@@ -560,7 +568,7 @@ def _load(s: _Series) -> np.ndarray:
             where[id(f)] = (kk, tt)
             by_file[f.source].append(f)
     frames = [f for row in s.grid for f in row]
-    raw = np.empty((s.first.cols, s.first.rows, k, t), dtype=np.result_type(*{raw_dtype(f) for f in frames}))
+    buf = np.empty((t, k, s.first.rows, s.first.cols), dtype=np.result_type(*{raw_dtype(f) for f in frames}))
     raw_min: dict[int, float] = {}
     raw_max: dict[int, float] = {}
     with open_sources() as opener:
@@ -569,30 +577,29 @@ def _load(s: _Series) -> np.ndarray:
             if problem:
                 raise ReadError(problem, src.name)
             try:
-                with opener.open(src) as fh, warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    ds = pydicom.dcmread(fh, force=True)
+                with opener.open(src) as fh:
+                    ds = pixel_dataset(fh, fr[0])
             except Exception as err:  # noqa: BLE001
                 raise ReadError(f"truncated or corrupt DICOM file ({type(err).__name__}: {err})", src.name) from err
             for f, img in zip(fr, decode_frames(ds, fr)):
-                if not np.can_cast(img.dtype, raw.dtype, casting="same_kind") or img.dtype.itemsize > raw.dtype.itemsize:
-                    raw = raw.astype(np.result_type(raw.dtype, img.dtype))
+                if img.dtype != buf.dtype and np.result_type(img.dtype, buf.dtype) != buf.dtype:
+                    buf = buf.astype(np.result_type(img.dtype, buf.dtype))
                 kk, tt = where[id(f)]
-                raw[:, :, kk, tt] = img.T
+                buf[tt, kk] = img
                 raw_min[id(f)] = float(img.min()) if img.size else 0.0
                 raw_max[id(f)] = float(img.max()) if img.size else 0.0
     dtype = _target_dtype(frames, raw_min, raw_max)
     if all(f.slope == 1.0 and f.intercept == 0.0 for f in frames):
-        return raw if raw.dtype == dtype else raw.astype(dtype)
-    out = raw if raw.dtype == dtype else np.empty(raw.shape, dtype=dtype)
-    for f in frames:
-        kk, tt = where[id(f)]
-        sl = raw[:, :, kk, tt]
-        if np.issubdtype(dtype, np.integer):
-            out[:, :, kk, tt] = sl.astype(np.int64) * int(f.slope) + int(f.intercept)
-        else:
-            out[:, :, kk, tt] = (sl.astype(np.float64) * f.slope + f.intercept).astype(dtype)
-    return out
+        out = buf if buf.dtype == dtype else buf.astype(dtype)
+    else:
+        out = buf if buf.dtype == dtype else np.empty(buf.shape, dtype=dtype)
+        for f in frames:
+            kk, tt = where[id(f)]
+            if np.issubdtype(dtype, np.integer):
+                out[tt, kk] = buf[tt, kk].astype(np.int64) * int(f.slope) + int(f.intercept)
+            else:
+                out[tt, kk] = buf[tt, kk].astype(np.float64) * f.slope + f.intercept
+    return out.transpose(3, 2, 1, 0)
 
 
 def _resample(s: _Series, data: np.ndarray) -> np.ndarray:
@@ -661,7 +668,7 @@ def read_dicom(
             and records a warning in ``SourceInfo.warnings``.
 
     Returns:
-        Volume whose ``source`` has format ``"dicom"``, modality, series UID/number/description, the
+        Volume (its array is usually F-contiguous, NIfTI's memory order) whose ``source`` has format ``"dicom"``, modality, series UID/number/description, the
         rescale slope/intercept applied (``None`` when they vary per frame) and warnings.
 
     Raises:
@@ -727,5 +734,4 @@ def read_dicom(
             "philips_scale_slope": _per_volume(s, "philips_scale_slope"),
         },
     )
-    return Volume(np.ascontiguousarray(data) if not data.flags.c_contiguous else data,
-                  Geometry(s.affine, data.shape[:3]), source)
+    return Volume(data, Geometry(s.affine, data.shape[:3]), source)

@@ -21,6 +21,8 @@ from medseg.io.dicom_files import DicomSource
 
 __all__ = [
     "Frame",
+    "PIXEL_MODULE_TAGS",
+    "pixel_dataset",
     "frames_from_dataset",
     "non_image_kind",
     "decoder_problem",
@@ -104,6 +106,8 @@ class Frame:
     non_image: str | None = None  # what the object is, when it is not an image
     manufacturer: str | None = None
     philips_scale_slope: float | None = None  # private (2005,100E) "MR Scale Slope", reported only
+    pixel_offset: int | None = None  # file offset of the PixelData element (from the header scan)
+    pixel_module: Any = None  # small Dataset: the attributes pixel decoding needs (shared per file)
 
     def sort_key(self) -> tuple:
         """Order of frames at the same position: acquisition, temporal index, time, instance, frame."""
@@ -453,6 +457,63 @@ def native_bytes(frame: Frame) -> int:
     full_cols = frame.cols * frame.mosaic_grid if frame.mosaic_grid else frame.cols
     n = full_rows * full_cols * frame.n_frames_in_file
     return (n * bits + 7) // 8
+
+
+#: Attributes pydicom needs (besides the transfer syntax) to decode PixelData.
+PIXEL_MODULE_TAGS = (
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+)
+
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def pixel_module_of(ds: Any) -> Any:
+    """A small Dataset holding only the pixel-module attributes of ``ds``."""
+    from pydicom.dataset import Dataset
+
+    out = Dataset()
+    for kw in PIXEL_MODULE_TAGS:
+        if kw in ds:
+            out[kw] = ds[kw]
+    return out
+
+
+def pixel_dataset(fh: Any, frame: Frame) -> Any:
+    """Dataset with just what decoding ``frame``'s file needs, reading from the PixelData element on.
+
+    The header was parsed once already (``stop_before_pixels``); this avoids parsing it a second time:
+    the file is read from :attr:`Frame.pixel_offset` (the PixelData element) to its end. Deflated files
+    (no byte offset into the deflated stream) and frames without an offset are parsed whole.
+    """
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filereader import read_dataset
+
+    ts = frame.transfer_syntax
+    if frame.pixel_offset is None or frame.pixel_module is None or ts == _DEFLATED:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(fh, force=True)
+    fh.seek(frame.pixel_offset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tail = read_dataset(fh, ts == "1.2.840.10008.1.2", ts != "1.2.840.10008.1.2.2")
+    ds = frame.pixel_module.copy()
+    ds.update(tail)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ts
+    return ds
 
 
 def decode_frames(ds: Any, frames: list[Frame]) -> list[np.ndarray]:
