@@ -72,7 +72,7 @@ def detect_format(path: str | PathLike[str]) -> str:
     p = Path(path)
     if not p.exists():
         if p.is_symlink():
-            raise ReadError("broken symbolic link", p)
+            raise ReadError("broken symbolic link (its target is missing, or the links form a loop)", p)
         raise ReadError("no such file or directory", p)
     if p.is_dir():
         try:

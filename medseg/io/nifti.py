@@ -54,8 +54,11 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".hdr.gz", ".img", ".img.gz")
 GZIP_MAX_RATIO = 1032
 #: how much decompressed data past the voxels we read to reach and verify the end of a gzip stream
 GZIP_TAIL_BYTES = 1 << 20
-#: gzip level for written ``.nii.gz`` files
-GZIP_LEVEL = 6
+#: gzip levels for written ``.nii.gz`` files. Measured on this project's data: label maps shrink 3x
+#: more at level 6 (0.6 % vs 1.7 % of raw) for little time; CT/MR images only 1-2 % more, at 4x the time.
+GZIP_LEVEL_LABEL = 6
+GZIP_LEVEL_IMAGE = 1
+_TIME_TO_SEC = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
 _CHUNK = 1 << 22
 _INTENT_LABEL = 1002
 _UNIT_TO_MM = {"unknown": 1.0, "mm": 1.0, "meter": 1000.0, "micron": 0.001}
@@ -140,9 +143,9 @@ def _read_header(path: Path) -> _Layout:
         if len(raw) < 348 and kind in ("binary", "empty"):
             what += f", {len(raw)} bytes: too short for a NIfTI header (348 bytes)"
         raise ReadError(f"not a NIfTI file: it looks like {what}", header_path)
-    if gz and not suffix.endswith(".gz"):
+    if gz and suffix in NIFTI_SUFFIXES and not suffix.endswith(".gz"):
         warnings.append(f"file name ends with {suffix!r} but the content is gzip-compressed")
-    if not gz and suffix.endswith(".gz"):
+    if not gz and suffix in NIFTI_SUFFIXES and suffix.endswith(".gz"):
         warnings.append(f"file name ends with {suffix!r} but the content is not gzip-compressed")
     klass = nib.Nifti1Header if kind == "nifti1" else nib.Nifti2Header
     version = 1 if kind == "nifti1" else 2
@@ -258,6 +261,10 @@ def _affine(layout: _Layout) -> tuple[np.ndarray, int, list[str]]:
     except Exception as err:  # noqa: BLE001 - nibabel: invalid quaternion etc.
         raise ReadError(f"invalid orientation in NIfTI header: {err}", layout.header_path) from err
     code = scode if scode > 0 else qcode
+    if scode > 0 and qcode > 0 and abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        affine = np.asarray(hdr.get_qform(), dtype=np.float64)
+        code = qcode
+        warnings.append("sform is degenerate (zero voxel size); using the qform")
     if scode == 0 and qcode == 0:
         warnings.append(
             "no orientation in header (qform_code = sform_code = 0): using voxel sizes only "
@@ -338,12 +345,9 @@ def _load_voxels(layout: _Layout) -> tuple[np.ndarray, list[str]]:
     except OSError as err:
         raise ReadError(f"cannot read voxel data: {err.strerror or err}", path) from err
     arr = buf.view(layout.dtype)
-    if arr.dtype.fields is None and arr.dtype.byteorder not in ("=", "|") and arr.dtype.byteorder != (
-        "<" if np.little_endian else ">"
-    ):
-        arr.byteswap(inplace=True)
-        arr = arr.view(arr.dtype.newbyteorder("="))
-    elif arr.dtype.fields is None:
+    if arr.dtype.fields is None:
+        if not arr.dtype.isnative:  # big-endian file on a little-endian machine: swap in place
+            arr.byteswap(inplace=True)
         arr = arr.view(arr.dtype.newbyteorder("="))
     arr = arr.reshape(layout.shape, order="F")
     return arr, warnings
@@ -408,7 +412,7 @@ def read_nifti(path: str | PathLike[str]) -> Volume:
         ``Volume`` with an ``(I, J, K[, T])`` array (native byte order; float32 if scaled) and the
         affine nibabel would give, in mm. ``source.extra`` holds ``nifti_version``, ``qform_code``,
         ``sform_code``, ``space_code`` (code of the transform used), ``stored_dtype``, ``intent``
-        and ``time_step`` (pixdim[4], 4D only). Intent ``NIFTI_INTENT_LABEL`` marks a label map.
+        and ``time_step`` (pixdim[4] in seconds, 4D only). Intent ``NIFTI_INTENT_LABEL`` marks a label map.
 
     Raises:
         ReadError: not a NIfTI file, header-only, truncated, corrupt gzip, implausible size, 2D or 5D+.
@@ -449,7 +453,8 @@ def read_nifti(path: str | PathLike[str]) -> Volume:
         "intent": intent,
     }
     if arr.ndim == 4 and len(layout.stored_shape) >= 4 and layout.stored_shape[3] > 1:
-        extra["time_step"] = float(hdr["pixdim"][4])
+        unit = hdr.get_xyzt_units()[1]
+        extra["time_step"] = float(hdr["pixdim"][4]) * _TIME_TO_SEC.get(unit, 1.0)  # seconds
     try:
         geometry = Geometry(affine, arr.shape[:3])
     except ValueError as err:
@@ -512,7 +517,7 @@ def prepare_array(volume: Volume, path: Path) -> tuple[np.ndarray, tuple[float, 
         return arr.astype(np.float32), None
     if arr.dtype.kind not in "iufc":
         raise WriteError(f"cannot store dtype {arr.dtype} in NIfTI", path)
-    if arr.dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
+    if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     requant = _requantize(volume)
     if requant is not None:
@@ -629,9 +634,10 @@ def write_nifti(volume: Volume, path: str | PathLike[str], overwrite: bool = Fal
     hdr["descrip"] = descrip
     hdr["vox_offset"] = hdr.sizeof_hdr + 4
     gz = suffix == ".nii.gz"
+    level = GZIP_LEVEL_LABEL if volume.is_label else GZIP_LEVEL_IMAGE
     with atomic_output(out, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as raw:
-            fh: IO[bytes] = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0) if gz else raw  # type: ignore[assignment]
+            fh: IO[bytes] = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0) if gz else raw  # type: ignore[assignment]
             try:
                 hdr.write_to(fh)  # header + the 4-byte "no extensions" flag of a single file
                 if fh.tell() != hdr.sizeof_hdr + 4:  # pragma: no cover - guards a nibabel change

@@ -226,3 +226,28 @@ def test_geometry_round_trip_through_volume_api(tmp_path):
     dicom_like[1, 0] = -0.810547
     write(Volume(np.zeros((3, 4, 5), np.int16), Geometry(dicom_like, (3, 4, 5))), tmp_path / "f.nii")
     np.testing.assert_allclose(read(tmp_path / "f.nii").affine, dicom_like, rtol=0, atol=3e-5)
+
+
+def test_degenerate_sform_falls_back_to_qform(tmp_path):
+    img = nib.Nifti1Image(np.zeros((3, 4, 5), np.int16), np.diag([2.0, 3.0, 4.0, 1.0]))
+    img.set_qform(np.diag([2.0, 3.0, 4.0, 1.0]), code=1)
+    img.set_sform(np.diag([2.0, 3.0, 4.0, 1.0]), code=1)
+    nib.save(img, tmp_path / "s.nii")
+    raw = bytearray((tmp_path / "s.nii").read_bytes())
+    raw[280:328] = bytes(48)  # srow_x, srow_y, srow_z = 0 while sform_code stays 1
+    (tmp_path / "s.nii").write_bytes(bytes(raw))
+    assert int(nib.load(tmp_path / "s.nii").header["sform_code"]) == 1
+    vol = read(tmp_path / "s.nii")
+    np.testing.assert_array_equal(vol.affine, np.diag([2.0, 3.0, 4.0, 1.0]))
+    assert any("degenerate" in w for w in vol.source.warnings)
+
+
+def test_time_step_in_msec_is_kept_in_seconds(tmp_path):
+    img = nib.Nifti1Image(np.zeros((2, 3, 4, 5), np.int16), np.eye(4))
+    img.header.set_zooms((1.0, 1.0, 1.0, 2500.0))
+    img.header.set_xyzt_units("mm", "msec")
+    nib.save(img, tmp_path / "ms.nii")
+    vol = read(tmp_path / "ms.nii")
+    assert vol.source.extra["time_step"] == pytest.approx(2.5)
+    out = nib.load(write(vol, tmp_path / "s.nii"))
+    assert out.header.get_xyzt_units()[1] == "sec" and out.header.get_zooms()[3] == pytest.approx(2.5)
