@@ -82,6 +82,9 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     (tmp / "empty_dir").mkdir()
     out["empty_folder"] = (tmp / "empty_dir", "empty folder")
     out["missing"] = (tmp / "does_not_exist.nii.gz", "no such file")
+    (tmp / "loop_a.nii.gz").symlink_to("loop_b.nii.gz")
+    (tmp / "loop_b.nii.gz").symlink_to("loop_a.nii.gz")
+    out["symlink_loop"] = (tmp / "loop_a.nii.gz", "symbolic link.*loop")
     return out
 
 
@@ -89,7 +92,7 @@ CASES = [
     "garbage_gz", "gzip_magic_then_junk", "png_named_nii_gz", "text_named_nii", "empty_nii_gz", "truncated_nii_gz",
     "gz_missing_trailer", "gz_bad_crc", "truncated_nii", "header_only_nii", "header_too_short", "huge_nii",
     "huge_nii2_gz", "beyond_gzip_ratio", "png_named_dcm", "png_without_suffix", "text_named_nrrd", "png_named_mha",
-    "text_named_zip", "huge_nrrd", "empty_folder", "missing",
+    "text_named_zip", "huge_nrrd", "empty_folder", "missing", "symlink_loop",
 ]  # fmt: skip
 
 
