@@ -27,7 +27,8 @@ How a series is built:
 * **Storage.** Enhanced multi-frame (per-frame functional groups), Siemens mosaics (CSA header) and
   every transfer syntax pydicom has a decoder for (the pylibjpeg plugins add JPEG, JPEG-LS, JPEG 2000);
   a missing decoder is an error naming the package to install.
-* **Selection.** ``series=`` is an exact series id, a unique prefix of one, or a SeriesNumber.
+* **Selection.** ``series=`` is an exact series id, else a SeriesNumber (digits only), else a unique
+  prefix of a series id.
 
 Arrays are ``(i=column, j=row, k=slice[, t])``; affines map them to RAS mm (:func:`medseg.geometry.dicom_affine`).
 """
@@ -515,10 +516,10 @@ def _select(p: str, series: list[_Series], col: _Collected, wanted: str | int | 
         )
     key = str(wanted).strip()
     exact = [s for s in series if s.id is not None and s.id == key]
+    if not exact and key.lstrip("-").isdigit():  # before prefixes: "1" is a prefix of most UIDs
+        exact = [s for s in series if s.first.series_number == int(key)]
     if not exact:
         exact = [s for s in series if s.id is not None and s.id.startswith(key)]
-    if not exact and key.lstrip("-").isdigit():
-        exact = [s for s in series if s.first.series_number == int(key)]
     if len(exact) == 1:
         chosen = exact[0]
         if chosen.non_image:
@@ -660,9 +661,10 @@ def read_dicom(
     Args:
         path: a DICOM file, a folder (searched recursively; non-DICOM files skipped) or a ``.zip``
             (read in memory, never extracted).
-        series: which series when ``path`` holds several: an exact id as :func:`scan_dicom` lists it
-            (SeriesInstanceUID, or ``<UID>.s<n>`` for a sub-series of a UID that mixed orientations or
-            matrix sizes), a unique prefix of one, or a SeriesNumber. ``None`` requires a single image series.
+        series: which series when ``path`` holds several, tried in this order: an exact id as
+            :func:`scan_dicom` lists it (SeriesInstanceUID, or ``<UID>.s<n>`` for a sub-series of a UID
+            that mixed orientations or matrix sizes), a SeriesNumber (digits only), a unique prefix of
+            an id. ``None`` requires a single image series.
         irregular: ``"error"`` (default) raises :class:`~medseg.errors.GeometryError` for non-uniform
             spacing, missing slices or gantry tilt; ``"resample"`` resamples onto a regular grid (float32)
             and records a warning in ``SourceInfo.warnings``.

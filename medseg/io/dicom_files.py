@@ -2,8 +2,9 @@
 
 Nothing here writes to disk. Zip members are never extracted: their bytes are read into memory, and
 member names that would escape an extraction root (``../x``, ``/abs``, ``C:\\x``) are skipped with a
-warning. Folder walks follow symbolic links but remember every real directory already visited, so a
-symlink loop cannot make them hang, and a file reached twice (through a link) is read once.
+warning. Folder walks follow symbolic links but remember every real directory already visited and never
+climb into a parent of the searched folder, so a symlink loop cannot make them hang, and a file reached
+twice (through a link) is read once.
 """
 
 from __future__ import annotations
@@ -98,10 +99,15 @@ def _walk(root: str) -> tuple[list[DicomSource], list[str]]:
     warnings: list[str] = []
     seen_dirs: set[str] = set()
     seen_files: set[str] = set()
+    root_real = os.path.realpath(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen_dirs:
-            dirnames[:] = []  # a symlink loop or a second link to the same folder: do not descend
+        if real in seen_dirs or (real != root_real and root_real.startswith(real.rstrip(os.sep) + os.sep)):
+            # a symlink loop (a link back to this folder or one of its parents) or a second link to the
+            # same folder: do not descend
+            if os.path.islink(dirpath):
+                warnings.append(f"skipped {dirpath}: symbolic link loop (it leads back to a folder already searched)")
+            dirnames[:] = []
             continue
         seen_dirs.add(real)
         dirnames.sort()

@@ -102,7 +102,7 @@ def test_headerless_dicom_is_recognised(tmp_path: Path) -> None:
 
 
 def test_two_series_need_a_choice(tmp_path: Path) -> None:
-    uid_a, _ = write_series(tmp_path / "a", [0.0, 1.0, 2.0], series_number=3, description="first")
+    uid_a, _ = write_series(tmp_path / "a", [0.0, 1.0, 2.0], series_number=1, description="first")
     uid_b, _ = write_series(tmp_path / "b", [0.0, 2.0], series_number=7, description="second")
     with pytest.raises(SeriesSelectionError) as err:
         read_dicom(tmp_path)
@@ -111,7 +111,8 @@ def test_two_series_need_a_choice(tmp_path: Path) -> None:
     assert {s.uid for s in err.value.series} == {uid_a, uid_b}
     assert read_dicom(tmp_path, series=uid_b).shape == (16, 16, 2)
     assert read_dicom(tmp_path, series=7).source.series_uid == uid_b
-    assert read_dicom(tmp_path, series="3").shape == (16, 16, 3)
+    assert read_dicom(tmp_path, series="1").shape == (16, 16, 3)  # a number, although "1" prefixes both UIDs
+    assert read_dicom(tmp_path, series=uid_a[:-2]).source.series_uid == uid_a  # a unique prefix
     with pytest.raises(SeriesSelectionError, match="no series matches '99'"):
         read_dicom(tmp_path, series="99")
 
@@ -278,9 +279,11 @@ def test_symlink_loop_does_not_hang(tmp_path: Path) -> None:
     (tmp_path / "data" / "deeper").mkdir()
     (tmp_path / "data" / "deeper" / "up").symlink_to(tmp_path, target_is_directory=True)
     (tmp_path / "data" / "self").symlink_to(tmp_path / "data" / "self")  # a file link to itself
+    write_series(tmp_path / "elsewhere", [5.0, 6.0])  # outside the folder: must not be found via "up"
     vol = read_dicom(tmp_path / "data")
     assert vol.shape == (16, 16, 3)  # each file read once despite the loops
-    assert any("symbolic link loop" in w for w in vol.source.warnings)
+    loops = [w for w in vol.source.warnings if "symbolic link loop" in w]
+    assert {Path(w.split(":")[0].removeprefix("skipped ")).name for w in loops} == {"loop", "up", "self"}
     with pytest.raises(ReadError, match="symbolic link loop"):
         read_dicom(tmp_path / "data" / "self")
 
