@@ -97,15 +97,16 @@ def _dtype_of(reader: Any) -> np.dtype:
     return np.dtype(scalar.get(pixel_id, np.float64))
 
 
-def _geometry_from(reader_or_image: Any, path: Path) -> tuple[np.ndarray, tuple[int, ...], list[str]]:
-    """(RAS affine, (i, j, k[, t|c]) shape, warnings) from a reader or an image."""
-    dim = reader_or_image.GetDimension()
-    size = tuple(int(s) for s in reader_or_image.GetSize())
-    ncomp = int(reader_or_image.GetNumberOfComponentsPerPixel() if hasattr(reader_or_image, "GetNumberOfComponentsPerPixel") else reader_or_image.GetNumberOfComponents())
+def _geometry_from(reader: Any, path: Path) -> tuple[np.ndarray, tuple[int, ...], list[str]]:
+    """(RAS affine, (i, j, k[, t|c]) shape, warnings) from an ``ImageFileReader`` after
+    ``ReadImageInformation``."""
+    dim = reader.GetDimension()
+    size = tuple(int(s) for s in reader.GetSize())
+    ncomp = int(reader.GetNumberOfComponents())
     warnings: list[str] = []
-    origin = reader_or_image.GetOrigin()
-    spacing = reader_or_image.GetSpacing()
-    direction = reader_or_image.GetDirection()
+    origin = reader.GetOrigin()
+    spacing = reader.GetSpacing()
+    direction = reader.GetDirection()
     if dim == 2:
         raise ReadError(f"is a 2D image ({size[0]}x{size[1]}); medseg needs a 3D or 4D volume", path)
     if dim == 4:
@@ -230,7 +231,7 @@ def write_itk(volume: Volume, path: str | PathLike[str], overwrite: bool = False
     suffix = full_suffix(out)
     if suffix not in ITK_WRITE_SUFFIXES:
         raise WriteError(f"cannot write {suffix or 'files without a suffix'!r} with SimpleITK; use .nrrd or .mha", out)
-    arr, scaling = prepare_array(volume.replace(source=SourceInfo()), out)  # no re-quantisation: ITK has no slope
+    arr, _ = prepare_array(volume.replace(source=SourceInfo()), out)  # no re-quantisation: ITK has no slope
     if arr.dtype.kind == "c":
         raise WriteError("complex data cannot be written as NRRD/MetaImage", out)
     is_vector = arr.ndim == 4

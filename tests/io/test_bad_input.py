@@ -7,7 +7,6 @@ exit code 2, one stderr line naming the file, and the output directory left exac
 from __future__ import annotations
 
 import gzip
-import struct
 import time
 import tracemalloc
 import zlib
