@@ -120,15 +120,43 @@ def _to_torch_dtype(d: LogitsDtype):
     return torch.float16 if d is LogitsDtype.FLOAT16 else torch.float32
 
 
-def _resolve_device(device: str):
+def _resolve_device(device: str | Any = "auto"):
+    """``auto`` → CUDA if available, else CPU; an unavailable device is an error (never a silent fallback)."""
     import torch
 
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        name = str(device).strip().lower()
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise ModelError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} requested but CUDA is not available")
+        raise ModelError(f"device {device!r} requested but CUDA is not available (use cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelError(f"unsupported device {device!r} for nnU-Net models (use auto, cpu, cuda or cuda:N)")
     return dev
+
+
+def _precision_for(precision: str, device) -> tuple[str, Any]:
+    """Precision name → (name, autocast dtype or ``None``) for nnU-Net models.
+
+    ``auto`` means nnU-Net's own choice: float16 autocast on CUDA, float32 on the CPU (identical labels).
+    """
+    import torch
+
+    p = str(getattr(precision, "value", precision)).lower()
+    choices = {"auto": None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if p not in choices:
+        raise ValueError(f"precision must be one of {', '.join(choices)}, got {precision!r}.")
+    if p == "auto":
+        return ("float16", torch.float16) if device.type == "cuda" else ("float32", None)
+    if p == "float16" and device.type == "cpu":
+        raise ModelError("float16 is not supported on the CPU; use bfloat16 or float32")
+    return p, choices[p]
 
 
 # ------------------------------------------------------------------------------------------------ predictor
@@ -141,18 +169,21 @@ class NnUNetPredictor:
         folder: ``.../DatasetXXX_Name/<Trainer>__<Plans>__<configuration>``, or an already read
             :class:`~medseg.nnunet.plans.NnUNetModel`.
         folds: folds to ensemble (default: every ``fold_N`` with ``checkpoint_final.pth``).
-        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
         step_size: sliding-window step as a fraction of the patch (nnU-Net default 0.5; ``overlap = 1 - step``).
         tta: mirroring test-time augmentation over the axes the trainer allowed (nnU-Net default on).
         gaussian: Gaussian blending of the tiles (nnU-Net default on).
         logits_dtype: ``"float16"`` (default; nnU-Net's accumulator: labels identical to ``nnUNetPredictor``,
             half the memory — 117 TotalSegmentator channels) or ``"float32"`` (exact blending).
-        precision: ``"fp32"`` (default) or ``"bf16"`` / ``"fp16"`` (network under autocast: faster, not exact).
+        precision: ``"auto"`` (default: nnU-Net's choice — float16 autocast on CUDA, float32 on the CPU, so labels
+            match ``nnUNetPredictor``), ``"float32"``, ``"bfloat16"`` (about 4x faster on AVX2 CPUs, labels may
+            differ at near-ties), ``"float16"`` (CUDA).
         threads: torch CPU threads while predicting (default: leave torch's setting).
         orientation: ``None`` (nnU-Net: the file's voxel order) or a code like ``"RAS"``: reorient first
             (TotalSegmentator feeds its models canonical RAS volumes), undone on the output.
         checkpoint_sha256: optional ``{fold: sha256}`` the checkpoints must match (registered downloads).
         name: model name for provenance (default: the dataset name).
+        progress: default ``progress(done, total)`` callback for :meth:`predict`.
 
     Raises:
         ModelError: invalid folder, checkpoint or architecture; checkpoints whose weights do not fit.
@@ -168,14 +199,13 @@ class NnUNetPredictor:
         tta: bool = True,
         gaussian: bool = True,
         logits_dtype: str | LogitsDtype = LogitsDtype.FLOAT16,
-        precision: str = "fp32",
+        precision: str = "auto",
         threads: int | None = None,
         orientation: str | None = None,
         checkpoint_sha256: dict[str, str] | None = None,
         name: str | None = None,
+        progress: ProgressFn | None = None,
     ) -> None:
-        import torch
-
         from medseg.nnunet.checkpoint import load_checkpoint
 
         if not 0 < float(step_size) <= 1:
@@ -184,9 +214,6 @@ class NnUNetPredictor:
             self.logits_dtype = LogitsDtype(logits_dtype)
         except ValueError:
             raise ValueError(f"logits_dtype must be one of {[d.value for d in LogitsDtype]}, got {logits_dtype!r}.") from None
-        autocast = {"fp32": None, "auto": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if precision not in autocast:
-            raise ValueError(f"precision must be one of {sorted(autocast)}, got {precision!r}.")
         if threads is not None and int(threads) < 1:
             raise ValueError(f"threads must be >= 1, got {threads}.")
         if orientation is not None and (len(orientation) != 3 or set(orientation.upper()) - set("RLAPSI")):
@@ -197,8 +224,8 @@ class NnUNetPredictor:
         self.step_size = float(step_size)
         self.tta = bool(tta)
         self.gaussian = bool(gaussian)
-        self.precision = precision
-        self.autocast_dtype = autocast[precision]
+        self.precision, self.autocast_dtype = _precision_for(precision, self.device)
+        self.progress = progress
         self.threads = None if threads is None else int(threads)
         self.orientation = None if orientation is None else orientation.upper()
         self.name = name or self.model.dataset_name
@@ -388,6 +415,131 @@ class NnUNetPredictor:
             progress: called as ``progress(done, total)`` after every sliding-window tile.
         """
         x, meta = self.preprocess(volume)
-        logits = self.predict_logits(x, progress)
+        logits = self.predict_logits(x, progress if progress is not None else self.progress)
         del x
         return self.postprocess(logits, meta)
+
+
+# ----------------------------------------------------------------------------------- engine entry points
+
+
+def _safe_extract_results_folder(archive: Path, dest: Path) -> Path:
+    """Extract the nnU-Net results folder(s) of a ``.zip`` into ``dest`` (once); return the results folder.
+
+    Only regular files below a folder holding ``plans.json`` + ``dataset.json`` are extracted; absolute
+    paths and ``..`` are refused. Exactly one results folder must be present.
+    """
+    import shutil
+    import zipfile
+
+    try:
+        z = zipfile.ZipFile(archive)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise ModelError(f"not a readable zip archive: {e}", archive) from None
+    with z:
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        roots = sorted({n[: -len("plans.json")] for n in names if n.endswith("plans.json")
+                        and n[: -len("plans.json")] + "dataset.json" in names})
+        if len(roots) != 1:
+            raise ModelError(f"expected one nnU-Net results folder (plans.json + dataset.json) in the archive, "
+                             f"found {len(roots)}: {roots[:5]}", archive)
+        root = roots[0]
+        folder = (dest / root).resolve()
+        marker = folder / ".medseg-extracted"
+        if marker.is_file():
+            return folder
+        base = dest.resolve()
+        for n in names:
+            if not n.startswith(root):
+                continue
+            target = (dest / n).resolve()
+            if n.startswith("/") or ".." in Path(n).parts or not str(target).startswith(str(base) + "/"):
+                raise ModelError(f"archive member {n!r} escapes the cache directory", archive)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".part")
+            with z.open(n) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.replace(target)
+        marker.write_text(str(archive) + "\n")
+    return folder
+
+
+def resolve_nnunet_folder(spec) -> Path:
+    """The nnU-Net results folder a spec's ``weights.source`` names (folder, ``.zip`` or downloaded URL)."""
+    w = spec.weights
+    if w.source is None:
+        raise ModelError(f"{spec.name}: weights.source must name an nnU-Net results folder or a .zip of one")
+    if w.kind in ("url", "package"):
+        from medseg.infer.locate import locate_weights
+
+        archive = locate_weights(w.source, w.base_dir)
+    else:
+        p = Path(w.source).expanduser()
+        if not p.is_absolute() and w.base_dir is not None:
+            p = Path(w.base_dir) / p
+        if p.is_dir():
+            return p
+        if not p.is_file():
+            raise ModelError("nnU-Net results folder or archive not found", p)
+        archive = p
+    if w.sha256 is not None:
+        from medseg.nnunet.checkpoint import sha256_file
+
+        side = archive.with_name(archive.name + ".sha256")
+        digest = side.read_text().strip() if side.is_file() else sha256_file(archive)
+        if digest != w.sha256:
+            raise ModelError(f"sha256 {digest} does not match the spec's {w.sha256}", archive)
+    return _safe_extract_results_folder(archive, archive.with_name(archive.name + ".d"))
+
+
+def load_nnunet_predictor(
+    model,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    overlap: float | None = None,
+    tta: bool | None = None,
+    threads: int | None = None,
+    sw_batch_size: int | None = None,
+    progress: ProgressFn | None = None,
+) -> NnUNetPredictor:
+    """:func:`medseg.predictor.load_predictor` for nnU-Net models (same arguments).
+
+    Args:
+        model: an nnU-Net results folder, or a ``ModelSpec`` whose ``network`` is ``{nnunet: true}`` and
+            whose ``weights.source`` is such a folder or a ``.zip`` of one (local or a pulled URL).
+        precision: ``auto`` = nnU-Net's choice (float16 autocast on CUDA, float32 on the CPU: labels
+            identical to nnU-Net); ``float32``, ``bfloat16`` (faster on CPUs, not identical), ``float16``.
+        overlap: sliding-window overlap (``1 - step_size``); default nnU-Net's 0.5, or the spec's.
+        tta: mirroring over the trainer's allowed axes; ``None`` = on (nnU-Net default) or the spec's.
+        sw_batch_size: accepted for interface compatibility; nnU-Net tiles run one at a time.
+    """
+    import warnings
+
+    dev = _resolve_device(device)
+    kwargs: dict[str, Any] = {}
+    spec = None
+    if hasattr(model, "network") and hasattr(model, "weights"):  # a ModelSpec
+        spec = model
+        folder = resolve_nnunet_folder(spec)
+        kwargs["orientation"] = spec.input.orientation
+        kwargs["gaussian"] = getattr(spec.inferer.blend, "value", spec.inferer.blend) == "gaussian"
+        default_overlap = spec.inferer.overlap
+        default_tta = bool(spec.inferer.tta_flips)
+        kwargs["name"] = spec.name
+    else:
+        folder = Path(model)
+        default_overlap, default_tta = 0.5, True
+    ov = default_overlap if overlap is None else float(overlap)
+    if not 0 <= ov < 1:
+        raise ValueError(f"overlap must be >= 0 and < 1, got {overlap}.")
+    p = NnUNetPredictor(folder, device=str(dev), step_size=1.0 - ov, tta=default_tta if tta is None else bool(tta),
+                        threads=threads, precision=precision, progress=progress, **kwargs)
+    if spec is not None:
+        p.spec = spec
+        ours = [(lab.id, lab.name) for lab in p.labels]
+        theirs = [(lab.id, lab.name) for lab in spec.labels]
+        if ours != theirs:
+            warnings.warn(f"{spec.name}: the spec's labels differ from the model's dataset.json; using dataset.json "
+                          f"({len(ours)} labels)", stacklevel=2)
+    return p

@@ -134,3 +134,40 @@ def test_wrong_channel_count_is_a_clear_error(case):
     two = Volume(np.stack([vol.array, vol.array], axis=-1), vol.geometry)
     with pytest.raises(ModelError, match="expects 1 input channel"):
         predictor.predict(two)
+
+
+def test_engine_entry_point_and_zipped_results_folder(case, tmp_path):
+    """``load_nnunet_predictor`` takes the engine's arguments; a downloaded .zip is extracted safely once."""
+    import zipfile
+
+    from medseg.errors import ModelError
+    from medseg.nnunet.predictor import _safe_extract_results_folder, load_nnunet_predictor
+
+    folder = case[0]
+    p = load_nnunet_predictor(folder, device="cpu", precision="auto", overlap=0.25, tta=False, threads=1)
+    assert (p.step_size, p.mirror_axes, p.precision, p.autocast_dtype) == (0.75, None, "float32", None)
+    with pytest.raises(ValueError, match="overlap"):
+        load_nnunet_predictor(folder, device="cpu", overlap=1.0)
+    with pytest.raises(ModelError, match="float16 is not supported on the CPU"):
+        load_nnunet_predictor(folder, device="cpu", precision="float16")
+
+    archive = tmp_path / "Dataset990_TinyCT.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file() and (f.name != "checkpoint_final.pth" or f.parent.name == "fold_0"):
+                z.write(f, str(f.relative_to(folder.parent.parent)))
+    dest = tmp_path / "cache" / "Dataset990_TinyCT.zip.d"
+    out = _safe_extract_results_folder(archive, dest)
+    assert out == (dest / "Dataset990_TinyCT" / folder.name).resolve()
+    assert _safe_extract_results_folder(archive, dest) == out  # second call: already extracted
+    q = load_nnunet_predictor(out, device="cpu", tta=False)
+    assert list(q.model.folds) == ["0"] and q.checkpoint_digests["0"] == p.checkpoint_digests["0"]
+
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("m/plans.json", "{}")
+        z.writestr("m/dataset.json", "{}")
+        z.writestr("m/../../escape.txt", "x")
+    with pytest.raises(ModelError, match="escapes the cache directory"):
+        _safe_extract_results_folder(evil, tmp_path / "cache2")
+    assert not (tmp_path / "escape.txt").exists()
