@@ -9,6 +9,7 @@ output is never replaced unless the caller asks for it. Any writer can reuse thi
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -53,8 +54,17 @@ def check_output(path: str | PathLike[str], overwrite: bool = False) -> Path:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def _umask() -> int:
-    # os.umask can only be read by setting it; restore at once.
+    """The process umask, read once. Linux reports it in /proc (no side effect); elsewhere it can only
+    be read by setting it, which is done once, under the lru_cache, and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
