@@ -158,3 +158,11 @@ def test_convert_irregular_dicom_errors_or_resamples(shared_data, tmp_path, caps
     assert main(["convert", str(src), "-o", str(out), "--irregular", "resample"]) == 0
     assert "warning" in capsys.readouterr().err
     assert nib.load(out).shape[:2] == (16, 16)
+
+
+def test_convert_checks_output_before_reading(tmp_path, capsys):
+    """An unsupported output suffix is reported first, even when the input is unreadable too."""
+    bad_input = tmp_path / "missing.nii.gz"
+    assert main(["convert", str(bad_input), "-o", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err
+    assert "out.png" in err and "'.png'" in err and "missing.nii.gz" not in err

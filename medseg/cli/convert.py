@@ -29,9 +29,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.io import check_output, read, write
+    from medseg.io import check_writable, read, write
 
-    check_output(args.output, overwrite=args.overwrite)  # fail before the (slow) read
+    check_writable(args.output, overwrite=args.overwrite)  # fail before the (slow) read
     volume = read(args.path, series=args.series, irregular=args.irregular)
     for warning in volume.source.warnings:
         print(f"medseg convert: warning: {args.path}: {warning}", file=sys.stderr)

@@ -33,12 +33,25 @@ from medseg.io.atomic import atomic_output, check_output, full_suffix
 from medseg.io.base import Irregular, SeriesInfo
 from medseg.types import Volume
 
-__all__ = ["read", "write", "scan", "detect_format", "check_output", "atomic_output", "Irregular", "SeriesInfo"]
+__all__ = [
+    "read",
+    "write",
+    "scan",
+    "detect_format",
+    "check_writable",
+    "check_output",
+    "atomic_output",
+    "WRITE_SUFFIXES",
+    "Irregular",
+    "SeriesInfo",
+]
 
 _NIFTI = (".nii", ".nii.gz", ".hdr", ".hdr.gz", ".img", ".img.gz")
 _ITK = (".nrrd", ".nhdr", ".mha", ".mhd")
 _WRITE_NIFTI = (".nii", ".nii.gz")
 _WRITE_ITK = (".nrrd", ".mha")
+#: output suffixes :func:`write` supports
+WRITE_SUFFIXES = _WRITE_NIFTI + _WRITE_ITK
 
 
 def _library_errors() -> tuple[type[BaseException], ...]:
@@ -194,6 +207,23 @@ def scan(path: str | PathLike[str]) -> list[SeriesInfo]:
         raise ReadError(f"cannot read {fmt} header: {type(err).__name__}: {err}", p) from err
 
 
+def check_writable(path: str | PathLike[str], overwrite: bool = False) -> Path:
+    """Check, before any expensive work, that :func:`write` could write ``path``.
+
+    Raises:
+        WriteError: unsupported suffix, missing directory, or an existing output without ``overwrite``.
+    """
+    out = Path(path).expanduser()
+    if full_suffix(out) not in WRITE_SUFFIXES:
+        raise WriteError(_suffix_message(out), out)
+    return check_output(out, overwrite)
+
+
+def _suffix_message(out: Path) -> str:
+    suffix = full_suffix(out)
+    return f"cannot write {suffix or 'a file without a suffix'!r}: use .nii.gz, .nii, .nrrd or .mha"
+
+
 def write(volume: Volume, path: str | PathLike[str], overwrite: bool = False) -> Path:
     """Write ``volume`` to ``path`` (``.nii``/``.nii.gz``; ``.nrrd``/``.mha`` through SimpleITK).
 
@@ -224,6 +254,4 @@ def write(volume: Volume, path: str | PathLike[str], overwrite: bool = False) ->
         from medseg.io.itk import write_itk
 
         return write_itk(volume, out, overwrite=overwrite)
-    raise WriteError(
-        f"cannot write {suffix or 'a file without a suffix'!r}: use .nii.gz, .nii, .nrrd or .mha", out
-    )
+    raise WriteError(_suffix_message(out), out)
