@@ -202,6 +202,8 @@ class _Series:
     warnings: list[str] = field(default_factory=list)
     non_image: str | None = None
     fatal: str | None = None  # cannot be read at all (duplicates, truncated file, no geometry, ...)
+    fatal_is_geometry: bool = False  # GeometryError (slice layout) rather than ReadError (file content)
+    fatal_path: str | None = None  # the file the fatal problem is about, when it is one file
     problems: list[str] = field(default_factory=list)  # irregular grid: error or resample
     grid: list[list[Frame]] = field(default_factory=list)  # [k][t]
     affine: np.ndarray | None = None
@@ -280,17 +282,29 @@ def _group(frames: list[Frame]) -> list[_Series]:
     return out
 
 
+def _fail(s: _Series, message: str, geometry: bool = True, path: str | None = None) -> None:
+    """Record the first reason the series cannot be read (GeometryError if ``geometry``, else ReadError),
+    and the one file it is about, if any."""
+    if s.fatal is None:
+        s.fatal, s.fatal_is_geometry, s.fatal_path = message, geometry, path
+
+
 def _plan(s: _Series, truncated: dict[str, str]) -> None:
     """Fill in the grid, affine and any problems of an image series (headers only, no pixels)."""
     if s.non_image:
         return
     bad = sorted({f.source.name for f in s.frames if f.source.name in truncated})
     if bad:
-        s.fatal = f"{bad[0]}: {truncated[bad[0]]}"
-        s.warnings.append(s.fatal)
+        _fail(s, truncated[bad[0]], geometry=False, path=bad[0])
+        s.warnings.append(f"{bad[0]}: {truncated[bad[0]]}")
     first = s.first
     if first.samples != 1:
-        s.fatal = s.fatal or f"colour DICOM images ({first.samples} samples per pixel) are not supported"
+        _fail(s, f"colour DICOM images ({first.samples} samples per pixel) are not supported",
+              geometry=False, path=first.source.name)
+        return
+    photometric = first.pixel_module.get("PhotometricInterpretation") if first.pixel_module is not None else None
+    if photometric == "MONOCHROME1":
+        s.warnings.append("MONOCHROME1: viewers show these values inverted; medseg keeps the (rescaled) stored values")
     # drop exact duplicates of one SOP instance (the same file copied twice)
     seen: set[tuple] = set()
     unique: list[Frame] = []
@@ -317,7 +331,8 @@ def _plan(s: _Series, truncated: dict[str, str]) -> None:
             s.offsets = np.zeros((1, 3))
             s.affine = dicom_affine((0, 0, 0), (1, 0, 0, 0, 1, 0), spacing_in_plane, (0, 0, first.slice_gap or 1.0))
             return
-        s.fatal = s.fatal or (
+        _fail(
+            s,
             f"{len(missing)} of {len(s.frames)} frames have no ImagePositionPatient/ImageOrientationPatient "
             f"(e.g. {missing[0].source.name}): slices cannot be ordered"
         )
@@ -327,7 +342,7 @@ def _plan(s: _Series, truncated: dict[str, str]) -> None:
     normal = np.cross(row_cos, col_cos)
     norm = np.linalg.norm(normal)
     if norm < 1e-6:
-        s.fatal = s.fatal or f"invalid ImageOrientationPatient {first.iop}"
+        _fail(s, f"invalid ImageOrientationPatient {first.iop}")
         return
     normal /= norm
     ipps = np.array([f.ipp for f in s.frames], dtype=np.float64)
@@ -343,7 +358,8 @@ def _plan(s: _Series, truncated: dict[str, str]) -> None:
     if len(set(counts)) > 1:
         many = [c for c in clusters if len(c) > min(counts)]
         example = ", ".join(s.frames[i].source.name for i in many[0][:3])
-        s.fatal = s.fatal or (
+        _fail(
+            s,
             f"duplicate slice positions: {len(many)} of {len(clusters)} positions hold {max(counts)} frames, "
             f"others {min(counts)} (not a clean 4D series); e.g. at {d[many[0][0]]:.3f} mm along the normal: "
             f"{example}"
@@ -352,7 +368,8 @@ def _plan(s: _Series, truncated: dict[str, str]) -> None:
     for c in clusters:
         spread = np.max(np.linalg.norm(ipps[c] - ipps[c[0]], axis=1))
         if spread > max(POSITION_TOL_MM, 1e-3):
-            s.fatal = s.fatal or (
+            _fail(
+                s,
                 f"frames at the same slice position have different in-plane origins (up to {spread:.3f} mm apart), "
                 f"e.g. {s.frames[c[0]].source.name}"
             )
@@ -425,8 +442,10 @@ def _info(s: _Series, path: str, extra_warnings: list[str]) -> SeriesInfo:
     warn = list(s.warnings)
     if s.non_image:
         warn.append(f"{s.non_image}: not an image volume")
-    elif s.fatal and s.fatal not in warn:
-        warn.append(s.fatal)
+    elif s.fatal:
+        msg = f"{s.fatal_path}: {s.fatal}" if s.fatal_path else s.fatal
+        if msg not in warn:
+            warn.append(msg)
     elif not s.non_image:
         problem = decoder_problem(first.transfer_syntax)
         if problem:
@@ -691,8 +710,7 @@ def read_dicom(
     p, all_series, col = _discover(path)
     s = _select(p, all_series, col, series)
     if s.fatal:
-        cls = ReadError if any(s.fatal.startswith(n) for n in col.truncated) else GeometryError
-        raise cls(s.fatal, p)
+        raise (GeometryError if s.fatal_is_geometry else ReadError)(s.fatal, s.fatal_path or p)
     if s.problems and mode is Irregular.ERROR:
         raise GeometryError(
             f"slices do not form a regular grid: {'; '.join(s.problems)}. "

@@ -256,6 +256,13 @@ def test_seg_built_with_highdicom_given_as_image(tmp_path: Path) -> None:
         read_dicom(tmp_path, series=99)
 
 
+def test_colour_image_is_a_clear_error() -> None:
+    path = get_testdata_file("SC_rgb_small_odd.dcm")
+    with pytest.raises(ReadError, match="colour DICOM images") as err:
+        read_dicom(path)
+    assert not isinstance(err.value, GeometryError)
+
+
 def test_missing_decoder_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = get_testdata_file("MR_small_jp2klossless.dcm")
     decoder = get_decoder(JPEG2000Lossless)
