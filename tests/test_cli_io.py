@@ -166,3 +166,18 @@ def test_convert_checks_output_before_reading(tmp_path, capsys):
     assert main(["convert", str(bad_input), "-o", str(tmp_path / "out.png")]) == 2
     err = capsys.readouterr().err
     assert "out.png" in err and "'.png'" in err and "missing.nii.gz" not in err
+
+
+def test_convert_totalsegmentator_dicom_gives_dcm2niix_affine_exactly(shared_data, tmp_path, capsys):
+    """DICOM in -> NIfTI out: the stored (float32) affine equals dcm2niix's bit for bit once both are in
+    canonical voxel order (dcm2niix flips the row axis; medseg keeps DICOM's order)."""
+    from medseg.geometry import reorient_to_canonical
+
+    ref_dir = shared_data / "TotalSegmentator/tests/reference_files"
+    out = tmp_path / "ct.nii.gz"
+    assert main(["convert", str(ref_dir / "example_ct_dicom"), "-o", str(out)]) == 0
+    ours, ref = nib.load(out), nib.load(ref_dir / "example_seg_dicom.nii.gz")
+    assert ours.shape == ref.shape
+    _, ours_aff = reorient_to_canonical(np.empty(ours.shape, np.uint8), ours.affine)
+    _, ref_aff = reorient_to_canonical(np.empty(ref.shape, np.uint8), ref.affine)
+    np.testing.assert_array_equal(ours_aff, ref_aff)
