@@ -158,8 +158,8 @@ def _read_header(path: Path) -> _Layout:
 
     magic = bytes(hdr["magic"]).rstrip(b"\x00")
     single = magic in (b"n+1", b"n+2")
-    if single and data_path != header_path and data_path is not None:
-        data_path = header_path  # a single-file header named .hdr: the data follows it
+    if single:
+        data_path = header_path  # n+1/n+2: the data follows the header in the same file, whatever its name
     if not single and data_path == header_path:
         raise ReadError(
             f"header-only NIfTI: its magic {magic.decode('latin-1')!r} says the voxels are in a separate "
