@@ -529,7 +529,7 @@ def decode_frames(ds: Any, frames: list[Frame]) -> list[np.ndarray]:
     if problem:
         raise ReadError(problem, name)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise ReadError("the file has no pixel data (it may be truncated)", name)
+        raise ReadError("the pixel data is missing or cut short (the file may be truncated)", name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -172,21 +172,33 @@ def test_zip_reads_like_the_folder(shared_data: Path, tmp_path: Path) -> None:
 DCM2NIIX = shutil.which("dcm2niix") or shutil.which("dcm2niix", path=str(Path(sys.executable).parent))
 
 
-@pytest.mark.skipif(DCM2NIIX is None, reason="dcm2niix (PyPI) not installed")
-def test_live_dcm2niix_on_synthetic_series(tmp_path: Path) -> None:
-    uid, _ = write_series(tmp_path / "in", [10.0, 12.5, 15.0, 17.5, 20.0], size=32)
-    (tmp_path / "out").mkdir()
+def _dcm2niix(folder: Path, out: Path) -> nib.Nifti1Image:
+    out.mkdir()
     subprocess.run(
-        [str(DCM2NIIX), "-z", "n", "-b", "n", "-f", "ref", "-o", str(tmp_path / "out"), str(tmp_path / "in")],
+        [str(DCM2NIIX), "-z", "n", "-b", "n", "-f", "ref", "-o", str(out), str(folder)],
         check=True, capture_output=True, timeout=60,
     )
-    ref = nib.load(tmp_path / "out" / "ref.nii")
-    vol = read_dicom(tmp_path / "in")
+    return nib.load(out / "ref.nii")
+
+
+def _assert_same(vol, ref: nib.Nifti1Image) -> None:
     ours, aff = _canonical(vol.array.astype(np.float64), vol.affine)
     theirs, raff = _canonical(np.asarray(ref.dataobj, dtype=np.float64), ref.affine)
     assert ours.shape == theirs.shape
     assert np.abs(aff - raff).max() < 1e-3
     np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.skipif(DCM2NIIX is None, reason="dcm2niix (PyPI) not installed")
+def test_live_dcm2niix_on_synthetic_series(tmp_path: Path) -> None:
+    write_series(tmp_path / "in", [10.0, 12.5, 15.0, 17.5, 20.0], size=32)
+    _assert_same(read_dicom(tmp_path / "in"), _dcm2niix(tmp_path / "in", tmp_path / "out"))
+
+
+@pytest.mark.skipif(DCM2NIIX is None, reason="dcm2niix (PyPI) not installed")
+def test_live_dcm2niix_on_dcmqi_ct(shared_data: Path, tmp_path: Path) -> None:
+    folder = shared_data / "dcmqi" / "data" / "segmentations" / "ct-3slice"
+    _assert_same(read_dicom(folder), _dcm2niix(folder, tmp_path / "out"))
 
 
 def test_single_file_values_and_dtype() -> None:

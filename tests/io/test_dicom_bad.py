@@ -27,8 +27,9 @@ def _files(folder: Path) -> list[Path]:
 # --- files that are not (whole) DICOM -----------------------------------------------------------
 
 
-def test_truncated_single_file_names_the_file(tmp_path: Path) -> None:
-    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"])
+def test_truncated_single_file_names_the_file(tmp_path: Path, name: str) -> None:
+    data = Path(get_testdata_file(name)).read_bytes()
     bad = tmp_path / "cut.dcm"
     bad.write_bytes(data[: len(data) * 2 // 3])  # cut inside the pixel data
     with pytest.raises(ReadError, match="truncated") as err:
