@@ -27,7 +27,10 @@ A spec has these sections (see ``configs/*.yaml`` for complete examples)::
       normalize:                   # applied in order
         - {type: window, a_min: -57, a_max: 164, b_min: 0, b_max: 1, clip: true}
         - {type: zscore, nonzero: true, channel_wise: true}
-        - {type: percentile, lower: 0.5, upper: 99.5, b_min: 0, b_max: 1, clip: true}
+        - {type: percentile, lower: 0.5, upper: 99.5, b_min: 0, b_max: 1, clip: true, reference: input}
+          # reference: input = percentiles of the network input; image = of the whole (reoriented)
+          # image before any crop/resize
+        # all steps run on the network's grid, after orientation, spacing, crop and resize
         - {type: minmax, b_min: -1, b_max: 1}
         - {type: affine, scale: 0.226, shift: 0.449}
       localize: null               # optional first-stage localiser network (crop to its bounding box)
@@ -211,6 +214,7 @@ class LocalizeSpec:
     weights: WeightsSpec
     input_size: tuple[int, int, int]
     resize_mode: str = "nearest-exact"
+    activation: Activation = Activation.NONE
     channel: int = 1
     threshold: float = 0.5
     projection_threshold: float = 0.02
@@ -375,7 +379,7 @@ def _triple(v: Any, path: str, kind: str = "int", lo: float = 1) -> tuple:
 _NORM_PARAMS: dict[NormType, dict[str, Any]] = {
     NormType.WINDOW: {"a_min": None, "a_max": None, "b_min": 0.0, "b_max": 1.0, "clip": True},
     NormType.ZSCORE: {"nonzero": False, "channel_wise": True},
-    NormType.PERCENTILE: {"lower": None, "upper": None, "b_min": 0.0, "b_max": 1.0, "clip": True},
+    NormType.PERCENTILE: {"lower": None, "upper": None, "b_min": 0.0, "b_max": 1.0, "clip": True, "reference": "input"},
     NormType.MINMAX: {"b_min": 0.0, "b_max": 1.0},
     NormType.AFFINE: {"scale": 1.0, "shift": 0.0},
 }
@@ -392,6 +396,8 @@ def _norm_step(d: Any, path: str) -> NormStep:
         v = d.get(k, default)
         if isinstance(default, bool):
             params[k] = _bool(v, f"{path}.{k}")
+        elif k == "reference":
+            params[k] = _str(v, f"{path}.{k}", ("input", "image"))
         elif k in ("lower", "upper"):
             params[k] = _num(v, f"{path}.{k}", 0.0, 100.0)
         else:
@@ -454,7 +460,10 @@ def _localize(d: Any, path: str, base_dir: str | None) -> LocalizeSpec:
     _check_keys(
         d,
         path,
-        {"network", "weights", "input_size", "resize_mode", "channel", "threshold", "projection_threshold", "margin"},
+        {
+            "network", "weights", "input_size", "resize_mode", "activation", "channel", "threshold",
+            "projection_threshold", "margin",
+        },
         {"network", "weights", "input_size"},
     )
     return LocalizeSpec(
@@ -462,6 +471,7 @@ def _localize(d: Any, path: str, base_dir: str | None) -> LocalizeSpec:
         weights=_weights(d["weights"], f"{path}.weights", base_dir),
         input_size=_triple(d["input_size"], f"{path}.input_size"),
         resize_mode=_str(d.get("resize_mode", "nearest-exact"), f"{path}.resize_mode", RESIZE_MODES),
+        activation=look_up_option(d.get("activation", "none"), Activation, f"{path}.activation"),
         channel=_int(d.get("channel", 1), f"{path}.channel", 0),
         threshold=_num(d.get("threshold", 0.5), f"{path}.threshold"),
         projection_threshold=_num(d.get("projection_threshold", 0.02), f"{path}.projection_threshold", 0.0, 1.0),

@@ -1,0 +1,129 @@
+"""Device and precision choice: explicit, never a silent fallback.
+
+``resolve_device("auto")`` picks CUDA, then MPS, then CPU; an explicit device that is not available raises
+:class:`~medseg.errors.ModelError`. :func:`resolve_precision` turns ``auto|float32|bfloat16|float16`` into the
+autocast dtype (``None`` = plain float32), and :func:`autocast` returns the matching context manager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from medseg.errors import ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["Precision", "resolve_device", "resolve_precision", "autocast", "torch_settings", "cpu_supports_bf16"]
+
+
+class Precision(str, Enum):
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``'auto'`` → CUDA, then MPS, then CPU; ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ``'mps'`` as given.
+
+    Raises:
+        ModelError: the requested device is not available (no silent fallback to the CPU).
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        name = str(device).strip().lower()
+        if name == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise ModelError(f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise ModelError(f"device {device!r} requested but MPS is not available (use --device cpu)")
+    elif dev.type != "cpu":
+        raise ModelError(f"unsupported device {device!r} (use auto, cpu, cuda, cuda:N or mps)")
+    return dev
+
+
+def cpu_supports_bf16() -> bool:
+    """oneDNN can run bfloat16 convolutions on this CPU (x86 with AVX2 or better)."""
+    import torch
+
+    if not torch.backends.mkldnn.is_available():
+        return False
+    cap = torch.backends.cpu.get_cpu_capability()
+    return cap.startswith("AVX") or bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+def resolve_precision(precision: str | Precision, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``precision`` on ``device``; ``None`` means float32 without autocast.
+
+    ``auto``: float16 on CUDA, bfloat16 on CPUs where oneDNN supports it (about 4x faster than float32 on
+    this project's AVX2 machines), float32 otherwise (MPS, old CPUs).
+    """
+    import torch
+
+    try:
+        p = Precision(str(getattr(precision, "value", precision)).lower())
+    except ValueError:
+        raise ModelError(f"precision must be one of auto, float32, bfloat16, float16, got {precision!r}") from None
+    if p is Precision.FLOAT32:
+        return None
+    if p is Precision.AUTO:
+        if device.type == "cuda":
+            return torch.float16
+        if device.type == "cpu" and cpu_supports_bf16():
+            return torch.bfloat16
+        return None
+    dtype = torch.bfloat16 if p is Precision.BFLOAT16 else torch.float16
+    if device.type == "cpu" and dtype is torch.float16:
+        raise ModelError("float16 is not supported on the CPU; use bfloat16 or float32")
+    if device.type == "cpu" and not cpu_supports_bf16():
+        raise ModelError("this CPU has no bfloat16 support in oneDNN; use float32")
+    return dtype
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``device``/``dtype``, or a no-op when ``dtype`` is ``None``."""
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def torch_settings(device: torch.device, threads: int | None = None) -> Iterator[None]:
+    """Temporarily set the CPU thread count and ``cudnn.benchmark`` (on CUDA); always restored."""
+    import torch
+
+    old_threads = torch.get_num_threads()
+    old_bench = torch.backends.cudnn.benchmark
+    try:
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}.")
+            torch.set_num_threads(threads)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.backends.cudnn.benchmark = old_bench

@@ -1,0 +1,36 @@
+"""Helpers for the engine tests: volumes from files without depending on medseg.io internals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medseg.types import Geometry, SourceInfo, Volume
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = (REPO / ".." / "shared" / "data").resolve()
+
+
+def nifti_volume(path: Path) -> Volume:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    arr = np.asarray(img.get_fdata(dtype=np.float32))
+    return Volume(arr, Geometry(img.affine, arr.shape[:3]), SourceInfo(path=str(path), format="nifti"))
+
+
+def itk_volume(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    from medseg.geometry import sitk_affine, sitk_array_to_ijk
+
+    im = sitk.ReadImage(str(path))
+    arr = np.ascontiguousarray(sitk_array_to_ijk(sitk.GetArrayFromImage(im)).astype(np.float32))
+    aff = sitk_affine(im.GetOrigin(), im.GetSpacing(), im.GetDirection())
+    return Volume(arr, Geometry(aff, arr.shape), SourceInfo(path=str(path), format="nrrd"))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
