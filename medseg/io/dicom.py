@@ -170,6 +170,8 @@ def _collect(path: str) -> _Collected:
                 notes.append(f"skipped {src.name}: unusable DICOM header ({err})")
                 continue
             first = got[0]
+            if first.sop_class == "1.2.840.10008.1.3.10":  # a DICOMDIR only indexes the other files
+                continue
             if first.non_image is None and _is_native(first.transfer_syntax) and src.size:
                 need = native_bytes(first)
                 element_header = 8 if first.transfer_syntax == "1.2.840.10008.1.2" else 12
@@ -646,7 +648,7 @@ def _resample(s: _Series, data: np.ndarray) -> np.ndarray:
         raise GeometryError(
             f"resampling would create {n_out} slices (limit {MAX_RESAMPLED_SLICES}); the series is too irregular"
         )
-    out = np.empty(data.shape[:2] + (n_out, data.shape[3]), dtype=np.float32)
+    out = np.empty(data.shape[:2] + (n_out, data.shape[3]), dtype=np.float32, order="F")
     for m in range(n_out):
         z = min(m * s.regular_step, pos[-1])
         hi = int(np.searchsorted(pos, z, side="left"))
