@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.batch.naming import short_hash
-from medseg.errors import WriteError
+from medseg.errors import MedsegError, WriteError
 
 __all__ = ["STATE_DIRNAME", "Record", "RecordStatus", "BatchState", "run_fingerprint", "file_sha256", "write_bytes_atomic"]
 
@@ -151,9 +151,19 @@ class BatchState:
         return rec
 
     def owns(self, key: str, output: Path) -> bool:
-        """True when a record (pending or done, any fingerprint) says this run's tool wrote ``output``."""
+        """True when a *pending* record of this run says ``output`` is this batch's own unfinished write
+        (the process died between the output's rename and its completion record): safe to replace.
+
+        A finished output that changed after it was written (edited by hand, say) is not "owned": it is
+        only replaced with ``overwrite``.
+        """
         rec = self.load(key)
-        return rec is not None and rec.output == self._rel(output)
+        return (
+            rec is not None
+            and rec.status == RecordStatus.PENDING
+            and rec.fingerprint == self.fingerprint
+            and rec.output == self._rel(output)
+        )
 
     def mark_pending(self, key: str, output: Path) -> None:
         """Record that ``output`` is about to be written for ``key`` (before the write starts)."""
@@ -176,6 +186,34 @@ class BatchState:
         )
         _atomic_write_text(self._record_path(key), json.dumps(asdict(rec), indent=1))
         return rec
+
+    def lock(self) -> None:
+        """Take this OUTPUT_DIR's run lock (released by :meth:`unlock` or when the process dies).
+
+        Raises:
+            MedsegError: another ``medseg batch`` is running on the same output folder.
+        """
+        import fcntl
+
+        path = self.records_dir.parent / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            raise MedsegError(
+                "another medseg batch is running on this output folder; wait for it or use another folder",
+                self.output_dir,
+            ) from err
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def forget(self, key: str) -> None:
         """Drop the record of ``key`` (before redoing it with --overwrite)."""

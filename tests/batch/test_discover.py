@@ -12,7 +12,7 @@ import pytest
 from medseg.batch.discover import CaseKind, discover_cases
 from medseg.errors import ReadError
 
-from ._data import DCMQI_CT, TS_DICOM, TS_SERIES_UID, copy_two_series
+from ._data import DCMQI_CT, DERIVED_UID, TS_DICOM, copy_two_series
 
 
 def _nifti(path: Path) -> None:
@@ -38,7 +38,7 @@ def test_files_and_two_series_in_one_folder(tmp_path: Path, shared_data: Path) -
     assert {str(c.rel) for c in dicoms} == {"dicom/mixed"}
     assert len({c.series for c in dicoms}) == 2 and all(c.series for c in dicoms)
     assert len({c.series_label for c in dicoms}) == 2
-    assert TS_SERIES_UID in {c.series for c in dicoms}
+    assert DERIVED_UID in {c.series for c in dicoms}
     assert all(c.problem is None for c in found.cases)
     assert [c.key for c in found.cases] == sorted(c.key for c in found.cases)
 

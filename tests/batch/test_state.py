@@ -27,6 +27,7 @@ def test_done_needs_record_with_same_fingerprint_and_bytes(tmp_path: Path) -> No
     assert state.owns("file:a.nii", out)
     rec = state.mark_done("file:a.nii", out, 1.5, {"liver": 12.0})
     assert state.done("file:a.nii", out) == rec
+    assert not state.owns("file:a.nii", out)  # finished: replaced only when it is stale or with --overwrite
     assert rec.volumes_ml == {"liver": 12.0}
 
     # another model or other settings: not done, and recognised as stale
@@ -74,3 +75,30 @@ def test_summary_csv_columns_and_rows(tmp_path: Path) -> None:
     assert got[0]["status"] == "ok" and float(got[0]["volume_ml:liver"]) == 1.25
     assert got[1]["status"] == "failed" and got[1]["volume_ml:liver"] == ""
     assert got[1]["error"] == "broken.nii.gz: not a NIfTI file"
+
+
+def test_one_batch_per_output_folder(tmp_path: Path) -> None:
+    from medseg.errors import MedsegError
+
+    first = BatchState(tmp_path, "fp")
+    first.lock()
+    try:
+        with pytest.raises(MedsegError, match="another medseg batch is running"):
+            BatchState(tmp_path, "fp").lock()
+    finally:
+        first.unlock()
+    again = BatchState(tmp_path, "fp")
+    again.lock()  # released: a new run may start
+    again.unlock()
+
+
+def test_out_of_memory_is_named_in_the_error() -> None:
+    import torch
+
+    from medseg.batch.runner import format_error
+    from medseg.errors import ReadError
+
+    assert format_error(MemoryError("Unable to allocate 80 GiB")).startswith("out of memory:")
+    assert format_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")).startswith("out of memory:")
+    assert format_error(ReadError("not a NIfTI file", "/x/a.nii")) == "/x/a.nii: not a NIfTI file"
+    assert format_error(ValueError("bad")) == "ValueError: bad"

@@ -1,0 +1,578 @@
+"""Run a batch: plan (discover, name, resume state), execute (local pipeline or Ray), summarise.
+
+Local execution is a three-stage pipeline, nnU-Net style, with bounded queues so memory stays flat:
+
+    reader thread ──Queue(read_ahead)──▶ main thread: predictor.predict ──Queue(write_queue)──▶ writer thread
+
+The model is loaded once. While case *n* is inferred, case *n+1* is read and case *n-1* is written.
+Every stage catches per-case errors (unreadable input, wrong modality, out of memory, write failure):
+the case becomes a ``failed`` row and the batch goes on. A worker thread that dies of anything else
+stops the batch loudly.
+
+Per case, the order of writes makes every interruption safe (see :mod:`medseg.batch.state`):
+pending record → output (atomic) → sidecars (atomic) → completion record (atomic).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from medseg.batch.discover import Case, discover_cases
+from medseg.batch.naming import ensure_inside, output_paths
+from medseg.batch.state import STATE_DIRNAME, BatchState, run_fingerprint
+from medseg.batch.summary import PROVENANCE_NAME, SUMMARY_NAME, CaseResult, CaseStatus, write_provenance, write_summary
+from medseg.errors import MedsegError, WriteError
+
+__all__ = ["BatchSettings", "PlannedCase", "BatchPlan", "plan_batch", "run_batch", "process_volume", "format_error"]
+
+log = logging.getLogger("medseg.batch")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Everything that configures a batch run.
+
+    Args:
+        model: registry name, spec YAML, bundle folder (see :func:`medseg.predictor.load_predictor`).
+        device: ``auto``/``cpu``/``cuda``/``cuda:N``/``mps``.
+        precision: ``auto``/``fp32``/``bf16``/``fp16`` (as the predictor accepts).
+        overlap: sliding-window overlap override in ``[0, 1)``; ``None`` keeps the spec's.
+        tta: test-time flips on/off; ``None`` keeps the spec's.
+        threads: torch CPU threads (``None``: torch's default).
+        irregular: ``error`` or ``resample`` for irregular DICOM slice grids.
+        overwrite: replace outputs this tool did not write, or wrote with another model/settings.
+        read_ahead: cases read ahead of inference (queue bound, >= 1).
+        write_queue: results waiting for the writer (queue bound, >= 1).
+    """
+
+    model: str = "brain-mri"
+    device: str = "auto"
+    precision: str = "auto"
+    overlap: float | None = None
+    tta: bool | None = None
+    threads: int | None = None
+    irregular: str = "error"
+    overwrite: bool = False
+    read_ahead: int = 1
+    write_queue: int = 2
+
+    def __post_init__(self) -> None:
+        if self.overlap is not None and not 0.0 <= float(self.overlap) < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}.")
+        if self.threads is not None and int(self.threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}.")
+        if self.irregular not in ("error", "resample"):
+            raise ValueError(f"irregular must be 'error' or 'resample', got {self.irregular!r}.")
+        if int(self.read_ahead) < 1 or int(self.write_queue) < 1:
+            raise ValueError(f"read_ahead and write_queue must be >= 1, got {self.read_ahead}, {self.write_queue}.")
+
+    def predictor_kwargs(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "precision": self.precision,
+            "overlap": self.overlap,
+            "tta": self.tta,
+            "threads": self.threads,
+        }
+
+    def output_settings(self) -> dict[str, Any]:
+        """Settings that change outputs beyond the predictor's own fingerprint."""
+        return {"irregular": self.irregular, "format": "nifti-gz"}
+
+
+@dataclass(frozen=True)
+class PlannedCase:
+    case: Case
+    output: Path
+    overwrite: bool  # the output exists and may be replaced
+
+
+@dataclass
+class BatchPlan:
+    input_dir: Path
+    output_dir: Path
+    todo: list[PlannedCase]
+    results: dict[str, CaseResult]  # already known: skipped (done earlier) or failed before running
+    order: list[str]  # case keys in discovery order
+    notes: list[str] = field(default_factory=list)
+
+
+def format_error(err: BaseException) -> str:
+    """One line for the summary: medseg errors as ``path: problem``, out-of-memory named as such."""
+    if _is_oom(err):
+        return f"out of memory: {type(err).__name__}: {err}".strip()
+    if isinstance(err, MedsegError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom_types = tuple(
+        t for t in (getattr(torch, "OutOfMemoryError", None), getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)) if t
+    )
+    if oom_types and isinstance(err, oom_types):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def _free_accelerator_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def plan_batch(
+    input_dir: Path,
+    output_dir: Path,
+    fingerprint: str,
+    overwrite: bool = False,
+) -> tuple[BatchPlan, BatchState]:
+    """Discover cases, name outputs, take the output folder's lock, sort cases into done / to do.
+
+    The caller releases the lock with ``state.unlock()``.
+
+    Raises:
+        MedsegError: no cases found; outputs from another model/settings exist and ``overwrite`` is false.
+    """
+    input_dir = Path(input_dir).expanduser().resolve()
+    output_dir = Path(output_dir).expanduser()
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteError(f"cannot create the output folder: {err.strerror or err}", output_dir) from err
+    output_dir = output_dir.resolve()
+    if output_dir == input_dir or output_dir in input_dir.parents:
+        raise WriteError("the output folder must not be the input folder or contain it", output_dir)
+    found = discover_cases(input_dir, exclude=[output_dir])
+    if not found.cases:
+        raise MedsegError("no images found (NIfTI, NRRD, MetaImage files or DICOM series)", input_dir)
+    outputs = output_paths([(c.key, c.rel, c.series_label) for c in found.cases], output_dir)
+    state = BatchState(output_dir, fingerprint)
+    state.lock()
+    try:
+        plan = _sort_cases(found, outputs, state, input_dir, output_dir, overwrite)
+    except BaseException:
+        state.unlock()
+        raise
+    return plan, state
+
+
+def _sort_cases(found, outputs, state, input_dir, output_dir, overwrite) -> BatchPlan:  # noqa: ANN001
+    todo: list[PlannedCase] = []
+    known: dict[str, CaseResult] = {}
+    stale: list[str] = []
+    for case in found.cases:
+        out = outputs[case.key]
+        rel_out = out.relative_to(output_dir).as_posix()
+        rec = state.done(case.key, out)
+        if rec is not None:
+            known[case.key] = CaseResult(
+                case.key, str(case.rel), case.description, rel_out, CaseStatus.SKIPPED,
+                rec.seconds or 0.0, dict(rec.volumes_ml),
+            )
+            continue
+        exists = out.exists() or out.is_symlink()
+        if exists and state.stale(case.key, out) is not None and not overwrite:
+            stale.append(rel_out)
+            continue
+        if exists and not overwrite and not state.owns(case.key, out):
+            rec = state.load(case.key)
+            why = (
+                "output changed after this batch wrote it"
+                if rec is not None and rec.status == "done"
+                else "output already exists and was not written by this batch"
+            )
+            known[case.key] = CaseResult(
+                case.key, str(case.rel), case.description, rel_out, CaseStatus.FAILED,
+                error=f"{out}: {why} (pass --overwrite to replace it)",
+            )
+            continue
+        todo.append(PlannedCase(case, out, overwrite=exists))
+    if stale:
+        listing = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        raise MedsegError(
+            f"{len(stale)} output(s) here were made with another model or settings ({listing}); "
+            "pass --overwrite to redo them, or choose another output folder",
+            output_dir,
+        )
+    _remove_stale_temporaries(output_dir, [p.output for p in todo])
+    return BatchPlan(input_dir, output_dir, todo, known, [c.key for c in found.cases], list(found.notes))
+
+
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{6,}\.tmp")
+
+
+def _remove_stale_temporaries(output_dir: Path, outputs: Sequence[Path]) -> None:
+    """Delete hidden temporary files a killed run left next to the outputs it was writing."""
+    stems = {}
+    for out in outputs:
+        stems.setdefault(out.parent, set()).add(out.name[: -len(".nii.gz")])
+    stems.setdefault(output_dir / STATE_DIRNAME / "records", set()).add("")
+    stems.setdefault(output_dir, set()).update({SUMMARY_NAME, PROVENANCE_NAME})
+    for folder, names in stems.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            m = _TMP_RE.match(entry.name)
+            if m and entry.is_file(follow_symlinks=False) and any(m["name"].startswith(n) for n in names):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+
+
+# -------------------------------------------------------------------------------------------------
+# per-case steps shared by the local pipeline and the Ray actors
+
+
+def read_case(case: Case, irregular: str):  # noqa: ANN201 - Volume
+    from medseg.errors import ReadError
+    from medseg.io import read
+
+    if case.problem:
+        raise ReadError(case.problem, case.path)
+    return read(case.path, series=case.series, irregular=irregular)
+
+
+def predict_case(predictor: Any, volume: Any) -> tuple[Any, dict[str, float]]:
+    from medseg.postprocess import label_volumes_ml
+
+    labels = predictor.predict(volume)
+    return labels, label_volumes_ml(labels)
+
+
+def write_case(labels: Any, volumes_ml: dict[str, float], output: Path, overwrite: bool) -> None:
+    """Label map + sidecars, each written atomically; the parent folders are created (inside OUTPUT_DIR)."""
+    from medseg.io import write
+    from medseg.io.sidecar import write_label_sidecars
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write(labels, output, overwrite=overwrite)
+    write_label_sidecars(labels, output, volumes_ml, overwrite=overwrite)
+
+
+def process_volume(predictor: Any, case: Case, output: Path, overwrite: bool, irregular: str) -> tuple[dict[str, float], float]:
+    """Read, predict and write one case in the calling thread; returns ``(volumes_ml, seconds)``."""
+    t0 = time.perf_counter()
+    volume = read_case(case, irregular)
+    labels, vols = predict_case(predictor, volume)
+    del volume
+    write_case(labels, vols, output, overwrite)
+    return vols, time.perf_counter() - t0
+
+
+# -------------------------------------------------------------------------------------------------
+# local pipeline
+
+_DONE = object()
+
+
+@dataclass
+class _Item:
+    planned: PlannedCase
+    seconds: float = 0.0
+    volume: Any = None
+    labels: Any = None
+    volumes_ml: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+class _Stop(Exception):
+    """Raised inside the pipeline threads when the batch stops."""
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
+    """Blocking put that gives up when the batch stops (so no thread hangs on a full queue)."""
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            q.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            continue
+
+
+def _get(q: queue.Queue, stop: threading.Event, alive: Callable[[], bool]) -> Any:
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            return q.get(timeout=0.2)
+        except queue.Empty:
+            if not alive():
+                raise RuntimeError("a batch worker thread died unexpectedly; see the log above") from None
+
+
+def run_local(
+    predictor: Any,
+    todo: Sequence[PlannedCase],
+    state: BatchState,
+    settings: BatchSettings,
+    on_result: Callable[[CaseResult], None],
+) -> None:
+    """Run ``todo`` through the read → predict → write pipeline; ``on_result`` is called once per case."""
+    if not todo:
+        return
+    read_q: queue.Queue = queue.Queue(maxsize=settings.read_ahead)
+    write_q: queue.Queue = queue.Queue(maxsize=settings.write_queue)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def report(item: _Item) -> None:
+        case, rel_out = item.planned.case, item.planned.output.relative_to(state.output_dir).as_posix()
+        status = CaseStatus.FAILED if item.error else CaseStatus.OK
+        res = CaseResult(
+            case.key, str(case.rel), case.description, rel_out, status, item.seconds, item.volumes_ml, item.error or ""
+        )
+        with lock:
+            on_result(res)
+
+    def reader() -> None:
+        try:
+            for planned in todo:
+                item = _Item(planned)
+                t0 = time.perf_counter()
+                try:
+                    item.volume = read_case(planned.case, settings.irregular)
+                except Exception as err:  # noqa: BLE001 - per-case error capture
+                    item.error = format_error(err)
+                item.seconds = time.perf_counter() - t0
+                _put(read_q, item, stop)
+            _put(read_q, _DONE, stop)
+        except _Stop:
+            pass
+        except BaseException as err:  # noqa: BLE001 - reported by the main thread
+            failures.append(err)
+            stop.set()
+
+    def writer() -> None:
+        try:
+            while True:
+                item = _get(write_q, stop, lambda: True)
+                if item is _DONE:
+                    return
+                if item.error is None:
+                    t0 = time.perf_counter()
+                    try:
+                        ensure_inside(state.output_dir, PurePosixPath(item.planned.output.relative_to(state.output_dir).as_posix()))
+                        state.mark_pending(item.planned.case.key, item.planned.output)
+                        write_case(item.labels, item.volumes_ml, item.planned.output, item.planned.overwrite)
+                        item.seconds += time.perf_counter() - t0
+                        state.mark_done(item.planned.case.key, item.planned.output, item.seconds, item.volumes_ml)
+                    except Exception as err:  # noqa: BLE001 - per-case error capture
+                        item.error = format_error(err)
+                        item.seconds += time.perf_counter() - t0
+                    item.labels = None
+                report(item)
+        except _Stop:
+            pass
+        except BaseException as err:  # noqa: BLE001 - reported by the main thread
+            failures.append(err)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=reader, name="medseg-batch-reader", daemon=True),
+        threading.Thread(target=writer, name="medseg-batch-writer", daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        while True:
+            item = _get(read_q, stop, threads[0].is_alive)
+            if item is _DONE:
+                break
+            if item.error is None:
+                t0 = time.perf_counter()
+                try:
+                    item.labels, item.volumes_ml = predict_case(predictor, item.volume)
+                except Exception as err:  # noqa: BLE001 - per-case error capture (incl. out of memory)
+                    item.error = format_error(err)
+                    if _is_oom(err):
+                        _free_accelerator_memory()
+                item.volume = None
+                item.seconds += time.perf_counter() - t0
+            if not threads[1].is_alive():
+                raise RuntimeError("the batch writer thread died unexpectedly")
+            _put(write_q, item, stop)
+        _put(write_q, _DONE, stop)
+        threads[1].join()
+    except _Stop:
+        pass
+    except BaseException:  # Ctrl-C or a dead thread: let the writer finish its current case, then stop
+        stop.set()
+        raise
+    finally:
+        for t in threads:
+            t.join(timeout=60)
+    if failures:
+        raise RuntimeError(f"a batch worker failed: {format_error(failures[0])}") from failures[0]
+
+
+# -------------------------------------------------------------------------------------------------
+# the whole run
+
+
+class _Progress:
+    """tqdm bar (cases done, failures, ETA) or, with ``quiet``, one log line per case."""
+
+    def __init__(self, total: int, initial: int, failed: int, quiet: bool) -> None:
+        self.total, self.done, self.failed, self.quiet = total, initial, failed, quiet
+        self.bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="medseg batch", unit="case", dynamic_ncols=True,
+                            file=sys.stderr)
+            self.bar.set_postfix(failed=failed)
+
+    def __call__(self, res: CaseResult) -> None:
+        self.done += 1
+        if res.status is CaseStatus.FAILED:
+            self.failed += 1
+        line = f"[{self.done}/{self.total}] {res.status.value} {res.input}" + (
+            f" -> {res.output} ({res.seconds:.1f} s)" if res.status is CaseStatus.OK else f": {res.error}"
+        )
+        if self.bar is not None:
+            if res.status is CaseStatus.FAILED:
+                where = "" if res.input in res.error else f"{res.input}: "
+                self.bar.write(f"failed: {where}{res.error}", file=sys.stderr)
+            self.bar.set_postfix(failed=self.failed)
+            self.bar.update(1)
+        elif res.status is CaseStatus.FAILED:
+            log.warning("%s", line)
+        else:
+            log.info("%s", line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_batch(
+    input_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    settings: BatchSettings,
+    *,
+    ray_address: str | None = None,
+    use_ray: bool = False,
+    ray_workers: int | None = None,
+    quiet: bool = False,
+    command: Sequence[str] | None = None,
+) -> tuple[int, list[CaseResult]]:
+    """Segment every case under ``input_dir`` into ``output_dir``.
+
+    Args:
+        input_dir: folder searched for cases (:func:`medseg.batch.discover.discover_cases`).
+        output_dir: created if needed; receives the label maps (mirroring the input tree), their sidecars,
+            ``batch_summary.csv``, ``batch_provenance.json`` and the ``.medseg-batch`` resume state.
+        settings: model and options.
+        use_ray: run on a Ray cluster (``ray_address``; a local cluster when ``None``).
+        ray_workers: number of model replicas on Ray (default: one per GPU, else per CPU).
+        quiet: no progress bar; one log line per case instead.
+        command: the command line, for the provenance file.
+
+    Returns:
+        ``(exit_code, results)``: exit code 0 when every case succeeded (or was done earlier), 1 when any
+        failed; results in discovery order.
+
+    Raises:
+        MedsegError: nothing to do (no cases), model unavailable, outputs from another model without
+            overwrite, Ray missing.
+    """
+    started = time.time()
+    backend = None
+    state: BatchState | None = None
+    try:
+        if use_ray:
+            from medseg.batch.ray_backend import RayBackend
+
+            backend = RayBackend(settings, address=ray_address, workers=ray_workers)
+            info = backend.start()
+            predictor = None
+        else:
+            from medseg.predictor import load_predictor
+
+            predictor = load_predictor(settings.model, **settings.predictor_kwargs())
+            info = predictor_info(predictor)
+        fingerprint = run_fingerprint(info["fingerprint"], settings.output_settings())
+        plan, state = plan_batch(Path(input_dir), Path(output_dir), fingerprint, settings.overwrite)
+        label_names = [lab["name"] for lab in info["labels"]]
+        results: dict[str, CaseResult] = dict(plan.results)
+        n_failed_before = sum(r.status is CaseStatus.FAILED for r in results.values())
+        log.info(
+            "%d case(s): %d to do, %d done earlier, %d not writable; model %s",
+            len(plan.order), len(plan.todo), sum(r.status is CaseStatus.SKIPPED for r in results.values()),
+            n_failed_before, info["name"],
+        )
+        progress = _Progress(len(plan.order), len(results), n_failed_before, quiet)
+
+        def on_result(res: CaseResult) -> None:
+            results[res.key] = res
+            progress(res)
+
+        interrupted: BaseException | None = None
+        try:
+            if backend is not None:
+                backend.run(plan.todo, state, on_result)
+            else:
+                run_local(predictor, plan.todo, state, settings, on_result)
+        except KeyboardInterrupt as err:
+            interrupted = err
+        finally:  # the summary and provenance describe whatever was done, also after Ctrl-C or a crash
+            progress.close()
+            ordered = [results[k] for k in plan.order if k in results]
+            write_summary(plan.output_dir / SUMMARY_NAME, ordered, label_names)
+            counts = {s.value: sum(r.status is s for r in ordered) for s in CaseStatus}
+            counts["not_run"] = len(plan.order) - len(ordered)
+            write_provenance(
+                plan.output_dir / PROVENANCE_NAME,
+                model=info,
+                settings={**asdict(settings), "ray": use_ray, "ray_address": ray_address, "ray_workers": ray_workers},
+                command=list(command if command is not None else sys.argv),
+                counts=counts,
+                started=started,
+                finished=time.time(),
+                fingerprint=fingerprint,
+            )
+        if interrupted is not None:
+            raise interrupted
+    finally:
+        if state is not None:
+            state.unlock()
+        if backend is not None:
+            backend.stop()
+    failed = counts["failed"]
+    log.info(
+        "done: %d ok, %d skipped (done earlier), %d failed; summary %s",
+        counts["ok"], counts["skipped"], failed, plan.output_dir / SUMMARY_NAME,
+    )
+    return (1 if failed or counts["not_run"] else 0), ordered
+
+
+def predictor_info(predictor: Any) -> dict[str, Any]:
+    """JSON-able description of a loaded predictor for provenance and fingerprints."""
+    spec = predictor.spec
+    return {
+        "name": spec.name,
+        "spec_path": spec.source_path,
+        "fingerprint": predictor.fingerprint,
+        "labels": [{"id": lab.id, "name": lab.name, "color": list(lab.color)} for lab in spec.labels],
+        "spec": spec.to_dict(),
+    }
