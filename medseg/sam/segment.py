@@ -12,6 +12,7 @@ Coordinates of a :class:`SlicePrompt` are slice pixels ``(row, col)`` (see
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -251,9 +252,39 @@ class SamSession:
         index: int,
         radius: int = 5,
         progress: ProgressCallback | None = None,
-        cancel=None,
+        cancel: threading.Event | None = None,
     ) -> PrecomputeJob:
-        """Encode slice ``index`` and its ``radius`` neighbours on each side (nearest first) in the background."""
+        """Encode slice ``index`` and its ``radius`` neighbours on each side (nearest first) in the background.
+
+        Returns a :class:`~medseg.sam.embed.PrecomputeJob` (``cancel()``, ``wait()``, ``done``, ``computed``).
+        ``progress(done, total)`` is called from the worker thread.
+        """
         ax = resolve_axis(axis)
         todo = neighbours(int(index), int(radius), self.num_slices(ax))
         return self.encoder.precompute(self.volume, ax, todo, self.window, progress, cancel)
+
+    def propagate(
+        self,
+        axis: int | str,
+        seeds: dict[int, SlicePrompt],
+        rule=None,
+        carry=None,
+        video: bool | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ):
+        """Propagate one object from its prompted slices; see :func:`medseg.sam.propagate.propagate`.
+
+        ``video=None`` uses SAM 2's memory-based video propagation for SAM 2 models
+        (:func:`~medseg.sam.propagate.propagate_sam2`) and slice-by-slice prompting otherwise; ``False``
+        forces slice-by-slice prompting (``carry`` only applies to that mode).
+        """
+        from medseg.sam.propagate import CarryPrompt, StopRule, propagate, propagate_sam2
+
+        rule = rule if rule is not None else StopRule()
+        if video is None:
+            video = self.model.family is Family.SAM2
+        if video:
+            return propagate_sam2(self, axis, seeds, rule, progress=progress, cancel=cancel)
+        carry = carry if carry is not None else CarryPrompt()
+        return propagate(self, axis, seeds, rule, carry, progress=progress, cancel=cancel)
