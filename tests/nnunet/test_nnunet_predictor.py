@@ -171,3 +171,19 @@ def test_engine_entry_point_and_zipped_results_folder(case, tmp_path):
     with pytest.raises(ModelError, match="escapes the cache directory"):
         _safe_extract_results_folder(evil, tmp_path / "cache2")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_engine_load_predictor_delegates_nnunet_folders(case):
+    """``medseg.predictor.load_predictor(<nnU-Net results folder>)`` → NnUNetPredictor (engine hook)."""
+    import inspect
+
+    try:
+        import medseg.predictor as engine
+    except ImportError as e:  # pragma: no cover - engine not present
+        pytest.skip(f"medseg.predictor not importable: {e}")
+    if "nnunet" not in inspect.getsource(engine.load_predictor):
+        pytest.skip("medseg.predictor.load_predictor has no nnU-Net hook yet (requested from the engine owner)")
+    from medseg.nnunet import NnUNetPredictor
+
+    p = engine.load_predictor(case[0], device="cpu", tta=False)
+    assert isinstance(p, NnUNetPredictor) and p.mirror_axes is None
