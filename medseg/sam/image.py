@@ -266,12 +266,25 @@ def to_model_frame(array2d: np.ndarray, frame: SliceFrame, pad_value: float = 0.
 
 
 def from_model_frame(array: np.ndarray, frame: SliceFrame) -> np.ndarray:
-    """Model-frame values ``(..., S, S)`` (any square resolution, e.g. SAM's low-res 256²) → slice
-    ``(..., rows, cols)``: upsample to ``image_size``, crop the content, resample to the slice grid."""
+    """Model-frame values ``(..., L, L)`` at any square resolution (SAM's low-res ``256²`` logits, or the
+    full ``image_size²`` frame) → slice ``(..., rows, cols)``, bilinear in one step.
+
+    Slice pixel ``(r, c)`` samples the model frame at ``((c + 0.5) * sc - 0.5, (r + 0.5) * sr - 0.5)``
+    (the map of :meth:`SliceFrame.slice_to_model`), whatever ``L`` is.
+    """
+    import torch
+    import torch.nn.functional as F
+
     a = np.asarray(array, dtype=np.float32)
     lead = a.shape[:-2]
-    a3 = a.reshape((-1,) + a.shape[-2:])
-    full = _resize(a3, (frame.image_size, frame.image_size)) if a3.shape[-1] != frame.image_size else a3
-    h, w = frame.content_shape
-    out = _resize(np.ascontiguousarray(full[:, :h, :w]), frame.slice_shape)
-    return out.reshape(lead + frame.slice_shape)
+    if a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"model-frame arrays are square, got shape {a.shape}.")
+    t = torch.from_numpy(np.ascontiguousarray(a.reshape((1, -1) + a.shape[-2:])))
+    rows, cols = frame.slice_shape
+    sr, sc = frame.scale
+    s = float(frame.image_size)
+    gy = (torch.arange(rows, dtype=torch.float32) + 0.5) * (2.0 * sr / s) - 1.0
+    gx = (torch.arange(cols, dtype=torch.float32) + 0.5) * (2.0 * sc / s) - 1.0
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]  # (1, rows, cols, 2) as (x, y)
+    out = F.grid_sample(t, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0].numpy().reshape(lead + frame.slice_shape)

@@ -110,3 +110,20 @@ def test_slice_image_values_follow_the_window():
     np.testing.assert_array_equal(take_slice(arr, 2, 1), arr[:, :, 1])
     with pytest.raises(IndexError):
         take_slice(arr, 2, 4)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("res", [64, 256])
+def test_model_frame_values_sample_at_the_mapped_coordinates(axis, res):
+    """A model-frame ramp holding each pixel's own model (x, y) reads back, on the slice grid, exactly
+    slice_to_model of each slice pixel (any frame resolution, e.g. SAM's low-res logits)."""
+    f = frame_for(GEOM, axis, 256)
+    centres = (np.arange(res) + 0.5) * 256 / res - 0.5  # model coordinate of each frame pixel centre
+    ramp = np.stack(np.meshgrid(centres, centres, indexing="xy"))  # (2, res, res): x, y
+    got = from_model_frame(ramp, f)  # (2, rows, cols)
+    rr, cc = np.mgrid[: f.slice_shape[0], : f.slice_shape[1]]
+    want = f.slice_to_model(np.stack([rr.ravel(), cc.ravel()], 1))
+    inside = (want >= centres[0]).all(1) & (want <= centres[-1]).all(1)  # border pixels are clamped
+    np.testing.assert_allclose(got[0].ravel()[inside], want[inside, 0], atol=1e-3)
+    np.testing.assert_allclose(got[1].ravel()[inside], want[inside, 1], atol=1e-3)
+    assert inside.mean() > 0.9
