@@ -14,11 +14,13 @@ and tensors are allowed already).
 medseg therefore loads every checkpoint with ``weights_only=True`` inside
 ``torch.serialization.safe_globals(...)`` that adds exactly: ``numpy._core.multiarray.scalar`` (also under
 its numpy-1 name), ``numpy.dtype`` and the numeric ``numpy.dtypes.*DType`` classes. These rebuild numbers and
-dtypes only; they cannot run code. **medseg never unpickles a checkpoint with ``weights_only=False``** — no
-flag turns it on. If a checkpoint (e.g. from a custom trainer) pickles anything else, loading fails with a
-:class:`~medseg.errors.ModelError` that names the refused global; convert such a file once, where you trust
-it, with ``python -m medseg.nnunet.checkpoint --strip IN OUT`` (it keeps only the keys inference needs;
-running it unpickles ``IN`` fully, so do that only for files you trust).
+dtypes only; they cannot run code. **Loading a model never unpickles a checkpoint with
+``weights_only=False``** — no flag or setting turns it on, registered download or not (a spec's ``sha256``
+is checked in addition). If a checkpoint (e.g. from a custom trainer) pickles anything else, loading fails
+with a :class:`~medseg.errors.ModelError` naming the refused global. The only full unpickling in medseg is
+the explicit, manual conversion :func:`strip_checkpoint` (``python -m medseg.nnunet.checkpoint --strip IN
+OUT``), which keeps the keys inference needs as plain tensors/strings/ints: run it once, yourself, on a
+file you trust; its output loads with plain ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from typing import Any
 
 from medseg.errors import ModelError
 
-__all__ = ["NnUNetCheckpoint", "load_checkpoint", "safe_numpy_globals", "sha256_file"]
+__all__ = ["NnUNetCheckpoint", "load_checkpoint", "safe_numpy_globals", "sha256_file", "strip_checkpoint"]
 
-#: checkpoint keys medseg reads (``strip`` keeps these).
+#: checkpoint keys medseg reads (:func:`strip_checkpoint` keeps these).
 INFERENCE_KEYS = ("network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes")
 
 
@@ -132,21 +134,34 @@ def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> NnU
     )
 
 
-def _strip(src: str, dst: str) -> None:  # pragma: no cover - manual conversion tool
-    """Re-save only :data:`INFERENCE_KEYS` of a TRUSTED checkpoint (unpickles ``src`` fully)."""
+def strip_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Re-save only :data:`INFERENCE_KEYS` of a checkpoint YOU TRUST, as plain tensors/str/int/tuples.
+
+    This is the one place medseg unpickles a file fully (``weights_only=False``): it is a manual, explicit
+    conversion step for checkpoints whose extra objects weights-only loading refuses; the output loads with
+    plain ``torch.load(..., weights_only=True)``. Never run it on files from unknown sources.
+
+    Raises:
+        ModelError: ``dst`` exists, or ``src`` is not an nnU-Net checkpoint.
+    """
     import torch
 
-    if Path(dst).exists():
-        raise SystemExit(f"{dst}: exists; not overwriting")
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)  # explicit manual conversion of a trusted file
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise ModelError("exists; not overwriting", dst)
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)  # explicit conversion of a trusted file
+    if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
+        raise ModelError("not an nnU-Net checkpoint (no 'network_weights')", src)
     init_args = ckpt.get("init_args") or {}
+    axes = ckpt.get("inference_allowed_mirroring_axes")
     out = {
-        "network_weights": ckpt["network_weights"],
+        "network_weights": {str(k): v for k, v in ckpt["network_weights"].items()},
         "trainer_name": str(ckpt.get("trainer_name")),
         "init_args": {"configuration": str(init_args.get("configuration"))},
-        "inference_allowed_mirroring_axes": ckpt.get("inference_allowed_mirroring_axes"),
+        "inference_allowed_mirroring_axes": None if axes is None else tuple(int(a) for a in axes),
     }
     torch.save(out, dst)
+    return dst
 
 
 if __name__ == "__main__":  # pragma: no cover
@@ -154,4 +169,7 @@ if __name__ == "__main__":  # pragma: no cover
 
     if len(sys.argv) != 4 or sys.argv[1] != "--strip":
         raise SystemExit("usage: python -m medseg.nnunet.checkpoint --strip TRUSTED_IN.pth OUT.pth")
-    _strip(sys.argv[2], sys.argv[3])
+    try:
+        print(strip_checkpoint(sys.argv[2], sys.argv[3]))
+    except ModelError as e:
+        raise SystemExit(str(e)) from None

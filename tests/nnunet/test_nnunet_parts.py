@@ -285,3 +285,21 @@ def test_weights_that_do_not_fit_the_plans(tmp_path):
         features_per_stage=[8, 16, 32]))
     with pytest.raises(ModelError, match="weights do not fit the plans' network"):
         NnUNetPredictor(folder, device="cpu")
+
+
+def test_strip_checkpoint_makes_a_plain_weights_only_file(tmp_path):
+    import torch
+
+    from medseg.errors import ModelError
+    from medseg.nnunet.checkpoint import load_checkpoint, strip_checkpoint
+
+    folder = make_results_folder(tmp_path, labels={"background": 0, "a": 1}, intensity_properties=PROPS, folds=(0,))
+    src = folder / "fold_0" / "checkpoint_final.pth"
+    dst = strip_checkpoint(src, tmp_path / "stripped.pth")
+    plain = torch.load(dst, map_location="cpu", weights_only=True)  # no allow-list needed any more
+    assert set(plain) == {"network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes"}
+    a, b = load_checkpoint(src), load_checkpoint(dst)
+    assert a.state_dict.keys() == b.state_dict.keys() and a.mirroring_axes == b.mirroring_axes == (0, 1, 2)
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    with pytest.raises(ModelError, match="exists; not overwriting"):
+        strip_checkpoint(src, dst)
