@@ -80,7 +80,7 @@ def run_loop_cli(cases: list[Path], root: Path, out: Path, model: str, threads: 
         dest = out / case.relative_to(root).parent / "ct_seg.nii.gz"
         dest.parent.mkdir(parents=True, exist_ok=True)
         cmd = [str(EXE), "segment", str(case), "-o", str(dest), "--model", model, "--device", "cpu",
-               "--threads", str(threads)]
+               "--threads", str(threads), "--no-progress"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
 

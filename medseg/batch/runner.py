@@ -22,7 +22,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -497,6 +497,10 @@ def run_batch(
             overwrite, Ray missing.
     """
     started = time.time()
+    if not Path(input_dir).expanduser().is_dir():  # fail before the (slow) model load or cluster start
+        from medseg.errors import ReadError
+
+        raise ReadError("input is not a folder" if Path(input_dir).exists() else "no such folder", input_dir)
     backend = None
     state: BatchState | None = None
     try:

@@ -102,3 +102,29 @@ def test_out_of_memory_is_named_in_the_error() -> None:
     assert format_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")).startswith("out of memory:")
     assert format_error(ReadError("not a NIfTI file", "/x/a.nii")) == "/x/a.nii: not a NIfTI file"
     assert format_error(ValueError("bad")) == "ValueError: bad"
+
+
+def test_progress_bar_and_quiet_log_lines(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from medseg.batch.runner import _Progress
+
+    ok = CaseResult("k1", "a.nii", None, "a_seg.nii.gz", CaseStatus.OK, 1.0)
+    bad = CaseResult("k2", "b.nii", None, "b_seg.nii.gz", CaseStatus.FAILED, 0.1, error="/in/b.nii: not a NIfTI file")
+    bar = _Progress(total=3, initial=1, failed=0, quiet=False)  # one case done by an earlier run
+    bar(ok)
+    bar(bad)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "3/3" in err and "failed=1" in err  # cases done and failures
+    assert "<00:00" in err  # tqdm's elapsed<remaining (ETA)
+    assert "failed: /in/b.nii: not a NIfTI file" in err
+
+    with caplog.at_level(logging.INFO, logger="medseg.batch"):
+        quiet = _Progress(total=2, initial=0, failed=0, quiet=True)
+        quiet(ok)
+        quiet(bad)
+        quiet.close()
+    assert not capsys.readouterr().err  # no bar
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["[1/2] ok a.nii -> a_seg.nii.gz (1.0 s)", "[2/2] failed b.nii: /in/b.nii: not a NIfTI file"]
