@@ -163,11 +163,13 @@ def look_up_option(value: Any, enum: type[Enum], path: str) -> Any:
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """Network: a MONAI class (``class_name`` + ``args``) or a TorchScript module (``torchscript``)."""
+    """Network: a MONAI class (``class_name`` + ``args``), a TorchScript module (``torchscript``), or an
+    nnU-Net results folder (``nnunet``; ``weights.source`` is the folder or a ``.zip`` of it)."""
 
     class_name: str | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
     torchscript: bool = False
+    nnunet: bool = False
 
 
 @dataclass(frozen=True)
@@ -410,11 +412,16 @@ def _norm_step(d: Any, path: str) -> NormStep:
 
 
 def _network(d: Any, path: str) -> NetworkSpec:
-    _check_keys(d, path, {"class", "args", "torchscript"})
+    _check_keys(d, path, {"class", "args", "torchscript", "nnunet"})
     ts = _bool(d.get("torchscript", False), f"{path}.torchscript")
+    nn = _bool(d.get("nnunet", False), f"{path}.nnunet")
     cls = d.get("class")
-    if ts and cls is not None:
-        raise _err(f"{path}.class", "give either class or torchscript: true, not both")
+    if sum([ts, nn, cls is not None]) > 1:
+        raise _err(f"{path}.class", "give exactly one of class, torchscript: true or nnunet: true")
+    if nn:
+        if d.get("args"):
+            raise _err(f"{path}.args", "an nnU-Net network takes no args (they come from its plans)")
+        return NetworkSpec(nnunet=True)
     if not ts:
         if cls is None:
             raise _err(f"{path}.class", "required key is missing (or set torchscript: true)")
@@ -636,6 +643,8 @@ def spec_from_dict(d: Mapping[str, Any], base_dir: str | None = None, source_pat
     weights = _weights(d.get("weights"), "weights", base_dir)
     if network.torchscript and weights.source is None:
         raise _err("weights.source", "a TorchScript network needs its file as weights.source")
+    if network.nnunet and weights.source is None:
+        raise _err("weights.source", "an nnU-Net network needs its results folder (or .zip URL) as weights.source")
     inp = _input(d.get("input"), "input", base_dir)
     inferer = _inferer(d.get("inferer"), "inferer")
     output = _output(d.get("output"), "output")

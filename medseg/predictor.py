@@ -87,7 +87,19 @@ def load_predictor(
         sw_batch_size: windows per network call override.
         progress: default ``progress(done, total)`` callback for :meth:`Predictor.predict`.
     """
+    kwargs = dict(
+        device=device, precision=precision, overlap=overlap, tta=tta, threads=threads, sw_batch_size=sw_batch_size,
+        progress=progress,
+    )
+    if not isinstance(model, ModelSpec) and Path(str(model)).is_dir() and _is_nnunet_folder(model):
+        from medseg.nnunet.predictor import load_nnunet_predictor  # nnU-Net results folder (issue: nnU-Net support)
+
+        return load_nnunet_predictor(Path(model), **kwargs)
     spec = model if isinstance(model, ModelSpec) else load_model_spec(model)
+    if spec.network.nnunet:
+        from medseg.nnunet.predictor import load_nnunet_predictor
+
+        return load_nnunet_predictor(spec, **kwargs)
     return Predictor(
         spec,
         device=device,
@@ -345,6 +357,14 @@ class Predictor:
         pre = self.preprocess(volume)
         scores = self.predict_scores(pre.x, progress=progress)
         return self.postprocess(scores, pre)
+
+
+def _is_nnunet_folder(path: str | Path) -> bool:
+    try:
+        from medseg.nnunet import is_nnunet_folder
+    except ImportError:  # the nnU-Net extra is optional
+        return False
+    return bool(is_nnunet_folder(path))
 
 
 def _activate(y: torch.Tensor, activation: Activation) -> torch.Tensor:

@@ -40,6 +40,7 @@ def config_dirs() -> list[Path]:
     dirs = [Path(p) for p in os.environ.get("MEDSEG_CONFIGS", "").split(os.pathsep) if p]
     dirs.append(Path(__file__).resolve().parent.parent / "configs")
     dirs.append(Path(__file__).resolve().parent / "configs")
+    dirs.append(Path(__file__).resolve().parent / "nnunet" / "specs")  # TotalSegmentator (nnU-Net) specs
     return [d for d in dirs if d.is_dir()]
 
 
@@ -105,7 +106,7 @@ def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL) -> Path:
     """
     s = str(name_or_path)
     p = Path(s).expanduser()
-    if p.is_dir() or (p.is_file() and p.suffix.lower() in (".yaml", ".yml")):
+    if p.is_dir() or (p.is_file() and p.suffix.lower() in (".yaml", ".yml")):  # bundle / nnU-Net folder / spec
         return p
     specs = _spec_files()
     if s in specs:
