@@ -26,6 +26,7 @@ from medseg.sam.propagate import (
     propagate_sam2,
     write_label,
     write_label_array,
+    write_slice_label,
 )
 from medseg.sam.registry import CHECKPOINTS, CheckpointSpec, Family, PixelNorm, get_checkpoint, list_checkpoints, resolve_checkpoint
 from medseg.sam.segment import SamSession, SlicePrompt, SliceResult, decode
@@ -37,4 +38,5 @@ __all__ = [
     "build_sam_network", "decode", "frame_for", "get_checkpoint", "list_checkpoints", "load_model",
     "prompt_from_mask", "propagate", "propagate_sam2", "resolve_axis", "resolve_checkpoint", "slice_image",
     "volume_fingerprint", "window_for", "wrap_network", "write_label", "write_label_array",
+    "write_slice_label",
 ]

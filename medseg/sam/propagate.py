@@ -507,3 +507,28 @@ def write_label(
     if name is not None and all(lb.id != label_id for lb in labels):
         labels = labels + (Label(int(label_id), name),)
     return label_map.replace(array=arr, is_label=True, labels=labels)
+
+
+def write_slice_label(
+    labels: np.ndarray, axis: int | str, index: int, mask: np.ndarray, label_id: int, replace: bool = False
+) -> int:
+    """Write a ``(rows, cols)`` slice mask (e.g. :attr:`SliceResult.mask`) into slice ``index`` of an
+    ``(I, J, K)`` label array in place, as :func:`write_label_array` does (other labels untouched).
+
+    Returns the number of voxels changed.
+    """
+    ax = resolve_axis(axis)
+    if labels.ndim != 3:
+        raise ValueError(f"label array must be 3D, got shape {labels.shape}.")
+    if not 0 <= int(index) < labels.shape[ax]:
+        raise IndexError(f"slice index {index} out of range 0..{labels.shape[ax] - 1} along axis {ax}.")
+    sl: list = [slice(None)] * 3
+    sl[ax] = slice(int(index), int(index) + 1)
+    view = labels[tuple(sl)]  # a (.., 1, ..) view, written in place
+    m = np.expand_dims(np.asarray(mask, dtype=bool), ax)
+    if m.shape != view.shape:
+        raise ValueError(f"slice mask shape {np.shape(mask)} does not match the label slice {np.squeeze(view, ax).shape}.")
+    return write_label_array(view, m, label_id, replace)
+
+
+__all__.append("write_slice_label")

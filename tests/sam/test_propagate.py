@@ -18,6 +18,7 @@ from medseg.sam import (
     propagate_sam2,
     write_label,
     write_label_array,
+    write_slice_label,
 )
 from medseg.geometry import take_slice
 from medseg.types import Geometry, Volume
@@ -264,3 +265,16 @@ def test_propagated_object_into_a_label_map(sam_session):
     out = write_label(Volume(existing, sam_session.volume.geometry, is_label=True), res.mask, 5)
     assert (out.array[..., :3] == 1).all()
     assert ((out.array == 5) == (res.mask & (existing == 0))).all()
+
+
+def test_write_one_slice_in_place():
+    lab = np.zeros((6, 5, 4), np.int16)
+    lab[2, :, :2] = 7
+    m = np.ones((6, 4), bool)  # axis j: slice is (i, k)
+    assert write_slice_label(lab, "j", 3, m, 2) == 6 * 4 - 2
+    assert (lab[:, 3, :][lab[:, 3, :] != 7] == 2).all() and (lab[2, 3, :2] == 7).all()
+    assert (lab[:, [0, 1, 2, 4], :] != 2).all()
+    with pytest.raises(ValueError, match="does not match"):
+        write_slice_label(lab, 1, 3, np.ones((5, 4), bool), 2)
+    with pytest.raises(IndexError):
+        write_slice_label(lab, 1, 5, m, 2)
