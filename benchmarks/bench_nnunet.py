@@ -9,8 +9,9 @@ TotalSegmentator's test data, each in a non-canonical (ILP) orientation:
 
 For each run: wall time of ``predict`` (array in, labels out; file reading excluded for both), peak growth
 of malloc'd memory in use during the call (glibc ``mallinfo2``, sampled every 2 ms: numpy and torch CPU
-tensors), and agreement with nnU-Net's labels. medseg runs twice:
-``precision=auto`` (float32 on the CPU, nnU-Net's numerics: identical labels) and ``bfloat16``.
+tensors), and agreement with nnU-Net's labels. medseg runs with its defaults (the 8 mirrored copies of a
+tile in one network call) and as ``medseg-exact`` (``mirror_batch=1``: nnU-Net's evaluation order, labels
+identical); ``--bf16`` adds a bfloat16-autocast run.
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_nnunet.py [--threads 1] [--cases small,large]
 """
@@ -110,7 +111,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cases", default="small,large")
-    ap.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 medseg run")
+    ap.add_argument("--bf16", action="store_true", help="also run medseg under bfloat16 autocast")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"real data not found at {DATA}", file=sys.stderr)
@@ -140,8 +141,11 @@ def main() -> int:
     ref = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
                           perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
     ref.initialize_from_trained_model_folder(str(folder), use_folds=(0, 1))
-    ours = {"medseg": NnUNetPredictor(folder, device="cpu", threads=args.threads)}
-    if not args.no_bf16:
+    ours = {
+        "medseg": NnUNetPredictor(folder, device="cpu", threads=args.threads),  # defaults: mirrored copies batched
+        "medseg-exact": NnUNetPredictor(folder, device="cpu", threads=args.threads, mirror_batch=1),
+    }
+    if args.bf16:
         ours["medseg-bf16"] = NnUNetPredictor(folder, device="cpu", threads=args.threads, precision="bfloat16")
     print(f"torch threads: {args.threads}; CPU count {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}")
     print(f"{'case':<7}{'shape':<16}{'runner':<13}{'time s':>8}{'ratio':>7}{'heap MB':>9}  agreement")

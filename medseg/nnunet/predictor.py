@@ -184,6 +184,10 @@ class NnUNetPredictor:
         checkpoint_sha256: optional ``{fold: sha256}`` the checkpoints must match (registered downloads).
         name: model name for provenance (default: the dataset name).
         progress: default ``progress(done, total)`` callback for :meth:`predict`.
+        mirror_batch: mirrored copies of a tile per network call: ``"auto"`` (as many as fit in one
+            128^3-voxel batch: all 8 for patches up to 64^3, 1 for 128^3) or an int. ``1`` evaluates them one
+            by one exactly like nnU-Net (bit-identical labels); batching is ~4x faster for small patches on
+            CPUs, and its float rounding (~1e-6) can flip voxels whose top-2 logits are tied within fp16.
 
     Raises:
         ModelError: invalid folder, checkpoint or architecture; checkpoints whose weights do not fit.
@@ -205,6 +209,7 @@ class NnUNetPredictor:
         checkpoint_sha256: dict[str, str] | None = None,
         name: str | None = None,
         progress: ProgressFn | None = None,
+        mirror_batch: int | str = "auto",
     ) -> None:
         from medseg.nnunet.checkpoint import load_checkpoint
 
@@ -226,6 +231,10 @@ class NnUNetPredictor:
         self.gaussian = bool(gaussian)
         self.precision, self.autocast_dtype = _precision_for(precision, self.device)
         self.progress = progress
+        if mirror_batch != "auto" and (isinstance(mirror_batch, bool) or not isinstance(mirror_batch, int)
+                                       or mirror_batch < 1):
+            raise ValueError(f"mirror_batch must be 'auto' or an int >= 1, got {mirror_batch!r}.")
+        self._mirror_batch = mirror_batch
         self.threads = None if threads is None else int(threads)
         self.orientation = None if orientation is None else orientation.upper()
         self.name = name or self.model.dataset_name
@@ -263,6 +272,16 @@ class NnUNetPredictor:
         return self.allowed_mirroring_axes if self.tta else None
 
     @property
+    def mirror_batch(self) -> int:
+        """Mirrored copies per network call (resolved ``"auto"``)."""
+        from medseg.nnunet.sliding import auto_mirror_batch, mirror_combinations
+
+        n_views = 1 + len(mirror_combinations(self.mirror_axes))
+        if self._mirror_batch == "auto":
+            return auto_mirror_batch(self.model.config.patch_size, n_views)
+        return min(int(self._mirror_batch), n_views)
+
+    @property
     def fingerprint(self) -> str:
         """Stable hash of plans, dataset.json, checkpoint digests and the run settings."""
         p = self.model.path
@@ -272,7 +291,7 @@ class NnUNetPredictor:
         settings = {
             "configuration": self.model.config.name, "folds": self.checkpoint_digests, "step": self.step_size,
             "tta": self.mirror_axes, "gaussian": self.gaussian, "logits": self.logits_dtype.value,
-            "precision": self.precision, "orientation": self.orientation,
+            "precision": self.precision, "orientation": self.orientation, "mirror_batch": self.mirror_batch,
         }
         h.update(json.dumps(settings, sort_keys=True).encode())
         return h.hexdigest()
@@ -372,7 +391,7 @@ class NnUNetPredictor:
                     self.network, x, self.model.labels.num_heads, patch, step_size=self.step_size,
                     gaussian=self.gaussian, mirror_axes=self.mirror_axes, device=self.device,
                     logits_dtype=_to_torch_dtype(self.logits_dtype), autocast_dtype=self.autocast_dtype,
-                    out=out, progress=tick)
+                    out=out, progress=tick, mirror_batch=self.mirror_batch)
             if len(self.weights) > 1:
                 out /= len(self.weights)
         return out

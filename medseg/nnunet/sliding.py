@@ -17,7 +17,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["gaussian_importance", "mirror_combinations", "predict_sliding_window", "tile_starts"]
+__all__ = ["auto_mirror_batch", "gaussian_importance", "mirror_combinations", "predict_sliding_window",
+           "tile_starts"]
 
 
 def tile_starts(image_size: Sequence[int], tile_size: Sequence[int], step_size: float) -> list[list[int]]:
@@ -83,6 +84,29 @@ def _pad_to_tile(x: torch.Tensor, tile: Sequence[int]) -> tuple[torch.Tensor, tu
     return x, tuple(crop)
 
 
+def _mirrored_prediction(network, x: torch.Tensor, flips: list[tuple[int, ...]], batch: int) -> torch.Tensor:
+    """Mean of ``network`` over ``x`` and its mirrored copies, summed in nnU-Net's order."""
+    if batch <= 1 or not flips:
+        pred = network(x)
+        for dims in flips:
+            pred += torch.flip(network(torch.flip(x, dims)), dims)
+    else:
+        views = [x] + [torch.flip(x, dims) for dims in flips]
+        outs = [network(torch.cat(views[i:i + batch])) for i in range(0, len(views), batch)]
+        y = torch.cat(outs) if len(outs) > 1 else outs[0]
+        pred = y[0:1].clone()
+        for i, dims in enumerate(flips, start=1):
+            pred += torch.flip(y[i:i + 1], dims)
+    if flips:
+        pred /= len(flips) + 1
+    return pred
+
+
+def auto_mirror_batch(tile_size: Sequence[int], n_views: int, budget_voxels: int = 128 ** 3) -> int:
+    """Mirrored copies per call so that one call holds at most ``budget_voxels`` input voxels (>= 1)."""
+    return max(1, min(n_views, budget_voxels // int(np.prod(tile_size))))
+
+
 @torch.inference_mode()
 def predict_sliding_window(
     network: torch.nn.Module,
@@ -98,6 +122,7 @@ def predict_sliding_window(
     autocast_dtype: torch.dtype | None = None,
     out: torch.Tensor | None = None,
     progress: Callable[[], None] | None = None,
+    mirror_batch: int = 1,
 ) -> torch.Tensor:
     """Blend the network's logits over evenly spread tiles of ``image``.
 
@@ -114,6 +139,8 @@ def predict_sliding_window(
         autocast_dtype: run the network under ``torch.autocast`` with this dtype (e.g. bfloat16), or ``None``.
         out: optional ``(num_heads, X, Y, Z)`` tensor to add the result to (fold ensembling); returned.
         progress: called once per tile.
+        mirror_batch: mirrored copies of a tile per network call. 1 = nnU-Net's order (bit-identical logits);
+            larger batches are faster on CPUs (4x for small patches) but round differently (~1e-6).
 
     Returns:
         ``(num_heads, X, Y, Z)`` blended logits (``out + logits`` if ``out`` was given).
@@ -133,11 +160,7 @@ def predict_sliding_window(
         sl = (slice(sx, sx + tile_size[0]), slice(sy, sy + tile_size[1]), slice(sz, sz + tile_size[2]))
         x = padded[(slice(None), *sl)][None].contiguous().to(dev)
         with ac:
-            pred = network(x)
-            for dims in flips:
-                pred += torch.flip(network(torch.flip(x, dims)), dims)
-        if flips:
-            pred /= len(flips) + 1
+            pred = _mirrored_prediction(network, x, flips, mirror_batch)
         pred = pred[0].to("cpu", torch.float32)
         if g is not None:
             pred *= g
