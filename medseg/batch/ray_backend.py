@@ -100,11 +100,12 @@ class RayBackend:
         """Connect, create the actors (each loads the model), and return the model info (fingerprint...)."""
         ray = self.ray
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             if self.address is not None:
-                ray.init(address=self.address, **kwargs)
-            else:
-                ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+                ray.init(address=self.address, logging_level=logging.WARNING)
+            elif os.environ.get("RAY_ADDRESS"):  # Ray's own convention: join the cluster it names
+                ray.init(logging_level=logging.WARNING)
+            else:  # a local cluster on this machine, for this run
+                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING)
             self._owns_ray = True
         resources = ray.cluster_resources()
         n_gpus = int(resources.get("GPU", 0))

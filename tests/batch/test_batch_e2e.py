@@ -224,3 +224,7 @@ def test_ray_local_cluster_matches_local_run(reference: Path, batch_input: Path,
         assert {c: v for c, v in row.items() if c != "seconds"} == {c: v for c, v in ref_rows[key].items() if c != "seconds"}
     prov = json.loads((out / PROVENANCE_NAME).read_text())
     assert prov["settings"]["ray"] is True
+    # the Ray run's completion records resume a local run (and vice versa): nothing is redone
+    code = _run([str(batch_input), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "--quiet"])
+    assert code == 1
+    assert sorted(r["status"] for r in _rows(out).values()) == ["failed"] + ["skipped"] * (N_CASES - 1)
