@@ -192,9 +192,9 @@ def load_model(
     path = resolve_checkpoint(spec, checkpoint, cache_dir, allow_unverified=allow_unverified, download=download)
     model_id = f"{spec.name}:{_file_digest(path)}"
     if spec.family is Family.SAM:
-        from segment_anything import build_sam as _bs
+        from segment_anything.build_sam import sam_model_registry
 
-        builder = _bs.sam_model_registry[spec.arch]
+        builder = sam_model_registry[spec.arch]
         net = builder(checkpoint=None)  # never let segment_anything call torch.load itself
         _load_into(net, load_state_dict(path), path)
         net = net.to(device).eval()

@@ -132,3 +132,24 @@ def test_local_checkpoints_and_weights_only(tmp_path):
     # a checkpoint for another architecture
     with pytest.raises(ModelError, match="does not fit"):
         _load_into(b, {"x": torch.zeros(1)}, tmp_path / "a.pth")
+
+
+def test_load_full_size_sam_vit_b_from_a_local_checkpoint(tmp_path):
+    """The registry path for SAM: segment_anything's own ViT-B builder (checkpoint=None), our weights_only load."""
+    import torch
+
+    from medseg.sam import build_sam_network, load_model
+    from medseg.sam.registry import PixelNorm
+
+    ref = build_sam_network(seed=5)  # ViT-B sizes, as sam_model_registry["vit_b"]
+    path = tmp_path / "sam_vit_b_01ec64.pth"
+    torch.save(ref.state_dict(), path)
+    del ref
+    model = load_model("sam_vit_b", checkpoint=path)
+    assert model.family is Family.SAM and model.image_size == 1024 and model.pixel_norm is PixelNorm.IMAGENET
+    assert model.model_id.startswith("sam_vit_b:")
+    saved = torch.load(path, weights_only=True)
+    for k, v in model.network.state_dict().items():
+        assert torch.equal(saved[k], v), k
+    medsam = load_model("medsam_vit_b", checkpoint=path)
+    assert medsam.pixel_norm is PixelNorm.UNIT and medsam.model_id != model.model_id
