@@ -22,7 +22,6 @@ from enum import Enum
 from typing import Protocol
 
 import numpy as np
-from scipy import ndimage
 
 from medseg.sam.image import resolve_axis
 from medseg.sam.segment import SlicePrompt, SliceResult
@@ -128,6 +127,8 @@ def prompt_from_mask(mask: np.ndarray, carry: CarryPrompt = CarryPrompt()) -> Sl
         )
     pts = np.zeros((0, 2))
     if carry.points > 0:
+        from scipy import ndimage
+
         dist = ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
         chosen = []
         d = dist.copy()
