@@ -112,10 +112,8 @@ def _walk(root: Path, exclude: list[Path]) -> tuple[list[Path], list[str]]:
             except OSError as err:
                 notes.append(f"skipped {full}: {err.strerror or err}")
                 continue
-            if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+            if stat.S_ISREG(st.st_mode):  # an empty image file is still a case (it fails clearly)
                 files.append(full)
-            elif stat.S_ISREG(st.st_mode):
-                files.append(full)  # an empty image file is still a case (it will fail clearly)
     return files, notes
 
 

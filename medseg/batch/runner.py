@@ -256,14 +256,29 @@ def predict_case(predictor: Any, volume: Any) -> tuple[Any, dict[str, float]]:
     return labels, label_volumes_ml(labels)
 
 
-def write_case(labels: Any, volumes_ml: dict[str, float], output: Path, overwrite: bool) -> None:
+def sidecar_provenance(predictor: Any, case: Case) -> dict[str, Any]:
+    """What the label map's JSON sidecar records about its making (as ``medseg segment`` does)."""
+    from medseg import __version__
+
+    return {
+        "input": str(case.path),
+        "series_uid": case.series,
+        "model": predictor.spec.name,
+        "fingerprint": predictor.fingerprint,
+        "medseg_version": __version__,
+    }
+
+
+def write_case(
+    labels: Any, volumes_ml: dict[str, float], output: Path, overwrite: bool, extra: dict[str, Any] | None = None
+) -> None:
     """Label map + sidecars, each written atomically; the parent folders are created (inside OUTPUT_DIR)."""
     from medseg.io import write
     from medseg.io.sidecar import write_label_sidecars
 
     output.parent.mkdir(parents=True, exist_ok=True)
     write(labels, output, overwrite=overwrite)
-    write_label_sidecars(labels, output, volumes_ml, overwrite=overwrite)
+    write_label_sidecars(labels, output, volumes_ml, overwrite=overwrite, extra=extra)
 
 
 def process_volume(predictor: Any, case: Case, output: Path, overwrite: bool, irregular: str) -> tuple[dict[str, float], float]:
@@ -272,7 +287,7 @@ def process_volume(predictor: Any, case: Case, output: Path, overwrite: bool, ir
     volume = read_case(case, irregular)
     labels, vols = predict_case(predictor, volume)
     del volume
-    write_case(labels, vols, output, overwrite)
+    write_case(labels, vols, output, overwrite, sidecar_provenance(predictor, case))
     return vols, time.perf_counter() - t0
 
 
@@ -373,7 +388,8 @@ def run_local(
                     try:
                         ensure_inside(state.output_dir, PurePosixPath(item.planned.output.relative_to(state.output_dir).as_posix()))
                         state.mark_pending(item.planned.case.key, item.planned.output)
-                        write_case(item.labels, item.volumes_ml, item.planned.output, item.planned.overwrite)
+                        write_case(item.labels, item.volumes_ml, item.planned.output, item.planned.overwrite,
+                                   sidecar_provenance(predictor, item.planned.case))
                         item.seconds += time.perf_counter() - t0
                         state.mark_done(item.planned.case.key, item.planned.output, item.seconds, item.volumes_ml)
                     except Exception as err:  # noqa: BLE001 - per-case error capture

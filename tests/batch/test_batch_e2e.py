@@ -143,7 +143,11 @@ def test_mixed_folder_gives_outputs_and_a_failed_row(reference: Path, batch_inpu
             vols = label_volumes_ml(expected)
             for name in ("organ a", "organ b"):
                 assert float(row[f"volume_ml:{name}"]) == pytest.approx(vols[name], abs=1e-3)
-        assert (reference / row["output"].replace(".nii.gz", ".json")).exists()  # label sidecar
+        sidecar = json.loads((reference / row["output"].replace(".nii.gz", ".json")).read_text())
+        assert sidecar["volumes_ml"] == pytest.approx({n: float(row[f"volume_ml:{n}"]) for n in ("organ a", "organ b")},
+                                                      abs=1e-3)
+        assert sidecar["fingerprint"] == predictor.fingerprint and sidecar["input"] == str(case_path)
+        assert (reference / row["output"].replace(".nii.gz", ".ctbl")).exists()
 
     prov = json.loads((reference / PROVENANCE_NAME).read_text())
     from medseg import __version__
