@@ -7,6 +7,8 @@
   ``"#<number> <description>"``), all placed in the same world frame so they overlay where they overlap;
   hide or delete the ones you do not need. Series that cannot be read are skipped with a warning naming
   them; only when none can be read does the reader raise.
+* A NIfTI saved by medseg (label map + ``<stem>.json`` sidecar) reopens as a Labels layer with its names
+  and colours.
 * Slices that do not form a regular grid (uneven spacing, missing slice, gantry tilt) are resampled onto
   a regular grid for display, with a warning; the CLI's default is to refuse such series.
 """
@@ -94,13 +96,47 @@ def _read_one(path: Path, series: str | None = None) -> Any:
         return volume
 
 
+def _sidecar_labels(path: Path) -> tuple | None:
+    """Labels from the ``<stem>.json`` sidecar medseg writes next to a label map, or ``None`` if there is none
+    (or it is not a medseg label sidecar)."""
+    import json
+
+    from medseg.io.sidecar import sidecar_paths
+    from medseg.types import Label
+
+    side = sidecar_paths(path)["json"]
+    if not side.is_file():
+        return None
+    try:
+        doc = json.loads(side.read_text(encoding="utf-8"))
+        entries = doc["labels"]
+        labels = tuple(
+            Label(int(e["id"]), str(e["name"]), tuple(int(c) for c in e.get("color", (255, 0, 0))))
+            for e in entries
+            if int(e["id"]) != 0
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.warn(f"{side}: not a usable label sidecar ({exc}); opened as an image", stacklevel=2)
+        return None
+    return labels
+
+
 def read_volumes(path: str | os.PathLike[str]) -> list[Any]:
-    """Every volume at ``path``: one for a file or a single-series folder, one per series otherwise."""
+    """Every volume at ``path``: one for a file or a single-series folder, one per series otherwise.
+
+    A NIfTI with medseg's ``<stem>.json`` label sidecar beside it is a label map with those names/colours.
+    """
+    import numpy as np
+
     from medseg.errors import ReadError, SeriesSelectionError
 
     p = Path(path)
     try:
-        return [_read_one(p)]
+        volume = _read_one(p)
+        labels = _sidecar_labels(p) if p.is_file() else None
+        if labels is not None and np.issubdtype(volume.array.dtype, np.integer) and volume.array.ndim == 3:
+            volume = volume.replace(is_label=True, labels=labels)
+        return [volume]
     except SeriesSelectionError as err:
         infos = list(err.series)
         if not infos:

@@ -112,6 +112,7 @@ class SamWidget(QWidget):
         self.model = None  # medseg.sam.SamModel
         self.session = None  # medseg.sam.SamSession for (image layer, window)
         self._session_key: tuple | None = None
+        self._current_image_key: tuple | None = None
         self.prompts = _Prompts()
         self.pending: tuple | None = None  # ("slice", axis, index, mask2d) or ("volume", mask3d)
         self.job: Job | None = None
@@ -301,21 +302,28 @@ class SamWidget(QWidget):
         layer = self.image_layer()
         if self.model is None or layer is None:
             return None
-        key = (id(layer), id(layer.data), self.window_combo.currentText(), id(self.model))
+        key = (*self._image_key(), id(self.model))
         if self.session is None or self._session_key != key:
             self.session = SamSession(self.model, layer_volume(layer), window=self.window_combo.currentText())
             self._session_key = key
         return self.session
 
-    def _on_image_changed(self, *_: Any) -> None:
+    def _image_key(self) -> tuple | None:
         layer = self.image_layer()
-        key = None if layer is None else (id(layer), id(layer.data), self.window_combo.currentText(), id(self.model))
-        if key != self._session_key:
-            self.session = None
-            self._session_key = None
-            self.prompts.clear()
-            self._set_pending(None)
-            self._sync_prompt_layers()
+        # napari hands plugins proxies of its objects (a new one per access): compare layers by unique_id
+        return None if layer is None else (layer.unique_id, id(layer.data), self.window_combo.currentText())
+
+    def _on_image_changed(self, *_: Any) -> None:
+        """A different image (or window) was chosen: drop the session and the prompts made on the old one."""
+        key = self._image_key()
+        if key == self._current_image_key:
+            return
+        self._current_image_key = key
+        self.session = None
+        self._session_key = None
+        self.prompts.clear()
+        self._set_pending(None)
+        self._sync_prompt_layers()
 
     # ---- where am I -----------------------------------------------------------------------------------------
     def current_slice(self) -> tuple[int, int] | None:
@@ -489,7 +497,16 @@ class SamWidget(QWidget):
         layer = self.image_layer()
         if layer is None or GEOMETRY_KEY not in layer.metadata:
             return
-        if not self.prompts.points and not self.prompts.boxes and PROMPTS_NAME not in self.viewer.layers:
+        if not self.prompts.points and not self.prompts.boxes:
+            # nothing to show: empty the prompt layers if they exist, never create them here
+            self._updating_shapes = True
+            try:
+                if PROMPTS_NAME in self.viewer.layers and len(self.viewer.layers[PROMPTS_NAME].data):
+                    self.viewer.layers[PROMPTS_NAME].data = np.zeros((0, 3))
+                if BOX_NAME in self.viewer.layers and len(self.viewer.layers[BOX_NAME].data):
+                    self.viewer.layers[BOX_NAME].data = []
+            finally:
+                self._updating_shapes = False
             return
         geom = layer.metadata[GEOMETRY_KEY]
         perm = list(layer.metadata.get(AXES_KEY, data_axes(geom)))
@@ -536,9 +553,15 @@ class SamWidget(QWidget):
 
     def _set_pending(self, pending: tuple | None) -> None:
         self.pending = pending
-        if PREVIEW_NAME not in self.viewer.layers and pending is None:
-            return
         layer = self.image_layer()
+        if pending is None:
+            # clear the preview in place; never create or replace layers here (runs inside layer events)
+            if PREVIEW_NAME in self.viewer.layers:
+                prev = self.viewer.layers[PREVIEW_NAME]
+                if np.any(prev.data):
+                    prev.data[...] = 0
+                    prev.refresh()
+            return
         if layer is None:
             return
         prev = self._preview_layer()

@@ -273,7 +273,8 @@ class SegmentWidget(QWidget):
     def _on_table_layer_changed(self, *_: Any) -> None:
         name = self.labels_combo.currentText()
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
-        if layer is self._table_layer:
+        # napari hands plugins proxies of its objects (a new one per access): compare by unique_id
+        if getattr(layer, "unique_id", None) == getattr(self._table_layer, "unique_id", None):
             return
         if self._table_layer is not None:
             for ev in self._table_events(self._table_layer):

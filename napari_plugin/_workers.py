@@ -11,15 +11,40 @@ changed as Qt signals, so no Qt object is touched from the worker thread.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QObject, QTimer, Signal
 
-__all__ = ["Cancelled", "ProgressTracker", "Job"]
+__all__ = ["Cancelled", "ProgressTracker", "Job", "avoid_llvm_clash"]
+
+
+def avoid_llvm_clash() -> bool:
+    """Keep ``triton`` from loading into a process whose OpenGL is Mesa's llvmpipe (software rendering).
+
+    Importing triton (which MONAI, torchvision and segment-anything pull in through ``torch._dynamo``) after
+    Mesa has loaded its ``libLLVM`` crashes the process (two LLVMs clash), e.g. napari under Xvfb, in VMs or
+    over remote desktops. medseg never uses triton (no ``torch.compile``), so when ``libLLVM`` is already
+    mapped and triton is not yet imported, it is marked unavailable and torch runs without it.
+
+    Returns:
+        ``True`` if triton was blocked by this call.
+    """
+    if "triton" in sys.modules:
+        return False
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:  # not Linux: no Mesa/LLVM clash known
+        return False
+    if "libLLVM" not in maps:
+        return False
+    sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` now raises ImportError
+    return True
 
 
 class Cancelled(Exception):
@@ -97,8 +122,13 @@ class Job(QObject):
         self._worker = None
         self._t0 = 0.0
 
-    def _body(self) -> Any:
-        return self._fn(self.tracker)
+    def _body(self) -> tuple[str, Any]:
+        # Exceptions are returned, not raised: napari 0.9's create_worker connects a handler to `errored`
+        # that itself fails (TypeError in napari/_qt/qthreading.py) whenever a viewer exists.
+        try:
+            return "ok", self._fn(self.tracker)
+        except Exception as exc:  # reported through failed/cancelled, with its traceback
+            return "error", exc
 
     def start(self) -> Job:
         """Start the worker; returns ``self``."""
@@ -106,6 +136,7 @@ class Job(QObject):
 
         if self.running:
             raise RuntimeError("job already running")
+        avoid_llvm_clash()  # before the worker imports torch's optional stack
         self.running = True
         self._t0 = time.perf_counter()
         # errors are ours to report (failed/cancelled signals), not re-raised in the GUI thread
@@ -136,7 +167,11 @@ class Job(QObject):
         self.elapsed_s = time.perf_counter() - self._t0
         self.running = False
 
-    def _on_returned(self, result: Any) -> None:
+    def _on_returned(self, outcome: tuple[str, Any]) -> None:
+        kind, result = outcome
+        if kind == "error":
+            self._on_errored(result)
+            return
         self._end()
         if self.tracker.cancelled:
             self.cancelled.emit()

@@ -54,17 +54,19 @@ def save_labels(volume: Any, path: str | os.PathLike[str], overwrite: bool = Fal
     Returns:
         The written paths, the NIfTI first.
     """
+    from medseg.errors import WriteError
     from medseg.io import write
-    from medseg.io.sidecar import write_label_sidecars
+    from medseg.io.sidecar import sidecar_paths, write_label_sidecars
     from medseg.postprocess import label_volumes_ml
 
     out = _nifti_path(path)
+    if not overwrite:  # check everything first: never leave a NIfTI without its sidecars
+        for p in (out, *sidecar_paths(out).values()):
+            if Path(p).exists():
+                raise WriteError("already exists; tick 'Overwrite' (or choose another name) to replace it", p)
     write(volume, out, overwrite=overwrite)
-    written = [str(out)]
-    sidecars = write_label_sidecars(volume, out, label_volumes_ml(volume))
-    if sidecars:
-        written.extend(str(s) for s in (sidecars if isinstance(sidecars, (list, tuple)) else [sidecars]))
-    return written
+    sidecars = write_label_sidecars(volume, out, label_volumes_ml(volume), overwrite=overwrite)
+    return [str(out), *(str(p) for p in sidecars.values())]
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

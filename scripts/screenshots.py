@@ -1,0 +1,142 @@
+"""Render the napari plugin's main workflow to PNG (for the README): scan + labels + both dock widgets.
+
+Usage (from the repository root; needs a display, so it re-runs itself under ``xvfb-run`` when there is none)::
+
+    .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--model brain-mri] [--sam-checkpoint FILE]
+
+Writes ``segment.png`` (sample T1 brain + automatic brain mask + Segment widget with its volume table),
+``sam.png`` (SAM prompt widget with a click on a slice and the candidate mask) and ``workflow.png``
+(both widgets docked). SAM uses a released checkpoint when one is given or cached (``sam_vit_b``); otherwise
+a toy SAM with random weights (seeded), which shows the interaction but not a meaningful mask, and the
+screenshot's SAM widget says so in its model line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _wait(job, app, timeout_s: float) -> None:
+    t0 = time.time()
+    while job is not None and job.running:
+        app.processEvents()
+        time.sleep(0.02)
+        if time.time() - t0 > timeout_s:
+            raise TimeoutError(f"job still running after {timeout_s} s")
+    for _ in range(20):
+        app.processEvents()
+
+
+def _settle(app, seconds: float = 0.5) -> None:
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _sam_model(checkpoint: str | None):
+    from medseg.errors import ModelError
+    from medseg.sam import build_sam_network, load_model, wrap_network
+
+    try:
+        return load_model("sam_vit_b", checkpoint=checkpoint, download=False), True
+    except ModelError:
+        net = build_sam_network(
+            image_size=256, encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2,
+            encoder_global_attn_indexes=(1,), window_size=4, prompt_embed_dim=64, decoder_mlp_dim=128,
+            decoder_num_heads=2, seed=0,
+        )
+        return wrap_network(net, "toy SAM, random weights (no checkpoint available)"), False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    parser.add_argument("--model", default="brain-mri", help="segmentation model (registry name or spec path)")
+    parser.add_argument("--sam-checkpoint", default=None, help="sam_vit_b checkpoint file (optional)")
+    parser.add_argument("--size", default="1500x950", help="window size WxH in pixels")
+    args = parser.parse_args(argv)
+
+    if not os.environ.get("DISPLAY") and not os.environ.get("_MEDSEG_XVFB"):
+        xvfb = shutil.which("xvfb-run")
+        if xvfb is None:
+            print("no display and no xvfb-run: install xvfb (apt-get install xvfb xauth)", file=sys.stderr)
+            return 2
+        env = dict(os.environ, _MEDSEG_XVFB="1")
+        cmd = [xvfb, "-a", "-s", "-screen 0 1920x1200x24", sys.executable, __file__, *(argv or sys.argv[1:])]
+        return subprocess.call(cmd, env=env)
+
+    # torch's optional triton must load before Mesa's software OpenGL (see _workers.avoid_llvm_clash)
+    import monai  # noqa: F401
+    import napari
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    from medseg_napari._layers import GEOMETRY_KEY, ijk_to_data
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    viewer = napari.Viewer(show=False, title="medseg")
+    viewer.window._qt_window.resize(width, height)
+    app = QApplication.instance()
+    (image,) = viewer.open_sample("medseg", "brain-t1")
+
+    seg_dock, seg = viewer.window.add_plugin_dock_widget("medseg", "Segment")
+    seg.model_combo.setEditText(args.model)
+    seg.device_combo.setCurrentText("cpu")
+    t0 = time.time()
+    _wait(seg.run(), app, timeout_s=900)
+    print(f"segment: {seg.status.text()} ({time.time() - t0:.1f} s)")
+    if seg.last_labels_layer is None:
+        print("segmentation failed; see the message above", file=sys.stderr)
+        return 1
+    labels = seg.last_labels_layer
+    labels.opacity = 0.45
+    geom = image.metadata[GEOMETRY_KEY]
+    step = list(viewer.dims.current_step)
+    step[0] = image.data.shape[0] // 2 + 2
+    viewer.dims.current_step = tuple(step)
+    viewer.layers.selection.active = labels
+    _settle(app)
+    viewer.screenshot(str(args.out / "segment.png"), canvas_only=False)
+
+    _, sam = viewer.window.add_plugin_dock_widget("medseg", "SAM prompt")
+    model, real = _sam_model(args.sam_checkpoint)
+    sam.use_model(model)
+    sam.image_combo.setCurrentText(image.name)
+    sam.labels_combo.setCurrentText(labels.name)
+    sam.label_id.setValue(2)
+    sam.label_name.setText("lesion")
+    axis, index = sam.current_slice()
+    for ijk, positive in (([150.0, 160.0, 0.0], True), ([165.0, 120.0, 0.0], True), ([95.0, 70.0, 0.0], False)):
+        ijk = np.array(ijk)
+        ijk[axis] = index
+        _wait(sam.add_point(image.data_to_world(ijk_to_data(ijk, geom)), positive=positive), app, timeout_s=300)
+    print(f"sam ({'released checkpoint' if real else 'toy random weights'}): {sam.status.text()}")
+    if not real:
+        # a random-weight SAM's candidate is noise: show the prompts and the widget, not a fake result
+        viewer.layers["SAM preview"].visible = False
+        sam.status.setText("toy SAM (random weights): candidate hidden in this screenshot; a released "
+                           "checkpoint shows its mask here")
+    viewer.layers["SAM prompts"].size = 10
+    viewer.layers.selection.active = image
+    _settle(app, 1.0)
+    viewer.screenshot(str(args.out / "workflow.png"), canvas_only=False)
+    viewer.window.remove_dock_widget(seg_dock)
+    _settle(app, 1.0)
+    viewer.screenshot(str(args.out / "sam.png"), canvas_only=False)
+    for name in ("segment.png", "sam.png", "workflow.png"):
+        print(args.out / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
