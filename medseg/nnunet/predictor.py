@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -40,6 +41,7 @@ from medseg.types import Label, Volume
 __all__ = ["LogitsDtype", "NnUNetMeta", "NnUNetPredictor", "crop_to_nonzero", "normalize_channels"]
 
 ProgressFn = Callable[[int, int], None]
+_SPEC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 
 class LogitsDtype(str, Enum):
@@ -297,9 +299,37 @@ class NnUNetPredictor:
         return h.hexdigest()
 
     @property
-    def spec(self):  # -> medseg.config.ModelSpec | None
-        """A :class:`medseg.config.ModelSpec` describing this folder, if the engine supports nnU-Net specs."""
+    def spec(self):  # -> medseg.config.ModelSpec
+        """The :class:`medseg.config.ModelSpec` this predictor runs: the registry spec it was loaded from, or
+        one describing the folder (``network: {nnunet: true}``, labels from dataset.json) for provenance."""
+        if self._spec is None:
+            self._spec = self._describe()
         return self._spec
+
+    def _describe(self):
+        from medseg.config import load_spec
+
+        m, labels = self.model, self.model.labels
+        channel_names = [c.upper() for c in labels.channel_names]
+        modality = channel_names[0] if len(set(channel_names)) == 1 and channel_names[0] in ("CT", "MR") else "any"
+        d: dict[str, Any] = {
+            "name": self.name if _SPEC_NAME.fullmatch(self.name) else "nnunet-model",
+            "description": f"nnU-Net v2 {m.dataset_name} {m.trainer_name}__{m.plans_name}__{m.config.name}, "
+                           f"folds {', '.join(m.folds)}",
+            "network": {"nnunet": True},
+            "weights": {"source": str(m.path.resolve())},
+            "input": {"modality": modality, "channels": m.num_input_channels, "orientation": self.orientation,
+                      "spacing": list(m.config.spacing)},
+            "inferer": {"mode": "sliding", "roi_size": list(m.config.patch_size), "overlap": 1.0 - self.step_size,
+                        "blend": "gaussian" if self.gaussian else "constant",
+                        "tta_flips": [[int(a)] for a in (self.mirror_axes or ())]},
+            "labels": [{"id": lab.id, "name": lab.name, "color": list(lab.color)} for lab in self.labels],
+        }
+        if labels.has_regions:
+            d["output"] = {"activation": "sigmoid", "decision": "threshold",
+                           "channel_labels": [[i, c] for i, c in enumerate(labels.regions_class_order or ())
+                                              if c != 0]}
+        return load_spec(d)
 
     @spec.setter
     def spec(self, value) -> None:

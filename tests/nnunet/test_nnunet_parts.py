@@ -122,6 +122,12 @@ def test_region_labels_follow_nnunet_label_manager(tmp_path):
         ours[probs[i] > 0.5] = c
     np.testing.assert_array_equal(ours, ref)
 
+    from medseg.nnunet import NnUNetPredictor
+
+    spec = NnUNetPredictor(folder, device="cpu").spec  # provenance spec validates with the engine schema
+    assert spec.network.nnunet and spec.output.decision.value == "threshold"
+    assert spec.output.channel_labels == ((0, 1), (1, 2), (2, 3)) and spec.input.modality == "CT"
+
 
 # -------------------------------------------------------------------------------------------------- networks
 

@@ -199,3 +199,43 @@ def test_engine_load_predictor_delegates_nnunet_folders(case):
 
     p = engine.load_predictor(case[0], device="cpu", tta=False)
     assert isinstance(p, NnUNetPredictor) and p.mirror_axes is None
+
+
+def test_cli_segment_with_a_results_folder_and_with_a_spec(case, tmp_path):
+    """``medseg segment --model <folder>`` and a spec naming the folder give nnU-Net's labels on the input grid."""
+    import nibabel as nib
+
+    from medseg.cli import main
+    from medseg.nnunet import NnUNetPredictor
+    from medseg.predictor import load_predictor
+
+    folder, path, vol = case
+    expected = NnUNetPredictor(folder, device="cpu", tta=False).predict(vol).array
+
+    out = tmp_path / "seg.nii.gz"
+    rc = main(["segment", str(path), "-o", str(out), "-m", str(folder), "--device", "cpu", "--no-tta",
+               "--no-progress"])
+    assert rc == 0
+    img = nib.load(out)
+    assert np.allclose(img.affine, vol.affine, atol=1e-4) and img.shape == vol.shape
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), expected)
+    assert main(["segment", str(path), "-o", str(out), "-m", str(folder), "--device", "cpu", "--no-tta",
+                 "--no-progress"]) != 0  # exists, no --overwrite
+
+    spec = tmp_path / "specs" / "tiny-ct.yaml"
+    spec.parent.mkdir()
+    rel = os.path.relpath(folder, spec.parent)
+    spec.write_text(f"""name: tiny-ct
+network: {{nnunet: true}}
+weights: {{source: {rel}}}
+input: {{modality: CT, channels: 1, orientation: null}}
+inferer: {{mode: sliding, roi_size: [32, 32, 32], overlap: 0.5, blend: gaussian, tta_flips: []}}
+labels:
+  - {{id: 1, name: liver}}
+  - {{id: 2, name: spleen}}
+  - {{id: 3, name: kidney}}
+""")
+    p = load_predictor(spec, device="cpu")
+    assert isinstance(p, NnUNetPredictor) and p.name == "tiny-ct" and p.mirror_axes is None
+    assert p.spec is not None and p.spec.name == "tiny-ct"
+    np.testing.assert_array_equal(p.predict(vol).array, expected)
