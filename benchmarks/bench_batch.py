@@ -21,6 +21,7 @@ hub is reachable here; weights change nothing about timing). Use ``--model NAME|
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -108,7 +109,12 @@ def run_batch(root: Path, out: Path, model: str, threads: int) -> float:
     t0 = time.perf_counter()
     subprocess.run([str(EXE), "batch", str(root), "-o", str(out), "--model", model, "--device", "cpu", "--threads",
                     str(threads), "--quiet"], check=True, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    stages = json.loads((out / "batch_provenance.json").read_text())["stage_seconds"]
+    print(f"      batch stages (summed over cases): read {stages['read']:.1f} s, inference {stages['predict']:.1f} s, "
+          f"write {stages['write']:.1f} s; pipeline wall {stages['wall']:.1f} s "
+          f"(overlap hid {stages['read'] + stages['predict'] + stages['write'] - stages['wall']:.1f} s)")
+    return seconds
 
 
 def same_outputs(a: Path, b: Path) -> bool:

@@ -340,10 +340,17 @@ def run_local(
     state: BatchState,
     settings: BatchSettings,
     on_result: Callable[[CaseResult], None],
-) -> None:
-    """Run ``todo`` through the read → predict → write pipeline; ``on_result`` is called once per case."""
+) -> dict[str, float]:
+    """Run ``todo`` through the read → predict → write pipeline; ``on_result`` is called once per case.
+
+    Returns:
+        Seconds spent in each stage, summed over cases (``read``, ``predict``, ``write``, and ``wall`` for
+        the whole pipeline): with overlap, ``wall`` is less than the sum of the stages.
+    """
+    stages = {"read": 0.0, "predict": 0.0, "write": 0.0, "wall": 0.0}
     if not todo:
-        return
+        return stages
+    t_start = time.perf_counter()
     read_q: queue.Queue = queue.Queue(maxsize=settings.read_ahead)
     write_q: queue.Queue = queue.Queue(maxsize=settings.write_queue)
     stop = threading.Event()
@@ -369,6 +376,7 @@ def run_local(
                 except Exception as err:  # noqa: BLE001 - per-case error capture
                     item.error = format_error(err)
                 item.seconds = time.perf_counter() - t0
+                stages["read"] += item.seconds
                 _put(read_q, item, stop)
             _put(read_q, _DONE, stop)
         except _Stop:
@@ -395,6 +403,7 @@ def run_local(
                     except Exception as err:  # noqa: BLE001 - per-case error capture
                         item.error = format_error(err)
                         item.seconds += time.perf_counter() - t0
+                    stages["write"] += time.perf_counter() - t0
                     item.labels = None
                 report(item)
         except _Stop:
@@ -424,6 +433,7 @@ def run_local(
                         _free_accelerator_memory()
                 item.volume = None
                 item.seconds += time.perf_counter() - t0
+                stages["predict"] += time.perf_counter() - t0
             if not threads[1].is_alive():
                 raise RuntimeError("the batch writer thread died unexpectedly")
             _put(write_q, item, stop)
@@ -439,6 +449,8 @@ def run_local(
             t.join(timeout=60)
     if failures:
         raise RuntimeError(f"a batch worker failed: {format_error(failures[0])}") from failures[0]
+    stages["wall"] = time.perf_counter() - t_start
+    return stages
 
 
 # -------------------------------------------------------------------------------------------------
@@ -548,11 +560,17 @@ def run_batch(
             progress(res)
 
         interrupted: BaseException | None = None
+        stages: dict[str, float] = {}
         try:
             if backend is not None:
                 backend.run(plan.todo, state, on_result)
             else:
-                run_local(predictor, plan.todo, state, settings, on_result)
+                stages = run_local(predictor, plan.todo, state, settings, on_result)
+                if plan.todo:
+                    log.info(
+                        "stage time over %d case(s): read %.1f s, inference %.1f s, write %.1f s; pipeline wall %.1f s",
+                        len(plan.todo), stages["read"], stages["predict"], stages["write"], stages["wall"],
+                    )
         except KeyboardInterrupt as err:
             interrupted = err
         finally:  # the summary and provenance describe whatever was done, also after Ctrl-C or a crash
@@ -570,6 +588,7 @@ def run_batch(
                 started=started,
                 finished=time.time(),
                 fingerprint=fingerprint,
+                stage_seconds={k: round(v, 3) for k, v in stages.items()},
             )
         if interrupted is not None:
             raise interrupted

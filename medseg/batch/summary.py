@@ -108,8 +108,12 @@ def write_provenance(
     started: float,
     finished: float,
     fingerprint: str,
+    stage_seconds: dict[str, float] | None = None,
 ) -> None:
-    """Write ``batch_provenance.json``: medseg version, model, settings, command, host, timing, counts."""
+    """Write ``batch_provenance.json``: medseg version, model, settings, command, host, timing, counts.
+
+    ``stage_seconds``: time in read / predict / write summed over cases, and the pipeline's wall time.
+    """
     from medseg import __version__
     from medseg.batch.state import write_bytes_atomic
 
@@ -123,6 +127,7 @@ def write_provenance(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(finished)),
         "seconds": round(finished - started, 3),
+        "stage_seconds": stage_seconds or {},
         "host": socket.gethostname(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
