@@ -126,3 +126,13 @@ def test_cache_validates_budget(tiny_sam, ellipsoid):
     c = EmbeddingCache(max_bytes=emb.nbytes - 1)  # too big to keep in memory
     c.put(key, emb)
     assert len(c) == 0 and c.get(key) is None
+
+
+def test_foreground_and_background_never_encode_a_slice_twice(tiny_sam, ellipsoid, counter):
+    vol, _ = ellipsoid
+    s = SamSession(tiny_sam, vol, cache=EmbeddingCache())
+    job = s.precompute(2, index=9, radius=2)  # 9, 10, 8, 11, 7 in a worker thread
+    for k in (7, 8, 9, 10, 11):  # the user prompts the same slices meanwhile
+        s.segment(2, k, SlicePrompt(points=[(20, 14)], labels=[1]))
+    assert job.wait(60)
+    assert counter.calls == 5 and len(s.cache) == 5
