@@ -66,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.input:
         raise MedsegError("missing INPUT (or use --sample)")
     check_outputs(args.output, args.overwrite)  # fail fast, before loading the model
+    from pathlib import Path
+
+    from medseg.errors import ReadError
+
+    if not Path(args.input).exists():
+        raise ReadError("no such file or directory", args.input)
 
     from medseg.predictor import load_predictor
     from medseg.progress import TqdmProgress
