@@ -193,3 +193,23 @@ def test_devices_and_options(tmp_path):
     assert (torch.get_num_threads(), torch.backends.cudnn.benchmark) == before
     with pytest.raises(ModelError, match="expects 1 channel"):
         load_predictor(spec, device="cpu").predict(Volume(np.zeros((8, 8, 8, 2), np.float32), Geometry(np.eye(4), (8, 8, 8))))
+
+
+def test_invert_labels_mode_keeps_geometry(ct, tmp_path):
+    """``output.invert: labels`` (argmax on the model grid, nearest back, as the whole-body bundle does)."""
+    import nibabel as nib
+
+    from medseg.config import load_spec
+    from medseg.predictor import load_predictor
+
+    d = tiny_spec(tmp_path, mode="whole")
+    d["output"]["invert"] = "labels"
+    p = load_predictor(load_spec(d), device="cpu", precision="float32")
+    arr = np.ascontiguousarray(ct.array[30:90, 20:80, 40:100])
+    ornt = np.array([[1, -1], [0, 1], [2, -1]], float)  # permuted and flipped copy
+    vol = Volume(np.ascontiguousarray(nib.orientations.apply_orientation(arr, ornt)),
+                 Geometry(ct.affine @ nib.orientations.inv_ornt_aff(ornt, arr.shape), (60, 60, 60)))
+    lab = p.predict(vol)
+    assert lab.geometry == vol.geometry and lab.array.dtype == np.uint8
+    ref = p.predict(Volume(arr, Geometry(ct.affine, arr.shape)))
+    assert np.array_equal(reorient_to_canonical(lab.array, lab.affine)[0], reorient_to_canonical(ref.array, ref.affine)[0])
