@@ -36,3 +36,19 @@ def test_thread_report_and_time_call():
     assert time_call(lambda: None, repeat=2) >= 0
     with pytest.raises(ValueError, match="repeat"):
         time_call(lambda: None, repeat=0)
+
+
+def test_onednn_routing_keeps_results():
+    from monai.networks.nets import SegResNet
+
+    from medseg.infer.perf import onednn_bf16_supported, use_onednn_conv3d
+
+    torch.manual_seed(0)
+    net = SegResNet(3, init_filters=8, in_channels=1, out_channels=3, blocks_down=(1, 1), blocks_up=(1,)).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.inference_mode():
+        ref = net(x)
+        assert use_onednn_conv3d(net) == sum(type(m) is torch.nn.Conv3d for m in net.modules()) > 0
+        got = net(x)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert isinstance(onednn_bf16_supported(), bool)
