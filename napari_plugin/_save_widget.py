@@ -51,7 +51,8 @@ def default_output_path(layer: Any) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", layer.name).strip("_") or "labels"
     if src is None:
         return Path.cwd() / f"{safe}.nii.gz"
-    return src.parent / f"{_stem(src)}_{safe}.nii.gz"
+    stem = _stem(src)
+    return src.parent / (f"{safe}.nii.gz" if safe.startswith(stem) else f"{stem}_{safe}.nii.gz")
 
 
 class SaveWidget(QWidget):

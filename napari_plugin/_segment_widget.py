@@ -257,7 +257,7 @@ class SegmentWidget(QWidget):
     def _on_result(self, labels_volume: Any, image_name: str, model: str) -> None:
         from pathlib import Path
 
-        model_name = Path(model).name if ("/" in model or "\\" in model) else model
+        model_name = labels_volume.source.extra.get("model") or Path(model).stem
         name = f"{image_name} — {model_name}"
         data, kwargs, _ = volume_to_layer_data(labels_volume, name=name)
         if name in self.viewer.layers:

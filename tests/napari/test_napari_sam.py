@@ -97,6 +97,17 @@ def test_click_gives_mask_on_that_slice_then_accept_and_undo(sam_viewer, qtbot):
     assert labels.array.sum() == 3 * mask2d.sum()
     assert [(lab.id, lab.name) for lab in labels.labels] == [(3, "lesion")]
     assert widget.pending is None and not widget.prompts.points
+    # refine: the existing label on the slice is the mask prompt, and accepting replaces it on that slice
+    widget.refine.setChecked(True)
+    ijk2 = list(ijk)
+    ijk2[(axis + 1) % 3] += 20
+    _wait(qtbot, widget.add_point(_world_of_voxel(image, ijk2), positive=True))
+    np.testing.assert_array_equal(widget.slice_prompt(axis, index).mask, mask2d)
+    refined = widget.pending[3]
+    widget.accept()
+    np.testing.assert_array_equal(np.take(layer_volume(target).array, index, axis=axis) == 3, refined)
+    widget.undo()  # back to the first accept
+    np.testing.assert_array_equal(np.take(layer_volume(target).array, index, axis=axis) == 3, mask2d)
     widget.undo()
     assert not np.any(target.data)
 
@@ -142,3 +153,41 @@ def test_negative_point_and_box_and_propagate(sam_viewer, qtbot):
     target = layer_volume(widget.target_layer(create=False))
     np.testing.assert_array_equal(target.array == 1, mask)
     assert widget.status.text().startswith("accepted"), (widget.status.text(), covered)
+
+
+def test_real_mouse_clicks_on_the_canvas(make_napari_viewer, qtbot, tiny_sam):
+    """Clicks go through Qt → vispy → napari → the widget: a click is positive, Shift+click negative,
+    at the clicked world position on the shown slice; the shortcuts are bound and shown."""
+    from qtpy.QtCore import QPoint, Qt
+
+    from medseg_napari._layers import GEOMETRY_KEY, RAS_TO_WORLD
+    from medseg_napari._sam_widget import SHORTCUTS
+    from medseg_napari._sample_data import sample_brain_t1
+
+    viewer = make_napari_viewer(show=True)
+    ((data, kwargs, _),) = sample_brain_t1()
+    image = viewer.add_image(data, **kwargs)
+    _, widget = viewer.window.add_plugin_dock_widget("medseg", "SAM prompt")
+    widget.use_model(tiny_sam)
+    canvas = viewer.window._qt_viewer.canvas.native
+    qtbot.waitExposed(canvas)
+    axis, index = widget.current_slice()
+    center = QPoint(canvas.width() // 2, canvas.height() // 2)
+    qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=center)
+    qtbot.waitUntil(lambda: sum(len(v) for v in widget.prompts.points.values()) == 1, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.job is None or not widget.job.running, timeout=60_000)
+    qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier,
+                     pos=center + QPoint(25, 10))
+    qtbot.waitUntil(lambda: sum(len(v) for v in widget.prompts.points.values()) == 2, timeout=10_000)
+    (ijk_pos, lab_pos), (ijk_neg, lab_neg) = widget.prompts.points[(axis, index)]
+    assert (lab_pos, lab_neg) == (1, 0)
+    assert ijk_pos[axis] == index and ijk_neg[axis] == index
+    # the positive click landed at the canvas centre = the camera centre (world, displayed axes)
+    geom = image.metadata[GEOMETRY_KEY]
+    world = RAS_TO_WORLD @ (geom.affine[:3, :3] @ ijk_pos + geom.affine[:3, 3])
+    displayed = list(viewer.dims.displayed)
+    np.testing.assert_allclose(world[displayed], np.asarray(viewer.camera.center)[-2:], atol=max(geom.spacing))
+    # every shortcut shown in the widget is bound on the viewer
+    bound = {str(k).replace("+", "-").lower() for k in viewer.keymap}
+    assert {k.lower() for k in SHORTCUTS.values()} <= bound, bound
+    qtbot.waitUntil(lambda: widget.job is None or not widget.job.running, timeout=60_000)

@@ -92,6 +92,8 @@ def test_segment_widget_end_to_end(make_napari_viewer, qtbot, shared_data, tiny_
     _, saver = viewer.window.add_plugin_dock_widget("medseg", "Save labels")
     assert isinstance(saver, SaveWidget)
     saver.labels_combo.setCurrentText(labels.name)
+    # the suggested file is next to the scan, named after it and the layer
+    assert saver.path_edit.text() == str(scan.parent / "anatomical_tiny-test.nii.gz")
     out = tmp_path / "seg.nii.gz"
     saver.path_edit.setText(str(out))
     written = saver.save()
