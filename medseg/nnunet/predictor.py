@@ -123,24 +123,10 @@ def _to_torch_dtype(d: LogitsDtype):
 
 
 def _resolve_device(device: str | Any = "auto"):
-    """``auto`` → CUDA if available, else CPU; an unavailable device is an error (never a silent fallback)."""
-    import torch
+    """medseg's device rule (``auto`` → CUDA, MPS, CPU; an unavailable device is an error, never a fallback)."""
+    from medseg.device import resolve_device
 
-    if isinstance(device, torch.device):
-        dev = device
-    else:
-        name = str(device).strip().lower()
-        if name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            dev = torch.device(name)
-        except RuntimeError:
-            raise ModelError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} requested but CUDA is not available (use cpu)")
-    if dev.type not in ("cpu", "cuda"):
-        raise ModelError(f"unsupported device {device!r} for nnU-Net models (use auto, cpu, cuda or cuda:N)")
-    return dev
+    return resolve_device(device)
 
 
 def _precision_for(precision: str, device) -> tuple[str, Any]:
@@ -171,7 +157,7 @@ class NnUNetPredictor:
         folder: ``.../DatasetXXX_Name/<Trainer>__<Plans>__<configuration>``, or an already read
             :class:`~medseg.nnunet.plans.NnUNetModel`.
         folds: folds to ensemble (default: every ``fold_N`` with ``checkpoint_final.pth``).
-        device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         step_size: sliding-window step as a fraction of the patch (nnU-Net default 0.5; ``overlap = 1 - step``).
         tta: mirroring test-time augmentation over the axes the trainer allowed (nnU-Net default on).
         gaussian: Gaussian blending of the tiles (nnU-Net default on).
