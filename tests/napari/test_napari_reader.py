@@ -125,3 +125,18 @@ def test_folder_with_several_series_opens_each(make_napari_viewer, shared_data):
     # sagittal and oblique-coronal series are placed as dcm2niix places them
     _check_against_nifti(by_name["#22 sag_asc_35sl"], shared_data / "dcm_qa/Ref/sag_asc_35sl_22.nii", n=20)
     _check_against_nifti(by_name["#16 cor_asc_35sl"], shared_data / "dcm_qa/Ref/cor_asc_35sl_16.nii", n=20)
+
+
+def test_nrrd_labels_line_up_with_their_dicom_ct(make_napari_viewer, shared_data):
+    """dcmqi's liver label (NRRD) was drawn on the 3-slice CT: every label voxel sits on a CT voxel centre."""
+    seg_dir = shared_data / "dcmqi/data/segmentations"
+    viewer = make_napari_viewer()
+    (ct,) = viewer.open(str(seg_dir / "ct-3slice"), plugin="medseg")
+    (liver,) = viewer.open(str(seg_dir / "liver_seg.nrrd"), plugin="medseg")
+    idx = np.argwhere(np.asarray(liver.data) > 0)
+    assert len(idx) > 100
+    sample = idx[:: max(1, len(idx) // 50)]
+    for d in sample:
+        ct_idx = np.asarray(ct.world_to_data(liver.data_to_world(d)), float)
+        np.testing.assert_allclose(ct_idx, np.round(ct_idx), atol=1e-3)
+        assert all(0 <= c < s for c, s in zip(np.round(ct_idx), ct.data.shape))

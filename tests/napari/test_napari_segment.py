@@ -106,6 +106,12 @@ def test_segment_widget_end_to_end(make_napari_viewer, qtbot, shared_data, tiny_
     written = saver.save()
     assert written, saver.status.text()
     assert sorted(Path(p).name for p in written[1:]) == ["seg.ctbl", "seg.json", "seg.txt"]
+    # napari's own File > Save path (the npe2 writer) writes the same file
+    viewer.layers.selection = {labels}
+    viewer.layers.save(str(tmp_path / "via_writer.nii.gz"), selected=True, plugin="medseg")
+    np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "via_writer.nii.gz")).dataobj),
+                                  np.asarray(img.dataobj))
+    assert (tmp_path / "via_writer.json").is_file()
     # the reader reopens it as labels (names and colours from the sidecar) on the scan's grid
     (reloaded,) = viewer.open(str(out), plugin="medseg")
     assert isinstance(reloaded, Labels)
