@@ -309,3 +309,37 @@ def test_strip_checkpoint_makes_a_plain_weights_only_file(tmp_path):
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     with pytest.raises(ModelError, match="exists; not overwriting"):
         strip_checkpoint(src, dst)
+
+
+# ------------------------------------------------------------------------------------------ preprocessing
+
+
+@pytest.mark.parametrize("scheme, use_mask", [("CTNormalization", False), ("ZScoreNormalization", False),
+                                              ("ZScoreNormalization", True), ("RescaleTo01Normalization", False),
+                                              ("NoNormalization", False)])
+def test_crop_and_normalisation_equal_nnunet(tmp_path, scheme, use_mask):
+    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero as nn_crop
+    from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
+
+    from medseg.nnunet.plans import read_model_folder
+    from medseg.nnunet.predictor import crop_to_nonzero, normalize_channels
+
+    folder = make_results_folder(tmp_path, labels={"background": 0, "a": 1}, intensity_properties=PROPS,
+                                 normalization=scheme, folds=(0,))
+    if use_mask:
+        _edit_plans(folder, lambda p: p["configurations"]["3d_fullres"].update(use_mask_for_norm=[True]))
+    model = read_model_folder(folder)
+    rng = np.random.default_rng(3)
+    data = (rng.normal(size=(1, 14, 12, 10)) * 400 + 50).astype(np.float32)
+    data[:, :3] = 0
+    data[:, :, -2:] = 0
+    data[:, 6, 5, 4] = 0  # an interior zero: a hole the mask fills
+    ref_data, ref_seg, ref_bbox = nn_crop(data.copy())
+    ours, mask, bbox = crop_to_nonzero(data.copy())
+    assert [list(b) for b in bbox] == [list(map(int, b)) for b in ref_bbox]
+    np.testing.assert_array_equal(mask, ref_seg[0] >= 0)
+    ours = normalize_channels(np.ascontiguousarray(ours), mask, model)
+    names = {"CTNormalization": "CT", "ZScoreNormalization": "zscore", "RescaleTo01Normalization": "rescale_to_0_1",
+             "NoNormalization": "noNorm"}
+    norm = get_normalization_scheme(names[scheme])(use_mask_for_norm=use_mask, intensityproperties=PROPS)
+    np.testing.assert_array_equal(ours[0], norm.run(ref_data[0].copy(), ref_seg[0]))
