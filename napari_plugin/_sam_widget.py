@@ -163,6 +163,7 @@ class SamWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
+        self.progress.setTextVisible(False)
         self.status = QLabel("load a model, then click on the image")
         self.status.setWordWrap(True)
 
@@ -623,6 +624,7 @@ class SamWidget(QWidget):
 
     def _on_progress(self, done: int, total: int, stage: str) -> None:
         if total > 0:
+            self.progress.setTextVisible(True)
             self.progress.setRange(0, total)
             self.progress.setValue(min(done, total))
 
@@ -630,6 +632,7 @@ class SamWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setTextVisible(False)
 
     def cancel(self) -> None:
         if self.job is not None and self.job.running:

@@ -40,7 +40,9 @@ __all__ = ["SegmentWidget", "SHORTCUTS"]
 #: action -> napari key binding (shown in the widget).
 SHORTCUTS = {"run": "Shift-R", "cancel": "Shift-C"}
 
-_BROWSE = "Browse for a model folder / spec file…"
+_BROWSE_DIR = "Browse: model folder (MONAI bundle / nnU-Net)…"
+_BROWSE_FILE = "Browse: model spec file (.yaml)…"
+_BROWSE = (_BROWSE_DIR, _BROWSE_FILE)
 _DEVICES = ("auto", "cpu", "cuda")
 _TTA = {"model default": None, "on": True, "off": False}
 
@@ -77,7 +79,7 @@ class SegmentWidget(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.setEditable(True)  # a registry name, a spec path or a model folder
         self.model_combo.addItems(_model_names())
-        self.model_combo.addItem(_BROWSE)
+        self.model_combo.addItems(list(_BROWSE))
         self.model_combo.activated.connect(self._on_model_activated)
         self.device_combo = QComboBox()
         self.device_combo.addItems(_DEVICES)
@@ -96,6 +98,7 @@ class SegmentWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setTextVisible(False)
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
         self.labels_combo = QComboBox()
@@ -159,10 +162,13 @@ class SegmentWidget(QWidget):
         self._on_table_layer_changed()
 
     def _on_model_activated(self, index: int) -> None:
-        if self.model_combo.itemText(index) != _BROWSE:
+        choice = self.model_combo.itemText(index)
+        if choice == _BROWSE_DIR:
+            path = QFileDialog.getExistingDirectory(self, "Model folder (MONAI bundle / nnU-Net results)")
+        elif choice == _BROWSE_FILE:
+            path = QFileDialog.getOpenFileName(self, "Model spec", "", "Model spec (*.yaml *.yml)")[0]
+        else:
             return
-        folder = QFileDialog.getExistingDirectory(self, "Model folder (MONAI bundle / nnU-Net) or cancel for a spec")
-        path = folder or QFileDialog.getOpenFileName(self, "Model spec", "", "Model spec (*.yaml *.yml)")[0]
         if path:
             self.model_combo.insertItem(0, path)
             self.model_combo.setCurrentIndex(0)
@@ -195,7 +201,7 @@ class SegmentWidget(QWidget):
         if layer is None:
             self.status.setText("open an image first")
             return None
-        if not settings["model"] or settings["model"] == _BROWSE:
+        if not settings["model"] or settings["model"] in _BROWSE:
             self.status.setText("choose a model")
             return None
         try:
@@ -240,6 +246,7 @@ class SegmentWidget(QWidget):
 
     def _on_progress(self, done: int, total: int, stage: str) -> None:
         if total > 0:
+            self.progress.setTextVisible(True)
             self.progress.setRange(0, total)
             self.progress.setValue(min(done, total))
         if stage:
@@ -253,6 +260,7 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if self.status.text().startswith("done") else 0)
+        self.progress.setTextVisible(False)
 
     def _on_result(self, labels_volume: Any, image_name: str, model: str) -> None:
         from pathlib import Path
