@@ -418,15 +418,32 @@ class NnUNetPredictor:
 
         labels_info = self.model.labels
         arr = logits.numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
-        arr = resample_to_shape(arr, meta.shape_after_cropping, self.model.config.spacing, meta.spacing,
-                                self.model.config.resample_probabilities)
+
+        def channels():  # one channel at a time, resampled exactly as nnU-Net does it (per channel)
+            for c in range(arr.shape[0]):
+                yield c, resample_to_shape(arr[c:c + 1], meta.shape_after_cropping, self.model.config.spacing,
+                                           meta.spacing, self.model.config.resample_probabilities)[0]
+
+        # Unlike nnU-Net, never hold all resampled channels at once: 117 TotalSegmentator classes on a
+        # 512 x 512 x 400 CT are 25 GB of float16. Running argmax (first maximum wins, as np.argmax) and
+        # per-region thresholds give identical labels with one channel in memory.
         if labels_info.has_regions:
-            probs = torch.sigmoid(torch.from_numpy(np.asarray(arr, dtype=np.float32))).numpy()
-            seg = np.zeros(probs.shape[1:], dtype=np.uint16)
-            for i, c in enumerate(labels_info.regions_class_order or ()):
-                seg[probs[i] > 0.5] = c
+            seg = np.zeros(meta.shape_after_cropping, dtype=np.uint16)
+            order = labels_info.regions_class_order or ()
+            for c, ch in channels():
+                prob = torch.sigmoid(torch.from_numpy(np.asarray(ch, dtype=np.float32))).numpy()
+                seg[prob > 0.5] = order[c]
         else:
-            seg = arr.argmax(0)
+            seg = np.zeros(meta.shape_after_cropping, dtype=np.intp)
+            best = None
+            for c, ch in channels():
+                if best is None:
+                    best = np.array(ch, copy=True)
+                    continue
+                better = ch > best
+                best[better] = ch[better]
+                seg[better] = c
+            del best
         max_id = max((lab.id for lab in labels_info.labels), default=0)
         dtype = np.uint8 if max_id < 255 else np.uint16
         full = np.zeros(meta.shape_before_cropping, dtype=dtype)

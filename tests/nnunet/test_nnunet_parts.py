@@ -343,3 +343,39 @@ def test_crop_and_normalisation_equal_nnunet(tmp_path, scheme, use_mask):
              "NoNormalization": "noNorm"}
     norm = get_normalization_scheme(names[scheme])(use_mask_for_norm=use_mask, intensityproperties=PROPS)
     np.testing.assert_array_equal(ours[0], norm.run(ref_data[0].copy(), ref_seg[0]))
+
+
+@pytest.mark.parametrize("regions", [False, True])
+def test_export_equals_nnunet(tmp_path, regions):
+    """postprocess (channel-by-channel resampling, running argmax / region thresholds, crop and transpose
+    undone) equals nnU-Net's convert_predicted_logits_to_segmentation_with_correct_shape."""
+    import torch
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from medseg.nnunet import NnUNetPredictor
+    from medseg.types import Geometry, Volume
+
+    labels = ({"background": 0, "wt": [1, 2, 3], "tc": [2, 3], "et": [3]} if regions
+              else {"background": 0, "a": 1, "b": 2, "c": 3, "d": 4})
+    folder = make_results_folder(tmp_path, labels=labels, intensity_properties=PROPS, spacing=(4.5, 1.2, 1.4),
+                                 transpose_forward=(2, 0, 1), regions_class_order=[1, 2, 3] if regions else None,
+                                 folds=(0,))
+    p = NnUNetPredictor(folder, device="cpu")
+    arr = np.random.default_rng(4).normal(size=(20, 18, 9)).astype(np.float32) * 100
+    arr[:2] = 0
+    vol = Volume(arr, Geometry(np.diag([1.0, 1.1, 3.0, 1.0]), arr.shape))
+    x, meta = p.preprocess(vol)
+    logits = torch.from_numpy(np.random.default_rng(5).normal(size=(p.model.labels.num_heads, *x.shape[1:])))
+    logits = logits.to(torch.float16)
+    ours = p.postprocess(logits, meta).array
+
+    plans = PlansManager(str(folder / "plans.json"))
+    dataset = json.loads((folder / "dataset.json").read_text())
+    props = {"spacing": list(np.linalg.norm(vol.affine[:3, :3], axis=0)[::-1]),
+             "shape_before_cropping": meta.shape_before_cropping, "bbox_used_for_cropping": [list(b) for b in meta.bbox],
+             "shape_after_cropping_and_before_resampling": meta.shape_after_cropping}
+    ref = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits.clone(), plans, plans.get_configuration("3d_fullres"), plans.get_label_manager(dataset), props)
+    np.testing.assert_array_equal(ours, np.asarray(ref).transpose(2, 1, 0))
+    assert len(np.unique(ours)) > 2
