@@ -247,7 +247,7 @@ def argmax_finalizer(activation: str | None = None, dtype: Any = None) -> Callab
     def finalize(p: torch.Tensor) -> torch.Tensor:
         if activation == "softmax":
             p = torch.softmax(p, dim=0)
-        return torch.argmax(p, dim=0).to(dtype or label_dtype(p.shape[0]))
+        return _argmax0(p).to(dtype or label_dtype(p.shape[0]))
 
     return finalize
 
@@ -530,6 +530,11 @@ def _lerp_block(
     return e
 
 
+def _argmax0(v: torch.Tensor) -> torch.Tensor:
+    """Index of the first maximum along dim 0 (``torch.max(dim=0).indices``: same as argmax, ~2x faster here)."""
+    return v.max(dim=0).indices
+
+
 def _to_source_order(block: torch.Tensor, maps: Sequence[AxisMap]) -> torch.Tensor:
     """Permute a ``(..., a0, a1, a2)`` block in working-axis order to source-axis order."""
     src_axes = [m.src_axis for m in maps]
@@ -552,7 +557,7 @@ def invert_and_argmax(
     tables = [_linear_tables(m, int(src_shape[m.src_axis]), work[a]) for a, m in enumerate(maps)]
     sel = [np.arange(int(src_shape[m.src_axis])) for m in maps]
     v = _lerp_block(probs, (0, 0, 0), tables, sel)
-    return _to_source_order(torch.argmax(v, dim=0).to(dtype or label_dtype(probs.shape[0])), maps)
+    return _to_source_order(_argmax0(v).to(dtype or label_dtype(probs.shape[0])), maps)
 
 
 class LinearInverter:
@@ -680,7 +685,7 @@ class LinearInverter:
             zlo, zhi = int(min(i0.min(), i1.min())), int(max(i0.max(), i1.max())) + 1
             sub_e = e[:, :, :, zlo - origin[2] : zhi - origin[2]]
             v = _lerp_block(sub_e, (origin[0], origin[1], zlo), self.tables, [sel[0], sel[1], zs])
-            lab = torch.argmax(v, dim=0).to(self.labels.dtype)
+            lab = _argmax0(v).to(self.labels.dtype)
             del v
             dst = [None, None, None]
             for a, m in enumerate(self.maps):
