@@ -44,6 +44,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._workers import docked
 from ._layers import (
     AXES_KEY,
     GEOMETRY_KEY,
@@ -224,7 +225,7 @@ class SamWidget(QWidget):
         }
         for action, key in SHORTCUTS.items():
             fn = actions[action]
-            self.viewer.bind_key(key, lambda _v, fn=fn: fn(), overwrite=True)
+            self.viewer.bind_key(key, lambda _v, fn=fn: fn() if docked(self) else None, overwrite=True)
 
     # ---- choices ---------------------------------------------------------------------------------------
     @staticmethod
@@ -385,8 +386,8 @@ class SamWidget(QWidget):
     # ---- prompts ------------------------------------------------------------------------------------------
     def _on_mouse(self, viewer: Any, event: Any):
         """Click (press + release without moving) → a point prompt; drags still pan."""
-        if not self.click_mode.isChecked() or self.model is None or event.button != 1:
-            return
+        if not docked(self) or not self.click_mode.isChecked() or self.model is None or event.button != 1:
+            return  # a closed (hidden) widget no longer takes clicks
         active = viewer.layers.selection.active
         if active is not None and str(getattr(active, "mode", "pan_zoom")) != "pan_zoom":
             return  # painting, drawing a box, ...: not ours

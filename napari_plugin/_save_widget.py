@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._workers import docked
 from ._layers import SOURCE_KEY, layer_volume
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class SaveWidget(QWidget):
         for ev in (events.inserted, events.removed, events.reordered):
             ev.connect(self._refresh)
         self._refresh()
-        self.viewer.bind_key(SHORTCUTS["save"], lambda _v: self.save(), overwrite=True)
+        self.viewer.bind_key(SHORTCUTS["save"], lambda _v: self.save() if docked(self) else None, overwrite=True)
 
     def _refresh(self, *_: Any) -> None:
         from napari.layers import Labels

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._workers import docked
 from ._layers import layer_volume, volume_to_layer_data
 from ._workers import Job
 
@@ -136,7 +137,8 @@ class SegmentWidget(QWidget):
         for ev in (events.inserted, events.removed, events.reordered):
             ev.connect(self._refresh_layer_combos)
         self._refresh_layer_combos()
-        self.viewer.bind_key(SHORTCUTS["run"], lambda _v: self.run(), overwrite=True)
+        # shortcuts act only while the widget is shown (a closed dock widget is hidden, not deleted)
+        self.viewer.bind_key(SHORTCUTS["run"], lambda _v: self.run() if docked(self) else None, overwrite=True)
         self.viewer.bind_key(SHORTCUTS["cancel"], lambda _v: self.cancel(), overwrite=True)
 
     # ---- layer lists -------------------------------------------------------------------------

@@ -21,7 +21,15 @@ from typing import Any
 
 from qtpy.QtCore import QObject, QTimer, Signal
 
-__all__ = ["Cancelled", "ProgressTracker", "Job", "avoid_llvm_clash"]
+__all__ = ["Cancelled", "ProgressTracker", "Job", "avoid_llvm_clash", "docked"]
+
+
+def docked(widget: Any) -> bool:
+    """``True`` while a dock widget is in the window and not hidden: napari's close button takes the widget
+    out of its dock (``setParent(None)``) without deleting it, so its viewer key bindings and mouse callbacks
+    must check this before acting."""
+    dock = widget.parentWidget()
+    return dock is not None and not dock.isHidden() and not widget.isHidden()
 
 
 def avoid_llvm_clash() -> bool:

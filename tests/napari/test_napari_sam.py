@@ -163,6 +163,7 @@ def test_real_mouse_clicks_on_the_canvas(make_napari_viewer, qtbot, tiny_sam):
     from medseg_napari._layers import GEOMETRY_KEY, RAS_TO_WORLD
     from medseg_napari._sam_widget import SHORTCUTS
     from medseg_napari._sample_data import sample_brain_t1
+    from medseg_napari._workers import docked
 
     viewer = make_napari_viewer(show=True)
     ((data, kwargs, _),) = sample_brain_t1()
@@ -171,6 +172,7 @@ def test_real_mouse_clicks_on_the_canvas(make_napari_viewer, qtbot, tiny_sam):
     widget.use_model(tiny_sam)
     canvas = viewer.window._qt_viewer.canvas.native
     qtbot.waitExposed(canvas)
+    qtbot.waitUntil(lambda: docked(widget), timeout=5_000)  # napari shows new docks on the next events
     axis, index = widget.current_slice()
     center = QPoint(canvas.width() // 2, canvas.height() // 2)
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=center)
@@ -191,3 +193,9 @@ def test_real_mouse_clicks_on_the_canvas(make_napari_viewer, qtbot, tiny_sam):
     bound = {str(k).replace("+", "-").lower() for k in viewer.keymap}
     assert {k.lower() for k in SHORTCUTS.values()} <= bound, bound
     qtbot.waitUntil(lambda: widget.job is None or not widget.job.running, timeout=60_000)
+    # a closed SAM widget takes no more clicks
+    viewer.window.remove_dock_widget(widget)
+    assert not docked(widget)
+    qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=center + QPoint(-20, 5))
+    qtbot.wait(200)
+    assert sum(len(v) for v in widget.prompts.points.values()) == 2
