@@ -53,6 +53,7 @@ __all__ = [
     "invert_and_argmax",
     "LinearInverter",
     "resample_labels_nearest",
+    "stream_decide",
 ]
 
 
@@ -723,3 +724,72 @@ def resample_labels_nearest(
         dst[maps[0].src_axis] = slice(k, k + blk.shape[0])
         out[tuple(dst)] = _to_source_order(blk, maps)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# predictor-facing entry point
+
+
+def stream_decide(
+    x: torch.Tensor,
+    network: Callable[[torch.Tensor], torch.Tensor],
+    inferer: Any,
+    output: Any,
+    labels: Sequence[Any],
+    *,
+    sw_device: torch.device | str | None = None,
+    autocast_ctx: Callable[[], Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+    order: str | int = "monai",
+) -> np.ndarray:
+    """Bounded counterpart of "sliding window → activation → :func:`medseg.postprocess.decide`".
+
+    Runs the spec's sliding window (``inferer``: a :class:`medseg.config.InfererSpec`, no TTA flips) in cells
+    and applies the spec's activation and decision (``output``: :class:`medseg.config.OutputSpec`) to each
+    finished cell, so the result equals ``decide(activate(sliding_window_inference(x)[0]), output, labels)``
+    on the working grid without ever holding the ``(C, X, Y, Z)`` scores. The label map is then inverted
+    to the source grid with nearest neighbour like the ``invert: labels`` path (small: one byte per voxel).
+
+    Args:
+        x: ``(1, C_in, X, Y, Z)`` float32 network input.
+        network: the network (called under ``autocast_ctx``; its output is cast to float32 as the engine does).
+        inferer, output, labels: from the model spec.
+        sw_device: device the windows run on (cells are stitched on the input's device).
+        progress: called with the number of windows just processed.
+        order: window order, see :func:`slab_sliding_window`.
+
+    Returns:
+        ``(X, Y, Z)`` label map (``uint8``/``uint16`` as :func:`medseg.postprocess.decide`).
+    """
+    import contextlib
+
+    import torch
+
+    from medseg.postprocess import decide
+
+    if getattr(inferer, "tta_flips", ()):
+        raise ValueError("stream_decide does not average test-time flips; run without TTA or use the full path.")
+    act = getattr(getattr(output, "activation", None), "value", getattr(output, "activation", None))
+    ctx = autocast_ctx or contextlib.nullcontext
+
+    def run(w: torch.Tensor) -> torch.Tensor:
+        with ctx():
+            y = network(w)
+        if progress is not None:
+            progress(int(w.shape[0]))
+        return y.float()
+
+    def finalize(p: torch.Tensor) -> torch.Tensor:
+        if act == "softmax":
+            p = torch.softmax(p, dim=0)
+        elif act == "sigmoid":
+            p = torch.sigmoid(p)
+        return torch.from_numpy(decide(p, output, tuple(labels)))
+
+    with torch.inference_mode():
+        out = slab_sliding_window(
+            x, tuple(inferer.roi_size), run, inferer.overlap, sw_batch_size=inferer.sw_batch_size,
+            mode=getattr(inferer.blend, "value", inferer.blend), padding_mode=inferer.padding_mode,
+            sw_device=sw_device, finalize=finalize, order=order,
+        )
+    return out.cpu().numpy()

@@ -195,3 +195,34 @@ def test_axis_maps_and_nearest_labels():
     rot[:2, :2] = [[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]]
     with pytest.raises(ValueError, match="axis-aligned"):
         axis_maps_from_affines(rot, np.eye(4))
+
+
+@pytest.mark.parametrize("decision", ["argmax", "threshold"])
+def test_stream_decide_equals_the_engine_path(unet, decision):
+    from medseg.config import Activation, BlendMode, Decision, InferMode, InfererSpec, OutputSpec
+    from medseg.infer.sliding import sliding_window_predict
+    from medseg.postprocess import decide
+    from medseg.types import Label
+
+    from medseg.infer.slab import stream_decide
+
+    inferer = InfererSpec(
+        mode=InferMode.SLIDING, roi_size=(16, 16, 16), overlap=0.5, blend=BlendMode.GAUSSIAN, sw_batch_size=2,
+        padding_mode="replicate",
+    )
+    if decision == "argmax":
+        output = OutputSpec(activation=Activation.SOFTMAX, decision=Decision.ARGMAX)
+    else:
+        output = OutputSpec(activation=Activation.SIGMOID, decision=Decision.THRESHOLD, channel_labels=((1, 1), (3, 2)))
+    labels = tuple(Label(i, f"l{i}") for i in range(1, 5))
+    x = torch.randn(1, 1, 21, 13, 30, generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        y = sliding_window_predict(
+            x, unet, roi_size=inferer.roi_size, overlap=inferer.overlap, sw_batch_size=inferer.sw_batch_size,
+            blend=inferer.blend.value, padding_mode=inferer.padding_mode,
+        )[0]
+    y = torch.softmax(y, 0) if decision == "argmax" else torch.sigmoid(y)
+    expect = decide(y, output, labels)
+    got = stream_decide(x, unet, inferer, output, labels)
+    assert got.dtype == expect.dtype
+    assert np.array_equal(got, expect)
