@@ -12,7 +12,8 @@ How it works:
 * With *Click to prompt* on, a left click adds a positive point and a Shift+click a negative one
   (shown in the ``SAM prompts`` points layer, green/red). A rectangle in the ``SAM box`` shapes layer is a
   box prompt. Every change re-segments the slice; the candidate shows in the ``SAM preview`` layer.
-* *Propagate* follows the object from every prompted slice (on the current axis) through the volume.
+* *Propagate* follows the object from every prompted slice (on the current axis) through the volume
+  (:meth:`medseg.sam.SamSession.propagate`: SAM 2's video propagation, or slice-by-slice prompting for SAM).
 * *Accept* writes the candidate into the target Labels layer as the chosen label id (never over other
   labels; *Refine* replaces that label on the slice instead, and also feeds the existing label to SAM as
   a mask prompt). Accepting is one step in the layer's own undo history: *Undo* (or Ctrl+Z on the layer)
@@ -686,10 +687,9 @@ class SamWidget(QWidget):
             return None
 
         def body(tracker):
-            from medseg.sam import propagate
-
             tracker.stage("propagating")
-            return propagate(session, axis, seeds, progress=tracker)
+            # SAM 2 models use their video (memory) propagation, SAM slice-by-slice prompting
+            return session.propagate(axis, seeds, progress=tracker, cancel=tracker.cancel_event)
 
         def done(result):
             self._set_pending(("volume", result.mask))

@@ -94,6 +94,11 @@ class ProgressTracker:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    @property
+    def cancel_event(self) -> threading.Event:
+        """The cancel flag as a :class:`threading.Event`, for library calls that take ``cancel=``."""
+        return self._cancel
+
     def snapshot(self) -> tuple[int, tuple[int, int, str]]:
         with self._lock:
             return self._version, self._state
