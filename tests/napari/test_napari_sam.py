@@ -199,3 +199,37 @@ def test_real_mouse_clicks_on_the_canvas(make_napari_viewer, qtbot, tiny_sam):
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=center + QPoint(-20, 5))
     qtbot.wait(200)
     assert sum(len(v) for v in widget.prompts.points.values()) == 2
+
+
+def test_sam2_click_and_video_propagation(make_napari_viewer, qtbot):
+    """A tiny seeded SAM 2 (the real sam2 architecture, 128 px): a click segments the slice and
+    Propagate uses SAM 2's video propagation; the result is a mask on the image's grid."""
+    pytest.importorskip("sam2")
+    from medseg.sam import build_sam2_network, wrap_network
+    from medseg.types import Geometry, SourceInfo, Volume
+    from medseg_napari._layers import volume_to_layer_data
+
+    net = build_sam2_network(
+        "configs/sam2.1/sam2.1_hiera_t.yaml", seed=0,
+        hydra_overrides=("++model.image_size=128", "++model.image_encoder.trunk.stages=[1,1,2,1]",
+                         "++model.image_encoder.trunk.global_att_blocks=[3]", "++model.memory_attention.num_layers=1"),
+    )
+    model = wrap_network(net, "tiny-sam2-seed0")
+    shape = (40, 28, 8)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    ball = (((grid - [20, 14, 4]) * [0.6, 0.9, 2.5] / [8.0, 7.0, 9.0]) ** 2).sum(-1) <= 1
+    img = np.where(ball, 60.0, -100.0).astype(np.float32)
+    vol = Volume(img, Geometry(np.diag([0.6, 0.9, 2.5, 1.0]), shape), SourceInfo(modality="CT"))
+    viewer = make_napari_viewer()
+    data, kwargs, _ = volume_to_layer_data(vol, name="ct")
+    image = viewer.add_image(data, **kwargs)
+    _, widget = viewer.window.add_plugin_dock_widget("medseg", "SAM prompt")
+    widget.use_model(model)
+    axis, index = widget.current_slice()
+    ijk = [20.0, 14.0, 4.0]
+    ijk[axis] = index
+    _wait(qtbot, widget.add_point(_world_of_voxel(image, ijk), positive=True))
+    assert widget.pending is not None and widget.pending[0] == "slice", widget.status.text()
+    _wait(qtbot, widget.propagate())
+    assert widget.pending is not None and widget.pending[0] == "volume", widget.status.text()
+    assert widget.pending[1].shape == shape and widget.pending[1].dtype == bool
