@@ -13,7 +13,10 @@ tensors), and agreement with nnU-Net's labels. medseg runs with its defaults (th
 tile in one network call) and as ``medseg-exact`` (``mirror_batch=1``: nnU-Net's evaluation order, labels
 identical); ``--bf16`` adds a bfloat16-autocast run.
 
+``--classes 118`` gives the network TotalSegmentator's number of outputs (memory of the logits and the export).
+
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_nnunet.py [--threads 1] [--cases small,large]
+      [--classes 4] [--no-exact] [--bf16]
 """
 
 from __future__ import annotations
@@ -112,6 +115,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cases", default="small,large")
     ap.add_argument("--bf16", action="store_true", help="also run medseg under bfloat16 autocast")
+    ap.add_argument("--classes", type=int, default=4, help="output classes incl. background (TotalSegmentator: 118)")
+    ap.add_argument("--no-exact", action="store_true", help="skip the mirror_batch=1 medseg run")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"real data not found at {DATA}", file=sys.stderr)
@@ -127,7 +132,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     ref_img = np.asanyarray(nib.load(DATA / "example_ct_sm.nii.gz").dataobj)
-    folder = make_results_folder(tmp / "results", labels={"background": 0, "liver": 1, "spleen": 2, "kidney": 3},
+    labels = {"background": 0, **{f"class_{i}": i for i in range(1, args.classes)}}
+    folder = make_results_folder(tmp / "results", labels=labels,
                                  intensity_properties=ct_intensity_properties(ref_img[ref_img > -300]),
                                  spacing=(3.5, 4.0, 4.0), transpose_forward=(2, 0, 1),
                                  architecture=PLAIN_ARCH((4, 8, 16)))
@@ -143,11 +149,13 @@ def main() -> int:
     ref.initialize_from_trained_model_folder(str(folder), use_folds=(0, 1))
     ours = {
         "medseg": NnUNetPredictor(folder, device="cpu", threads=args.threads),  # defaults: mirrored copies batched
-        "medseg-exact": NnUNetPredictor(folder, device="cpu", threads=args.threads, mirror_batch=1),
     }
+    if not args.no_exact:
+        ours["medseg-exact"] = NnUNetPredictor(folder, device="cpu", threads=args.threads, mirror_batch=1)
     if args.bf16:
         ours["medseg-bf16"] = NnUNetPredictor(folder, device="cpu", threads=args.threads, precision="bfloat16")
-    print(f"torch threads: {args.threads}; CPU count {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}")
+    print(f"torch threads: {args.threads}; CPU count {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; "
+          f"{args.classes} classes")
     print(f"{'case':<7}{'shape':<16}{'runner':<13}{'time s':>8}{'ratio':>7}{'heap MB':>9}  agreement")
     for name in args.cases.split(","):
         path = _case(name, tmp)
@@ -170,7 +178,7 @@ def main() -> int:
                 out = pred.predict(vol)
                 dt = time.perf_counter() - t
             same = np.array_equal(out.array, ref_labels)
-            dice = _dice(out.array, ref_labels, range(1, 4))
+            dice = _dice(out.array, ref_labels, range(1, min(args.classes, 4)))
             agree = "identical" if same else f"{int((out.array != ref_labels).sum())} voxels differ, Dice " + \
                 ", ".join(f"{k}:{v:.4f}" for k, v in dice.items())
             print(f"{'':<7}{'':<16}{label:<13}{dt:8.1f}{dt / t_ref:7.2f}{mem.growth / 2**20:9.0f}  {agree}")
