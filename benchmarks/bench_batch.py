@@ -75,18 +75,18 @@ def make_cases(folder: Path, n: int, size: int) -> list[Path]:
     return paths
 
 
-def run_loop_cli(cases: list[Path], root: Path, out: Path, model: str, threads: int) -> float:
+def run_loop_cli(cases: list[Path], root: Path, out: Path, model: str, threads: int, precision: str) -> float:
     t0 = time.perf_counter()
     for case in cases:
         dest = out / case.relative_to(root).parent / "ct_seg.nii.gz"
         dest.parent.mkdir(parents=True, exist_ok=True)
         cmd = [str(EXE), "segment", str(case), "-o", str(dest), "--model", model, "--device", "cpu",
-               "--threads", str(threads), "--no-progress"]
+               "--threads", str(threads), "--precision", precision, "--no-progress"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
 
-def run_loop_1proc(root: Path, out: Path, model: str, threads: int) -> float:
+def run_loop_1proc(root: Path, out: Path, model: str, threads: int, precision: str) -> float:
     code = f"""
 import time; t0 = time.perf_counter()
 from pathlib import Path
@@ -94,7 +94,7 @@ from medseg.batch.discover import discover_cases
 from medseg.batch.naming import output_paths
 from medseg.batch.runner import process_volume
 from medseg.predictor import load_predictor
-p = load_predictor({model!r}, device="cpu", threads={threads})
+p = load_predictor({model!r}, device="cpu", threads={threads}, precision={precision!r})
 cases = discover_cases({str(root)!r}).cases
 outs = output_paths([(c.key, c.rel, c.series_label) for c in cases], Path({str(out)!r}))
 for c in cases:
@@ -105,10 +105,10 @@ for c in cases:
     return time.perf_counter() - t0
 
 
-def run_batch(root: Path, out: Path, model: str, threads: int) -> float:
+def run_batch(root: Path, out: Path, model: str, threads: int, precision: str) -> float:
     t0 = time.perf_counter()
     subprocess.run([str(EXE), "batch", str(root), "-o", str(out), "--model", model, "--device", "cpu", "--threads",
-                    str(threads), "--quiet"], check=True, stderr=subprocess.DEVNULL)
+                    str(threads), "--precision", precision, "--quiet"], check=True, stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
     stages = json.loads((out / "batch_provenance.json").read_text())["stage_seconds"]
     print(f"      batch stages (summed over cases): read {stages['read']:.1f} s, inference {stages['predict']:.1f} s, "
@@ -134,6 +134,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="volume edge in voxels (1.5 mm)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument("--model", default=None, help="registry name or spec YAML (default: a built UNet)")
+    ap.add_argument("--precision", default="float32",
+                    help="predictor precision for all three (default float32: bfloat16 autocast was far slower "
+                    "than float32 for this network on this CPU)")
     ap.add_argument("--skip-cli-loop", action="store_true", help="skip the slow per-case `medseg segment` loop")
     args = ap.parse_args()
 
@@ -143,12 +146,13 @@ def main() -> None:
         root = work / "in"
         cases = make_cases(root, args.cases, args.size)
         print(f"{args.cases} cases of {args.size}x{args.size}x{args.size * 3 // 4} voxels, model {Path(model).name}, "
-              f"{args.threads} torch thread(s), CPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+              f"{args.threads} torch thread(s), {args.precision}, CPU, "
+              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f}")
         timings = {}
-        timings["batch"] = run_batch(root, work / "out_batch", model, args.threads)
-        timings["loop-1proc"] = run_loop_1proc(root, work / "out_1proc", model, args.threads)
+        timings["batch"] = run_batch(root, work / "out_batch", model, args.threads, args.precision)
+        timings["loop-1proc"] = run_loop_1proc(root, work / "out_1proc", model, args.threads, args.precision)
         if not args.skip_cli_loop:
-            timings["loop-cli"] = run_loop_cli(cases, root, work / "out_cli", model, args.threads)
+            timings["loop-cli"] = run_loop_cli(cases, root, work / "out_cli", model, args.threads, args.precision)
         for name, seconds in timings.items():
             print(f"{name:>11}: {seconds:7.1f} s   {60 * args.cases / seconds:6.2f} cases/min")
         base = timings.get("loop-cli", timings["loop-1proc"])
