@@ -27,8 +27,9 @@ def _value_at_world(layer, world) -> tuple[float, np.ndarray]:
 def _check_against_nifti(layer, ref_path: Path, n: int = 40, rtol: float = 1e-4, up_to_scale: bool = False) -> None:
     """``n`` random voxels of the reference NIfTI (nibabel) have the same value at the same world point.
 
-    ``up_to_scale``: values may differ by one common positive factor (vendor intensity scaling is the
-    I/O tests' business; this test is about placement).
+    ``up_to_scale``: values may differ by one common positive factor. For Philips, medseg applies the DICOM
+    rescale while dcm2niix applies Philips' private "precise" scaling (value / (RescaleSlope x MR Scale
+    Slope)); tests/io checks that relation, this test is about placement.
     """
     import nibabel as nib
 
