@@ -38,9 +38,8 @@ class ModelEntry:
 def config_dirs() -> list[Path]:
     """Directories searched for specs, highest priority first."""
     dirs = [Path(p) for p in os.environ.get("MEDSEG_CONFIGS", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "configs")
-    dirs.append(Path(__file__).resolve().parent / "configs")
-    dirs.append(Path(__file__).resolve().parent / "nnunet" / "specs")  # TotalSegmentator (nnU-Net) specs
+    dirs.append(Path(__file__).resolve().parent.parent / "configs")  # source checkout / editable install
+    dirs.append(Path(__file__).resolve().parent / "configs")  # wheel: setup.py installs configs/ here
     return [d for d in dirs if d.is_dir()]
 
 

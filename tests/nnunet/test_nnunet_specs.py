@@ -1,4 +1,4 @@
-"""TotalSegmentator specs (medseg/nnunet/specs) and the engine hooks for nnU-Net folders."""
+"""TotalSegmentator specs (configs/totalseg-*.yaml) and the engine hooks for nnU-Net folders."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-SPECS = Path(__file__).resolve().parents[2] / "medseg" / "nnunet" / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "configs"
 RELEASES = "https://github.com/wasserth/TotalSegmentator/releases/download/"
 
 
@@ -43,8 +43,7 @@ def test_label_maps_agree_with_totalsegmentator_class_map():
 def test_specs_validate_with_the_engine_schema():
     from medseg.config import NetworkSpec, load_spec
 
-    if "nnunet" not in getattr(NetworkSpec, "__dataclass_fields__", {}):
-        pytest.skip("medseg.config does not accept `network: {nnunet: true}` yet (engine hook pending)")
-    for f in sorted(SPECS.glob("*.yaml")):
+    assert "nnunet" in NetworkSpec.__dataclass_fields__
+    for f in sorted(SPECS.glob("totalseg-*.yaml")):
         spec = load_spec(f)
         assert spec.network.nnunet and spec.input.orientation == "RAS"
