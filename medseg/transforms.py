@@ -47,7 +47,7 @@ def to_metatensor(volume: Volume, channels: int) -> MetaTensor:
         )
     data = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     data = torch.nan_to_num(data)
-    return MetaTensor(data, affine=torch.as_tensor(volume.affine, dtype=torch.float64), meta={"space": "RAS"})
+    return MetaTensor(data, affine=torch.tensor(volume.affine, dtype=torch.float64), meta={"space": "RAS"})
 
 
 def spatial_transforms(spec: InputSpec, crop_slices: Sequence[slice] | None = None) -> Compose:
@@ -56,7 +56,7 @@ def spatial_transforms(spec: InputSpec, crop_slices: Sequence[slice] | None = No
 
     ts: list[Any] = []
     if spec.orientation is not None:
-        ts.append(Orientation(axcodes=spec.orientation))
+        ts.append(Orientation(axcodes=spec.orientation, labels=None))  # labels from the MetaTensor space (RAS)
     if spec.spacing is not None:
         ts.append(Spacing(pixdim=spec.spacing, mode=spec.spacing_mode))
     if spec.crop_foreground is not None:

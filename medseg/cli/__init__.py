@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,9 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medseg`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    # Third-party libraries log at WARNING; medseg's own messages at INFO (DEBUG with -v).
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("medseg").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.run(args) or 0)
     except MedsegError as err:
@@ -55,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"medseg {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and friends
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
     except KeyboardInterrupt:
         print(f"medseg {args.command}: interrupted", file=sys.stderr)
         return 130
