@@ -310,19 +310,25 @@ class Predictor:
             acc /= len(flips)
         return acc
 
-    def postprocess(self, scores: torch.Tensor, pre: Preprocessed) -> Volume:
-        """Scores on the network grid → label map on the source grid (exact shape and affine), cleaned."""
+    def postprocess(
+        self, scores: torch.Tensor | None, pre: Preprocessed, working_labels: np.ndarray | None = None
+    ) -> Volume:
+        """Scores on the network grid → label map on the source grid (exact shape and affine), cleaned.
+
+        ``working_labels``: an already decided label map on the network grid (the streamed path), used
+        instead of ``scores`` and inverted like ``invert: labels``.
+        """
         import torch
 
         from medseg.postprocess import clean_labels, decide
         from medseg.transforms import invert
 
         out = self.spec.output
-        if out.invert is InvertMode.PROBABILITIES:
+        if working_labels is None and out.invert is InvertMode.PROBABILITIES:
             inv = invert(scores, pre.image, pre.transforms)
             labels = decide(torch.as_tensor(inv), out, self.spec.labels)
         else:
-            lab = decide(scores, out, self.spec.labels)
+            lab = working_labels if working_labels is not None else decide(scores, out, self.spec.labels)
             inv = invert(torch.from_numpy(lab.astype(np.float32))[None], pre.image, pre.transforms, nearest=True)
             labels = torch.as_tensor(inv)[0].round().cpu().numpy().astype(lab.dtype)
         geometry = pre.geometry
@@ -355,8 +361,49 @@ class Predictor:
         """
         progress = progress or self.progress
         pre = self.preprocess(volume)
+        if self._streams(pre):
+            return self.postprocess(None, pre, working_labels=self._stream_labels(pre, progress))
         scores = self.predict_scores(pre.x, progress=progress)
         return self.postprocess(scores, pre)
+
+    #: Above this size (bytes) of the float32 score volume, ``invert: labels`` sliding-window specs without
+    #: TTA stream the windows in cells (:func:`medseg.infer.slab.stream_decide`, owned by issue 8): same
+    #: labels, memory bounded by the cells alive at once instead of the whole ``(C, X, Y, Z)`` scores.
+    stream_bytes: int = 2**30
+
+    def _streams(self, pre: Preprocessed) -> bool:
+        inf = self.spec.inferer
+        if inf.mode is not InferMode.SLIDING or inf.tta_flips or self.spec.output.invert is not InvertMode.LABELS:
+            return False
+        out_ch = max(self.spec.n_classes, len(self.spec.labels))
+        return 4 * out_ch * math.prod(pre.x.shape[2:]) > self.stream_bytes
+
+    def _stream_labels(self, pre: Preprocessed, progress: ProgressFn | None) -> np.ndarray:
+        """Working-grid labels by the bounded sliding window: MONAI's window order (bitwise the same scores)
+        when its cells fit in ``stream_bytes``, else streamed along the longest axis (smaller peak)."""
+        from medseg.device import torch_settings
+        from medseg.infer.slab import estimate_peak_bytes, plan_windows, stream_decide
+
+        inf = self.spec.inferer
+        spatial = tuple(pre.x.shape[2:])
+        plan = plan_windows(spatial, inf.roi_size, inf.overlap)
+        out_ch = max(self.spec.n_classes, len(self.spec.labels))
+        order: str | int = "monai"
+        if estimate_peak_bytes(plan, out_ch) > self.stream_bytes:
+            order = int(np.argmax(spatial))
+        total, done = plan.n_windows, 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(min(done, total), total)
+
+        with torch_settings(self.device, self.threads):
+            return stream_decide(
+                pre.x, self.network, inf, self.spec.output, self.spec.labels, sw_device=self.device,
+                autocast_ctx=self._autocast, progress=step, order=order,
+            )
 
 
 def _is_nnunet_folder(path: str | Path) -> bool:
