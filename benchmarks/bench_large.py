@@ -205,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             labels = resample_labels_nearest(work_labels, maps, ct.shape)
     t_inf = time.perf_counter() - t0
-    counts = np.bincount(labels.numpy().ravel(), minlength=args.classes)
+    lab_np = labels.numpy()
+    counts = np.zeros(args.classes, dtype=np.int64)
+    for k in range(lab_np.shape[2]):  # slice by slice: a whole-volume bincount would make an int64 copy
+        counts += np.bincount(lab_np[:, :, k].ravel(), minlength=args.classes)[: args.classes]
     total = time.perf_counter() - t_all
     print(f"labels {tuple(labels.shape)} {labels.dtype}; {int((counts > 0).sum())} labels present", flush=True)
     print(f"inference + stitching + inversion: {t_inf:.1f} s (network {t_net[0]:.1f} s)", flush=True)
