@@ -12,27 +12,9 @@ import logging
 import sys
 from typing import Any
 
+from medseg.cli._options import add_model_options, positive_int
+
 LOCAL_RAY = "local"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _overlap(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"overlap must be >= 0 and < 1, got {value}")
-    return value
 
 
 def add_parser(subparsers: Any) -> None:
@@ -47,25 +29,17 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("input_dir", metavar="INPUT_DIR", help="folder searched recursively for scans")
     p.add_argument("-o", "--output", dest="output_dir", metavar="OUTPUT_DIR", required=True,
                    help="output folder (created if missing); must not contain INPUT_DIR")
-    p.add_argument("-m", "--model", default="brain-mri",
-                   help="registry name (see `medseg models list`), spec YAML or MONAI bundle folder (default: brain-mri)")
-    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N or mps (default: auto)")
-    p.add_argument("--precision", default="auto", help="auto, float32, bfloat16 or float16 (default: auto)")
-    p.add_argument("--overlap", type=_overlap, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
-    tta = p.add_mutually_exclusive_group()
-    tta.add_argument("--tta", dest="tta", action="store_const", const=True, default=None, help="test-time flips on")
-    tta.add_argument("--no-tta", dest="tta", action="store_const", const=False, help="test-time flips off")
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for inference (per worker)")
+    add_model_options(p)
     p.add_argument("--irregular", choices=["error", "resample"], default="error",
                    help="DICOM slices not on a regular grid: fail the case (default) or resample")
     p.add_argument("--overwrite", action="store_true",
                    help="replace outputs not written by this batch, or written with another model/settings")
-    p.add_argument("--read-ahead", type=_positive_int, default=1, help="cases read ahead of inference (default: 1)")
+    p.add_argument("--read-ahead", type=positive_int, default=1, help="cases read ahead of inference (default: 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar: one log line per case (for log files)")
     p.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: ADDRESS (e.g. 'auto' or 'ray://head:10001'), or a local cluster "
                    "when omitted. Needs `pip install 'medseg[distributed]'`")
-    p.add_argument("--ray-workers", type=_positive_int, default=None,
+    p.add_argument("--ray-workers", type=positive_int, default=None,
                    help="model replicas on Ray (default: one per GPU, else one per 2 CPUs)")
     p.set_defaults(run=run)
 

@@ -5,25 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _overlap(v: str) -> float:
-    try:
-        f = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"overlap must be a number in [0, 1), got {v!r}") from None
-    if not 0 <= f < 1:
-        raise argparse.ArgumentTypeError(f"overlap must be in [0, 1), got {v}")
-    return f
-
-
-def _positive_int(v: str) -> int:
-    try:
-        i = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}") from None
-    if i < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return i
+from medseg.cli._options import add_model_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,14 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", nargs="?", help="input volume (omit with --sample)")
     p.add_argument("-o", "--output", required=True, help="output label map (.nii.gz, .nii, .nrrd, .mha)")
-    p.add_argument("-m", "--model", default="brain-mri", help="registry name, spec .yaml or MONAI bundle dir (default: brain-mri)")
-    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--overlap", type=_overlap, default=None, help="sliding-window overlap in [0, 1)")
-    tta = p.add_mutually_exclusive_group()
-    tta.add_argument("--tta", dest="tta", action="store_true", default=None, help="test-time flips (slower)")
-    tta.add_argument("--no-tta", dest="tta", action="store_false", help="no test-time flips")
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads")
+    add_model_options(p)
     p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the input holds several")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--sample", action="store_true", help="segment the bundled sample MRI (offline demo)")

@@ -1,0 +1,45 @@
+"""Argument types and the model/runtime options shared by ``medseg segment`` and ``medseg batch``."""
+
+from __future__ import annotations
+
+import argparse
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def overlap(text: str) -> float:
+    """argparse type: a sliding-window overlap in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"overlap must be a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"overlap must be in [0, 1), got {value}")
+    return value
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """``--model --device --precision --overlap --tta/--no-tta --threads``, as ``load_predictor`` takes them."""
+    p.add_argument("-m", "--model", default="brain-mri",
+                   help="registry name (see `medseg models list`), spec YAML, MONAI bundle folder or nnU-Net "
+                   "results folder (default: brain-mri)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="autocast precision (default: auto = float16 on CUDA, bfloat16 on CPUs with native "
+                   "bfloat16, else float32)")
+    p.add_argument("--overlap", type=overlap, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
+    tta = p.add_mutually_exclusive_group()
+    tta.add_argument("--tta", dest="tta", action="store_const", const=True, default=None, help="test-time flips on (slower)")
+    tta.add_argument("--no-tta", dest="tta", action="store_const", const=False, help="test-time flips off")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
