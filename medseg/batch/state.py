@@ -25,8 +25,9 @@ from typing import Any
 
 from medseg.batch.naming import short_hash
 from medseg.errors import MedsegError, WriteError
+from medseg.infer.locate import sha256_file
 
-__all__ = ["STATE_DIRNAME", "Record", "RecordStatus", "BatchState", "run_fingerprint", "file_sha256", "write_bytes_atomic"]
+__all__ = ["STATE_DIRNAME", "Record", "RecordStatus", "BatchState", "run_fingerprint", "write_bytes_atomic"]
 
 #: folder inside OUTPUT_DIR holding completion records (sanitised output names never start with a dot)
 STATE_DIRNAME = ".medseg-batch"
@@ -75,14 +76,6 @@ def run_fingerprint(model_fingerprint: str, settings: dict[str, Any]) -> str:
         raise ValueError(f"model_fingerprint must be a non-empty str, got {model_fingerprint!r}.")
     blob = json.dumps({"model": model_fingerprint, "settings": settings}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -137,7 +130,7 @@ class BatchState:
         if rec.output != self._rel(output):
             return None
         try:
-            if Path(output).stat().st_size != rec.size or file_sha256(Path(output)) != rec.sha256:
+            if Path(output).stat().st_size != rec.size or sha256_file(Path(output)) != rec.sha256:
                 return None
         except OSError:
             return None
@@ -179,7 +172,7 @@ class BatchState:
             fingerprint=self.fingerprint,
             status=RecordStatus.DONE,
             size=output.stat().st_size,
-            sha256=file_sha256(output),
+            sha256=sha256_file(output),
             seconds=round(float(seconds), 3),
             volumes_ml={k: float(v) for k, v in volumes_ml.items()},
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -25,14 +25,14 @@ file you trust; its output loads with plain ``weights_only=True``.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medseg.errors import ModelError
+from medseg.infer.locate import sha256_file
 
-__all__ = ["NnUNetCheckpoint", "load_checkpoint", "safe_numpy_globals", "sha256_file", "strip_checkpoint"]
+__all__ = ["NnUNetCheckpoint", "load_checkpoint", "safe_numpy_globals", "strip_checkpoint"]
 
 #: checkpoint keys medseg reads (:func:`strip_checkpoint` keeps these).
 INFERENCE_KEYS = ("network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes")
@@ -76,15 +76,6 @@ def safe_numpy_globals() -> list:
             if cls is not None and cls not in allowed:
                 allowed.append(cls)
     return allowed
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> NnUNetCheckpoint:

@@ -535,7 +535,7 @@ def resolve_nnunet_folder(spec) -> Path:
             raise ModelError("nnU-Net results folder or archive not found", p)
         archive = p
     if w.sha256 is not None:
-        from medseg.nnunet.checkpoint import sha256_file
+        from medseg.infer.locate import sha256_file
 
         side = archive.with_name(archive.name + ".sha256")
         digest = side.read_text().strip() if side.is_file() else sha256_file(archive)
