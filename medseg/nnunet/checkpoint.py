@@ -19,7 +19,7 @@ dtypes only; they cannot run code. **Loading a model never unpickles a checkpoin
 is checked in addition). If a checkpoint (e.g. from a custom trainer) pickles anything else, loading fails
 with a :class:`~medseg.errors.ModelError` naming the refused global. The only full unpickling in medseg is
 the explicit, manual conversion :func:`strip_checkpoint` (``python -m medseg.nnunet.checkpoint --strip IN
-OUT``), which keeps the keys inference needs as plain tensors/strings/ints: run it once, yourself, on a
+OUT SHA256``, refused unless IN has that digest), which keeps the keys inference needs as plain tensors/strings/ints: run it once, yourself, on a
 file you trust; its output loads with plain ``weights_only=True``.
 """
 
@@ -125,22 +125,28 @@ def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> NnU
     )
 
 
-def strip_checkpoint(src: str | Path, dst: str | Path) -> Path:
+def strip_checkpoint(src: str | Path, dst: str | Path, sha256: str) -> Path:
     """Re-save only :data:`INFERENCE_KEYS` of a checkpoint YOU TRUST, as plain tensors/str/int/tuples.
 
-    This is the one place medseg unpickles a file fully (``weights_only=False``): it is a manual, explicit
-    conversion step for checkpoints whose extra objects weights-only loading refuses; the output loads with
-    plain ``torch.load(..., weights_only=True)``. Never run it on files from unknown sources.
+    This is the one place medseg unpickles a file fully: a manual, explicit conversion step for checkpoints
+    whose extra objects weights-only loading refuses. The caller must give the file's sha256 (from the
+    publisher, or computed on the copy they trust); the file is unpickled only when it matches, so a
+    swapped file is never executed. The output loads with plain ``torch.load(..., weights_only=True)``.
 
     Raises:
-        ModelError: ``dst`` exists, or ``src`` is not an nnU-Net checkpoint.
+        ModelError: ``dst`` exists, the digest does not match, or ``src`` is not an nnU-Net checkpoint.
     """
     import torch
+
+    from medseg.io.atomic import atomic_output
 
     src, dst = Path(src), Path(dst)
     if dst.exists():
         raise ModelError("exists; not overwriting", dst)
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)  # explicit conversion of a trusted file
+    digest = sha256_file(src)
+    if digest != sha256.strip().lower():
+        raise ModelError(f"sha256 mismatch: expected {sha256}, file has {digest}; not unpickling it", src)
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)  # verified hash: the trusted file itself
     if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
         raise ModelError("not an nnU-Net checkpoint (no 'network_weights')", src)
     init_args = ckpt.get("init_args") or {}
@@ -151,16 +157,17 @@ def strip_checkpoint(src: str | Path, dst: str | Path) -> Path:
         "init_args": {"configuration": str(init_args.get("configuration"))},
         "inference_allowed_mirroring_axes": None if axes is None else tuple(int(a) for a in axes),
     }
-    torch.save(out, dst)
+    with atomic_output(dst) as tmp:
+        torch.save(out, tmp)
     return dst
 
 
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    if len(sys.argv) != 4 or sys.argv[1] != "--strip":
-        raise SystemExit("usage: python -m medseg.nnunet.checkpoint --strip TRUSTED_IN.pth OUT.pth")
+    if len(sys.argv) != 5 or sys.argv[1] != "--strip":
+        raise SystemExit("usage: python -m medseg.nnunet.checkpoint --strip TRUSTED_IN.pth OUT.pth SHA256_OF_IN")
     try:
-        print(strip_checkpoint(sys.argv[2], sys.argv[3]))
+        print(strip_checkpoint(sys.argv[2], sys.argv[3], sys.argv[4]))
     except ModelError as e:
         raise SystemExit(str(e)) from None

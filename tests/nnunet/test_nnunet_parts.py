@@ -301,14 +301,19 @@ def test_strip_checkpoint_makes_a_plain_weights_only_file(tmp_path):
 
     folder = make_results_folder(tmp_path, labels={"background": 0, "a": 1}, intensity_properties=PROPS, folds=(0,))
     src = folder / "fold_0" / "checkpoint_final.pth"
-    dst = strip_checkpoint(src, tmp_path / "stripped.pth")
+    from medseg.infer.locate import sha256_file
+
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        strip_checkpoint(src, tmp_path / "stripped.pth", "0" * 64)
+    assert not (tmp_path / "stripped.pth").exists()
+    dst = strip_checkpoint(src, tmp_path / "stripped.pth", sha256_file(src))
     plain = torch.load(dst, map_location="cpu", weights_only=True)  # no allow-list needed any more
     assert set(plain) == {"network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes"}
     a, b = load_checkpoint(src), load_checkpoint(dst)
     assert a.state_dict.keys() == b.state_dict.keys() and a.mirroring_axes == b.mirroring_axes == (0, 1, 2)
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     with pytest.raises(ModelError, match="exists; not overwriting"):
-        strip_checkpoint(src, dst)
+        strip_checkpoint(src, dst, sha256_file(src))
 
 
 # ------------------------------------------------------------------------------------------ preprocessing
