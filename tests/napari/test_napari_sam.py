@@ -188,7 +188,7 @@ def test_real_mouse_clicks_on_the_canvas(make_napari_viewer, qtbot, tiny_sam):
     geom = image.metadata[GEOMETRY_KEY]
     world = RAS_TO_WORLD @ (geom.affine[:3, :3] @ ijk_pos + geom.affine[:3, 3])
     displayed = list(viewer.dims.displayed)
-    np.testing.assert_allclose(world[displayed], np.asarray(viewer.camera.center)[-2:], atol=max(geom.spacing))
+    np.testing.assert_allclose(world[displayed], np.asarray(viewer.scene.camera.center)[-2:], atol=max(geom.spacing))
     # every shortcut shown in the widget is bound on the viewer
     bound = {str(k).replace("+", "-").lower() for k in viewer.keymap}
     assert {k.lower() for k in SHORTCUTS.values()} <= bound, bound
