@@ -171,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     # source voxel i -> working coordinate i * src_spacing / work_spacing (same origin, same axes)
     maps = tuple(AxisMap(a, args.spacing[a] / args.target, 0.0) for a in range(3))
     autocast = torch.bfloat16 if args.precision == "bfloat16" else None
-    done = [0]
     t_net = [0.0]
 
     def predictor(w):

@@ -30,7 +30,6 @@ import os
 import sys
 import time
 
-import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,6 @@ from medseg.types import SourceInfo, Volume
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from monai.data import MetaTensor
-    from monai.transforms import Compose
 
 __all__ = ["Predictor", "Preprocessed", "load_predictor", "load_model_spec"]
 

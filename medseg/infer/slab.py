@@ -26,7 +26,6 @@ bitwise equal to :func:`invert_and_argmax` on the whole probability volume.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -552,7 +551,6 @@ def invert_and_argmax(
     Linear interpolation with border clamping (as ``grid_sample(..., padding_mode="border",
     align_corners=True)``), separable along the working axes. Returns ``src_shape`` labels.
     """
-    import torch
 
     work = tuple(int(s) for s in probs.shape[1:])
     tables = [_linear_tables(m, int(src_shape[m.src_axis]), work[a]) for a, m in enumerate(maps)]
@@ -675,7 +673,6 @@ class LinearInverter:
             del self.pending_up[nb], self.faces[nb]
 
     def _resample(self, e: torch.Tensor, origin: Sequence[int], sel: list[np.ndarray], c_n: int) -> None:
-        import torch
 
         per_z = c_n * len(sel[0]) * len(sel[1]) * 4
         step = max(1, self.max_chunk_bytes // max(per_z, 1))
