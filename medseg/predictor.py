@@ -99,16 +99,7 @@ def load_predictor(
         from medseg.nnunet.predictor import load_nnunet_predictor
 
         return load_nnunet_predictor(spec, **kwargs)
-    return Predictor(
-        spec,
-        device=device,
-        precision=precision,
-        overlap=overlap,
-        tta=tta,
-        threads=threads,
-        sw_batch_size=sw_batch_size,
-        progress=progress,
-    )
+    return Predictor(spec, **kwargs)
 
 
 class Predictor:
