@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medseg.config import BlendMode  # one definition, shared with model specs
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -54,13 +56,6 @@ __all__ = [
     "resample_labels_nearest",
     "stream_decide",
 ]
-
-
-class BlendMode(str, Enum):
-    """How overlapping windows are blended (MONAI ``BlendMode``)."""
-
-    CONSTANT = "constant"
-    GAUSSIAN = "gaussian"
 
 
 class PaddingMode(str, Enum):
