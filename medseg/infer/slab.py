@@ -17,10 +17,9 @@ computation, the stitched values are bitwise equal to it, so labels are identica
 alive between their first and last window: about one window-row of overlap across the scan instead of the
 whole scan (see :func:`estimate_peak_bytes`).
 
-The inversion back to the source grid is bounded the same way: :class:`LinearInverter` resamples the
-finalised per-class probabilities (linear, separable) cell by cell into the source grid and takes the
-argmax there, keeping only one-voxel faces of finished cells for the interpolation stencils; the result is
-bitwise equal to :func:`invert_and_argmax` on the whole probability volume.
+The inversion back to the source grid is bounded the same way: :class:`medseg.infer.resample.LinearInverter`
+is a ``consumer`` that resamples each finalised cell's probabilities into the source grid and takes the
+argmax there (bitwise equal to :func:`medseg.infer.resample.invert_and_argmax` on the whole volume).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medseg.config import BlendMode  # one definition, shared with model specs
+from medseg.infer.resample import _argmax0, label_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -49,11 +49,6 @@ __all__ = [
     "label_dtype",
     "estimate_peak_bytes",
     "window_order",
-    "AxisMap",
-    "axis_maps_from_affines",
-    "invert_and_argmax",
-    "LinearInverter",
-    "resample_labels_nearest",
     "stream_decide",
 ]
 
@@ -216,17 +211,6 @@ def _cell_schedule(plan: WindowPlan, seq: np.ndarray | None = None) -> tuple[np.
 
 # ---------------------------------------------------------------------------------------------------------
 # finalisers
-
-
-def label_dtype(n_classes: int) -> Any:
-    """Smallest unsigned torch dtype holding label ids ``0 .. n_classes - 1`` (uint8 or uint16 or int32)."""
-    import torch
-
-    if n_classes <= 256:
-        return torch.uint8
-    if n_classes <= 65536:
-        return torch.uint16
-    return torch.int32
 
 
 def argmax_finalizer(activation: str | None = None, dtype: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -452,273 +436,6 @@ def slab_sliding_window(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# inversion to the source grid
-
-
-@dataclass(frozen=True)
-class AxisMap:
-    """Working-grid axis coordinate as a function of one source axis: ``w = scale * i_src + offset`` (voxels)."""
-
-    src_axis: int
-    scale: float
-    offset: float
-
-
-def axis_maps_from_affines(
-    src_affine: np.ndarray, work_affine: np.ndarray, tol: float = 1e-6
-) -> tuple[AxisMap, AxisMap, AxisMap]:
-    """Per working axis, the source axis and 1D map, from the two voxel→world affines.
-
-    Resampling to a new spacing and reorienting (flip/permute) keep the grids axis-aligned, so each working
-    axis depends on exactly one source axis. Raises ``ValueError`` for a rotated (oblique) relation.
-    """
-    m = np.linalg.inv(np.asarray(work_affine, dtype=np.float64)) @ np.asarray(src_affine, dtype=np.float64)
-    maps = []
-    used = set()
-    for a in range(3):
-        row = m[a, :3]
-        j = int(np.argmax(np.abs(row)))
-        others = np.delete(np.abs(row), j)
-        if others.max(initial=0.0) > tol * max(abs(row[j]), 1e-12) or abs(row[j]) < 1e-12 or j in used:
-            raise ValueError(
-                f"source and working grids are not axis-aligned (voxel map row {a} = {row.tolist()}); "
-                "use the unbounded resampling for oblique grids."
-            )
-        used.add(j)
-        maps.append(AxisMap(j, float(row[j]), float(m[a, 3])))
-    return tuple(maps)  # type: ignore[return-value]
-
-
-def _linear_tables(amap: AxisMap, n_src: int, n_work: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For source indices ``0..n_src-1``: lower/upper working index and their float32 weights (border clamp)."""
-    w = amap.scale * np.arange(n_src, dtype=np.float64) + amap.offset
-    w = np.clip(w, 0.0, n_work - 1)
-    if n_work == 1:
-        i0 = np.zeros(n_src, dtype=np.int64)
-        return i0, i0.copy(), np.ones(n_src, np.float32), np.zeros(n_src, np.float32)
-    i0 = np.minimum(np.floor(w).astype(np.int64), n_work - 2)
-    t = w - i0
-    return i0, i0 + 1, (1.0 - t).astype(np.float32), t.astype(np.float32)
-
-
-def _lerp_block(
-    e: torch.Tensor, origin: Sequence[int], tables: Sequence[tuple[np.ndarray, ...]], sel: Sequence[np.ndarray]
-) -> torch.Tensor:
-    """Separable linear interpolation of ``e (C, ex, ey, ez)`` at the selected source indices, axis by axis.
-
-    ``tables[a]`` are the per-source-index ``(i0, i1, w0, w1)`` of working axis ``a``; ``sel[a]`` the source
-    indices to evaluate. Only elementwise multiply/add (no fused ops), so each value is independent of how
-    the volume is cut into blocks.
-    """
-    import torch
-
-    for a in range(3):
-        i0, i1, w0, w1 = (t[sel[a]] for t in tables[a])
-        dim = a + 1
-        v0 = torch.index_select(e, dim, torch.from_numpy(i0 - origin[a]).to(e.device))
-        v1 = torch.index_select(e, dim, torch.from_numpy(i1 - origin[a]).to(e.device))
-        shape = [1, 1, 1, 1]
-        shape[dim] = -1
-        wa = torch.from_numpy(w0).to(e.device, e.dtype).reshape(shape)
-        wb = torch.from_numpy(w1).to(e.device, e.dtype).reshape(shape)
-        e = v0 * wa + v1 * wb
-    return e
-
-
-def _argmax0(v: torch.Tensor) -> torch.Tensor:
-    """Index of the first maximum along dim 0 (``torch.max(dim=0).indices``: same as argmax, ~2x faster here)."""
-    return v.max(dim=0).indices
-
-
-def _to_source_order(block: torch.Tensor, maps: Sequence[AxisMap]) -> torch.Tensor:
-    """Permute a ``(..., a0, a1, a2)`` block in working-axis order to source-axis order."""
-    src_axes = [m.src_axis for m in maps]
-    lead = block.ndim - 3
-    perm = list(range(lead)) + [lead + src_axes.index(j) for j in range(3)]
-    return block.permute(perm)
-
-
-def invert_and_argmax(
-    probs: torch.Tensor, maps: Sequence[AxisMap], src_shape: Sequence[int], dtype: Any = None
-) -> torch.Tensor:
-    """Unbounded reference: linearly resample all of ``probs (C, X, Y, Z)`` to the source grid, then argmax.
-
-    Linear interpolation with border clamping (as ``grid_sample(..., padding_mode="border",
-    align_corners=True)``), separable along the working axes. Returns ``src_shape`` labels.
-    """
-
-    work = tuple(int(s) for s in probs.shape[1:])
-    tables = [_linear_tables(m, int(src_shape[m.src_axis]), work[a]) for a, m in enumerate(maps)]
-    sel = [np.arange(int(src_shape[m.src_axis])) for m in maps]
-    v = _lerp_block(probs, (0, 0, 0), tables, sel)
-    return _to_source_order(_argmax0(v).to(dtype or label_dtype(probs.shape[0])), maps)
-
-
-class LinearInverter:
-    """Consumer for :func:`slab_sliding_window`: resample finished cells to the source grid and argmax there.
-
-    Bitwise equal to :func:`invert_and_argmax` on the whole probability volume, but holds only the finished
-    cells' one-voxel upper faces (for the stencils that straddle cells) and one chunk of at most
-    ``max_chunk_bytes`` of resampled probabilities. Cells arrive in an order where all lower neighbours of a
-    cell are finished before it (the last window covering a cell never precedes that of a lower neighbour).
-
-    Args:
-        plan: the window plan (``plan_windows(image_size, roi, overlap)``) of the sliding window.
-        maps: working axis ← source axis maps (:func:`axis_maps_from_affines`).
-        src_shape: shape of the source grid.
-        dtype: label dtype (default from the channel count).
-        max_chunk_bytes: bound on one resampled chunk ``C x n_voxels x 4``.
-
-    Use ``inverter = LinearInverter(...); slab_sliding_window(..., finalize=softmax, consumer=inverter)``
-    then ``inverter.labels``.
-    """
-
-    def __init__(
-        self,
-        plan: WindowPlan,
-        maps: Sequence[AxisMap],
-        src_shape: Sequence[int],
-        dtype: Any = None,
-        max_chunk_bytes: int = 64 * 2**20,
-        device: Any = "cpu",
-    ) -> None:
-        import torch
-
-        if len(maps) != 3 or sorted(m.src_axis for m in maps) != [0, 1, 2]:
-            raise ValueError(f"maps must map each of the 3 working axes to a distinct source axis, got {maps}.")
-        self.maps = tuple(maps)
-        self.src_shape = tuple(int(s) for s in src_shape)
-        self.work_shape = plan.image_size
-        self.dtype = dtype
-        self.max_chunk_bytes = int(max_chunk_bytes)
-        self.device = torch.device(device)
-        self.bounds = []
-        for d, b in enumerate(plan.bounds):
-            bb = np.unique(np.clip(b - plan.pad_before[d], 0, plan.image_size[d]))
-            self.bounds.append(bb)
-        self.n_cells = tuple(len(b) - 1 for b in self.bounds)
-        self.tables = [
-            _linear_tables(m, self.src_shape[m.src_axis], self.work_shape[a]) for a, m in enumerate(self.maps)
-        ]
-        # owned source indices per cell along each working axis: those whose upper stencil index is in the cell
-        self.owned = []
-        for a in range(3):
-            i1 = self.tables[a][1]
-            cell_of = np.searchsorted(self.bounds[a], i1, side="right") - 1
-            self.owned.append([np.nonzero(cell_of == c)[0] for c in range(self.n_cells[a])])
-        self.faces: dict[tuple[int, ...], list[torch.Tensor]] = {}
-        self.pending_up: dict[tuple[int, ...], int] = {}
-        self.labels: torch.Tensor | None = None
-        self.done = 0
-
-    def _cell_of(self, slices: Sequence[slice]) -> tuple[int, ...]:
-        cell = []
-        for a, s in enumerate(slices):
-            c = int(np.searchsorted(self.bounds[a], s.start, side="right") - 1)
-            if int(self.bounds[a][c]) != s.start or int(self.bounds[a][c + 1]) != s.stop:
-                raise ValueError(f"block {slices} does not match the cell grid on axis {a}.")
-            cell.append(c)
-        return tuple(cell)
-
-    def __call__(self, slices: tuple[slice, ...], probs: torch.Tensor) -> None:
-        import torch
-
-        cell = self._cell_of(slices)
-        c_n = probs.shape[0]
-        probs = probs.to(self.device)
-        if self.labels is None:
-            self.labels = torch.zeros(self.src_shape, dtype=self.dtype or label_dtype(c_n), device=self.device)
-        lo = [s.start for s in slices]
-        ext_lo = [max(lo[a] - 1, 0) for a in range(3)]
-        shape = [c_n] + [slices[a].stop - ext_lo[a] for a in range(3)]
-        if ext_lo == lo:
-            e = probs
-        else:
-            e = torch.empty(shape, dtype=probs.dtype, device=probs.device)
-            inner = tuple(slice(lo[a] - ext_lo[a], None) for a in range(3))
-            e[(slice(None), *inner)] = probs
-            halo_axes = [a for a in range(3) if ext_lo[a] < lo[a]]
-            for r in range(1, len(halo_axes) + 1):
-                for sub in itertools.combinations(halo_axes, r):
-                    nb = tuple(cell[a] - (1 if a in sub else 0) for a in range(3))
-                    face = self.faces[nb][sub[0]]  # last plane of the neighbour along sub[0]
-                    src = tuple(slice(-1, None) if a in sub else slice(None) for a in range(3))
-                    dst = tuple(slice(0, 1) if a in sub else slice(lo[a] - ext_lo[a], None) for a in range(3))
-                    e[(slice(None), *dst)] = face[(slice(None), *src)]
-                    self._release(nb)
-        # keep this cell's upper faces for its upper neighbours
-        ups = sum(1 for sub in _nonempty_subsets(3) if all(cell[a] + 1 < self.n_cells[a] for a in sub))
-        if ups:
-            self.faces[cell] = [
-                probs[(slice(None), *(slice(-1, None) if a == d else slice(None) for a in range(3)))].clone()
-                for d in range(3)
-            ]
-            self.pending_up[cell] = ups
-        sel = [self.owned[a][cell[a]] for a in range(3)]
-        if all(len(s) for s in sel):
-            self._resample(e, ext_lo, sel, c_n)
-        self.done += 1
-
-    def _release(self, nb: tuple[int, ...]) -> None:
-        """One upper neighbour has used ``nb``'s faces; drop them after the last one."""
-        left = self.pending_up[nb] - 1
-        if left:
-            self.pending_up[nb] = left
-        else:
-            del self.pending_up[nb], self.faces[nb]
-
-    def _resample(self, e: torch.Tensor, origin: Sequence[int], sel: list[np.ndarray], c_n: int) -> None:
-
-        per_z = c_n * len(sel[0]) * len(sel[1]) * 4
-        step = max(1, self.max_chunk_bytes // max(per_z, 1))
-        z_all = sel[2]
-        for k in range(0, len(z_all), step):
-            zs = z_all[k : k + step]
-            i0, i1 = self.tables[2][0][zs], self.tables[2][1][zs]
-            zlo, zhi = int(min(i0.min(), i1.min())), int(max(i0.max(), i1.max())) + 1
-            sub_e = e[:, :, :, zlo - origin[2] : zhi - origin[2]]
-            v = _lerp_block(sub_e, (origin[0], origin[1], zlo), self.tables, [sel[0], sel[1], zs])
-            lab = _argmax0(v).to(self.labels.dtype)
-            del v
-            dst = [None, None, None]
-            for a, m in enumerate(self.maps):
-                idx = sel[a] if a != 2 else zs
-                dst[m.src_axis] = slice(int(idx[0]), int(idx[-1]) + 1)
-            self.labels[tuple(dst)] = _to_source_order(lab, self.maps)
-
-
-def _nonempty_subsets(n: int) -> list[tuple[int, ...]]:
-    return [sub for r in range(1, n + 1) for sub in itertools.combinations(range(n), r)]
-
-
-def resample_labels_nearest(
-    labels: torch.Tensor, maps: Sequence[AxisMap], src_shape: Sequence[int], max_chunk_voxels: int = 2**24
-) -> torch.Tensor:
-    """Nearest-neighbour resampling of working-grid ``labels (X, Y, Z)`` to the source grid, in chunks.
-
-    The working index is ``clip(floor(w + 0.5), 0, n - 1)`` with ``w`` from ``maps``; memory is the output
-    plus one chunk. Returns ``src_shape`` labels of ``labels.dtype``.
-    """
-    import torch
-
-    work = tuple(int(s) for s in labels.shape)
-    src_shape = tuple(int(s) for s in src_shape)
-    idx = []
-    for a, m in enumerate(maps):
-        w = m.scale * np.arange(src_shape[m.src_axis], dtype=np.float64) + m.offset
-        idx.append(torch.from_numpy(np.clip(np.floor(w + 0.5), 0, work[a] - 1).astype(np.int64)).to(labels.device))
-    out = torch.empty(src_shape, dtype=labels.dtype, device=labels.device)
-    n0 = len(idx[0])
-    step = max(1, max_chunk_voxels // max(len(idx[1]) * len(idx[2]), 1))
-    for k in range(0, n0, step):
-        blk = labels.index_select(0, idx[0][k : k + step]).index_select(1, idx[1]).index_select(2, idx[2])
-        dst = [slice(None)] * 3
-        dst[maps[0].src_axis] = slice(k, k + blk.shape[0])
-        out[tuple(dst)] = _to_source_order(blk, maps)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------
 # predictor-facing entry point
 
 
@@ -733,14 +450,21 @@ def stream_decide(
     autocast_ctx: Callable[[], Any] | None = None,
     progress: Callable[[int], None] | None = None,
     order: str | int = "monai",
+    invert_to: tuple[Sequence[Any], Sequence[int], Any] | None = None,
 ) -> np.ndarray:
-    """Bounded counterpart of "sliding window → activation → :func:`medseg.postprocess.decide`".
+    """Bounded counterpart of "sliding window → activation → decision (→ inversion)".
 
     Runs the spec's sliding window (``inferer``: a :class:`medseg.config.InfererSpec`, no TTA flips) in cells
-    and applies the spec's activation and decision (``output``: :class:`medseg.config.OutputSpec`) to each
-    finished cell, so the result equals ``decide(activate(sliding_window_inference(x)[0]), output, labels)``
-    on the working grid without ever holding the ``(C, X, Y, Z)`` scores. The label map is then inverted
-    to the source grid with nearest neighbour like the ``invert: labels`` path (small: one byte per voxel).
+    and applies the spec's activation (``output``: :class:`medseg.config.OutputSpec`) to each finished cell,
+    without ever holding the ``(C, X, Y, Z)`` scores. Then either:
+
+    - ``invert_to=None``: the spec's decision on the working grid, so the result equals
+      ``decide(activate(sliding_window_inference(x)[0]), output, labels)`` (``invert: labels`` specs; the
+      caller resamples the label map, one byte per voxel);
+    - ``invert_to=(maps, src_shape, dtype)``: each cell's scores are resampled linearly to the source grid
+      and argmaxed there by :class:`medseg.infer.resample.LinearInverter`, so the result equals
+      :func:`medseg.infer.resample.invert_and_argmax` of the full activated scores (``invert:
+      probabilities`` specs with an argmax decision).
 
     Args:
         x: ``(1, C_in, X, Y, Z)`` float32 network input.
@@ -749,9 +473,12 @@ def stream_decide(
         sw_device: device the windows run on (cells are stitched on the input's device).
         progress: called with the number of windows just processed.
         order: window order, see :func:`slab_sliding_window`.
+        invert_to: axis maps (:func:`medseg.infer.resample.axis_maps_from_affines`), source shape and label
+            dtype for the inversion.
 
     Returns:
-        ``(X, Y, Z)`` label map (``uint8``/``uint16`` as :func:`medseg.postprocess.decide`).
+        ``(X, Y, Z)`` working-grid or source-grid label map (``uint8``/``uint16`` as
+        :func:`medseg.postprocess.decide`).
     """
     import contextlib
 
@@ -771,17 +498,31 @@ def stream_decide(
             progress(int(w.shape[0]))
         return y.float()
 
-    def finalize(p: torch.Tensor) -> torch.Tensor:
+    def activate(p: torch.Tensor) -> torch.Tensor:
         if act == "softmax":
-            p = torch.softmax(p, dim=0)
-        elif act == "sigmoid":
-            p = torch.sigmoid(p)
-        return torch.from_numpy(decide(p, output, tuple(labels)))
+            return torch.softmax(p, dim=0)
+        if act == "sigmoid":
+            return torch.sigmoid(p)
+        return p
+
+    inverter = None
+    if invert_to is not None:
+        from medseg.infer.resample import LinearInverter
+
+        maps, src_shape, dtype = invert_to
+        inverter = LinearInverter(plan_windows(tuple(x.shape[2:]), tuple(inferer.roi_size), inferer.overlap),
+                                  maps, src_shape, dtype=dtype)
+        finalize = activate
+    else:
+        def finalize(p: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(decide(activate(p), output, tuple(labels)))
 
     with torch.inference_mode():
         out = slab_sliding_window(
             x, tuple(inferer.roi_size), run, inferer.overlap, sw_batch_size=inferer.sw_batch_size,
             mode=getattr(inferer.blend, "value", inferer.blend), padding_mode=inferer.padding_mode,
-            sw_device=sw_device, finalize=finalize, order=order,
+            sw_device=sw_device, finalize=finalize, order=order, consumer=inverter,
         )
+    if inverter is not None:
+        return inverter.labels.cpu().numpy()
     return out.cpu().numpy()

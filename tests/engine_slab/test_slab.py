@@ -15,15 +15,11 @@ monai = pytest.importorskip("monai")
 from monai.inferers import sliding_window_inference  # noqa: E402
 from monai.networks.nets import SegResNet, UNet  # noqa: E402
 
+from medseg.infer.resample import AxisMap, LinearInverter, axis_maps_from_affines, invert_and_argmax, resample_labels_nearest  # noqa: E402
 from medseg.infer.slab import (  # noqa: E402
-    AxisMap,
-    LinearInverter,
     argmax_finalizer,
-    axis_maps_from_affines,
     estimate_peak_bytes,
-    invert_and_argmax,
     plan_windows,
-    resample_labels_nearest,
     slab_sliding_window,
     threshold_finalizer,
 )
