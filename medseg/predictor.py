@@ -224,7 +224,7 @@ class Predictor:
             stats = image_statistics(oriented, inp)
             if inp.localize is not None:
                 crop = self._localize(oriented, inp.localize, stats)
-        transforms = spatial_transforms(inp, crop)
+        transforms = spatial_transforms(inp, crop, float64=math.prod(volume.geometry.shape) <= self.float64_voxels)
         image = transforms(img)
         x = normalize(image, inp.normalize, stats)
         import torch
@@ -301,30 +301,58 @@ class Predictor:
         return acc
 
     def postprocess(
-        self, scores: torch.Tensor | None, pre: Preprocessed, working_labels: np.ndarray | None = None
+        self,
+        scores: torch.Tensor | None,
+        pre: Preprocessed,
+        working_labels: np.ndarray | None = None,
+        source_labels: np.ndarray | None = None,
     ) -> Volume:
         """Scores on the network grid → label map on the source grid (exact shape and affine), cleaned.
 
-        ``working_labels``: an already decided label map on the network grid (the streamed path), used
-        instead of ``scores`` and inverted like ``invert: labels``.
+        On an axis-aligned working grid (reorientation and resampling only), ``invert: probabilities`` with an
+        argmax decision resamples the scores with :func:`medseg.infer.resample.invert_and_argmax` (the
+        sampling of MONAI's ``Spacing`` inverse, one chunk of resampled scores at a time) and label maps are
+        resampled nearest by :func:`medseg.infer.resample.resample_labels_nearest`; other specs (crops,
+        resize, oblique grids) go through MONAI's ``Compose.inverse``.
+
+        ``working_labels``: an already decided label map on the network grid (the streamed ``invert: labels``
+        path), inverted like ``invert: labels``. ``source_labels``: an already inverted label map (the
+        streamed ``invert: probabilities`` path), only cleaned.
         """
         import torch
 
-        from medseg.postprocess import clean_labels, decide
+        from medseg.postprocess import clean_labels, decide, label_dtype
         from medseg.transforms import invert
 
         out = self.spec.output
-        if working_labels is None and out.invert is InvertMode.PROBABILITIES:
+        geometry = pre.geometry
+        maps = self._linear_inversion(pre) if source_labels is None and working_labels is None else None
+        if source_labels is not None:
+            labels, inv_affine = source_labels, geometry.affine
+        elif maps is not None:
+            from medseg.infer.resample import invert_and_argmax
+
+            dt = label_dtype(max((lab.id for lab in self.spec.labels), default=1))
+            labels = invert_and_argmax(scores, maps, geometry.shape, dtype=_torch_dtype(dt)).numpy()
+            inv_affine = geometry.affine
+        elif working_labels is None and out.invert is InvertMode.PROBABILITIES:
             inv = invert(scores, pre.image, pre.transforms)
             labels = decide(torch.as_tensor(inv), out, self.spec.labels)
+            inv_affine = np.asarray(inv.affine, dtype=np.float64)
         else:
             lab = working_labels if working_labels is not None else decide(scores, out, self.spec.labels)
-            inv = invert(torch.from_numpy(lab.astype(np.float32))[None], pre.image, pre.transforms, nearest=True)
-            labels = torch.as_tensor(inv)[0].round().cpu().numpy().astype(lab.dtype)
-        geometry = pre.geometry
+            maps = self._axis_maps(pre)
+            if maps is not None:  # nearest, chunked: the source grid holds one byte per voxel
+                from medseg.infer.resample import resample_labels_nearest
+
+                labels = resample_labels_nearest(torch.from_numpy(lab), maps, geometry.shape).numpy()
+                inv_affine = geometry.affine
+            else:
+                inv = invert(torch.from_numpy(lab.astype(np.float32))[None], pre.image, pre.transforms, nearest=True)
+                labels = torch.as_tensor(inv)[0].round().cpu().numpy().astype(lab.dtype)
+                inv_affine = np.asarray(inv.affine, dtype=np.float64)
         if tuple(labels.shape) != geometry.shape:
             raise ModelError(f"internal error: inverted prediction has shape {labels.shape}, expected {geometry.shape}")
-        inv_affine = np.asarray(inv.affine, dtype=np.float64)
         if not np.allclose(inv_affine, geometry.affine, atol=1e-3):
             raise ModelError("internal error: inverted prediction's affine differs from the input's")
         labels = clean_labels(labels, out.postprocess, geometry.spacing)
@@ -342,6 +370,31 @@ class Predictor:
             labels=self.spec.labels,
         )
 
+    def _axis_maps(self, pre: Preprocessed) -> tuple | None:
+        """Axis maps (source → working grid) when the spatial preprocessing only reorients and resamples (no
+        crop, no resize) and the grids are axis-aligned: medseg's own bounded inverters apply. ``None``
+        otherwise (MONAI's ``Compose.inverse`` is used)."""
+        from medseg.infer.resample import axis_maps_from_affines
+
+        inp = self.spec.input
+        if inp.crop_foreground is not None or inp.resize is not None or pre.crop is not None:
+            return None
+        if tuple(pre.x.shape[2:]) != tuple(pre.image.shape[1:]):  # pragma: no cover - defensive
+            return None
+        try:
+            return axis_maps_from_affines(pre.geometry.affine, np.asarray(pre.image.affine, dtype=np.float64))
+        except ValueError:
+            return None
+
+    def _linear_inversion(self, pre: Preprocessed) -> tuple | None:
+        """:meth:`_axis_maps` for ``invert: probabilities`` specs with an argmax decision, else ``None``."""
+        from medseg.config import Decision
+
+        out = self.spec.output
+        if out.invert is not InvertMode.PROBABILITIES or out.decision is not Decision.ARGMAX:
+            return None
+        return self._axis_maps(pre)
+
     def predict(self, volume: Volume, progress: ProgressFn | None = None) -> Volume:
         """Segment ``volume``: a label map with exactly ``volume.geometry`` and ``labels=spec.labels``.
 
@@ -352,27 +405,37 @@ class Predictor:
         progress = progress or self.progress
         pre = self.preprocess(volume)
         if self._streams(pre):
-            return self.postprocess(None, pre, working_labels=self._stream_labels(pre, progress))
+            return self._stream_predict(pre, progress)
         scores = self.predict_scores(pre.x, progress=progress)
         return self.postprocess(scores, pre)
 
-    #: Above this size (bytes) of the float32 score volume, ``invert: labels`` sliding-window specs without
-    #: TTA stream the windows in cells (:func:`medseg.infer.slab.stream_decide`, owned by issue 8): same
-    #: labels, memory bounded by the cells alive at once instead of the whole ``(C, X, Y, Z)`` scores.
+    #: Source volumes with more voxels than this are resampled to the working grid in float32 instead of
+    #: MONAI's float64 (whose temporaries for a 512x512x1000 CT alone peak above 6 GB). 2**27 voxels is
+    #: e.g. 512 x 512 x 512. Coordinates then carry float32 rounding (~1e-4 voxel at index 1000).
+    float64_voxels: int = 2**27
+
+    #: Above this size (bytes) of the float32 score volume, sliding-window specs without TTA stream the
+    #: windows in cells (:mod:`medseg.infer.slab`): same labels, memory bounded by the cells alive at once
+    #: instead of the whole ``(C, X, Y, Z)`` scores. ``invert: labels`` specs decide each finished cell;
+    #: ``invert: probabilities`` + argmax specs on axis-aligned grids resample each finished cell to the
+    #: source grid (:class:`medseg.infer.resample.LinearInverter`). Other specs take the full path.
     stream_bytes: int = 2**30
 
     def _streams(self, pre: Preprocessed) -> bool:
         inf = self.spec.inferer
-        if inf.mode is not InferMode.SLIDING or inf.tta_flips or self.spec.output.invert is not InvertMode.LABELS:
+        if inf.mode is not InferMode.SLIDING or inf.tta_flips:
+            return False
+        if self.spec.output.invert is not InvertMode.LABELS and self._linear_inversion(pre) is None:
             return False
         out_ch = max(self.spec.n_classes, len(self.spec.labels))
         return 4 * out_ch * math.prod(pre.x.shape[2:]) > self.stream_bytes
 
-    def _stream_labels(self, pre: Preprocessed, progress: ProgressFn | None) -> np.ndarray:
-        """Working-grid labels by the bounded sliding window: MONAI's window order (bitwise the same scores)
-        when its cells fit in ``stream_bytes``, else streamed along the longest axis (smaller peak)."""
+    def _stream_predict(self, pre: Preprocessed, progress: ProgressFn | None) -> Volume:
+        """The bounded path: MONAI's window order (bitwise the same scores) when its cells fit in
+        ``stream_bytes``, else streamed along the longest axis (smaller peak)."""
         from medseg.device import torch_settings
         from medseg.infer.slab import estimate_peak_bytes, plan_windows, stream_decide
+        from medseg.postprocess import label_dtype
 
         inf = self.spec.inferer
         spatial = tuple(pre.x.shape[2:])
@@ -389,11 +452,25 @@ class Predictor:
             if progress is not None:
                 progress(min(done, total), total)
 
+        maps = self._linear_inversion(pre)
+        invert_to = None
+        if maps is not None:
+            dt = label_dtype(max((lab.id for lab in self.spec.labels), default=1))
+            invert_to = (maps, pre.geometry.shape, _torch_dtype(dt))
         with torch_settings(self.device, self.threads):
-            return stream_decide(
+            labels = stream_decide(
                 pre.x, self.network, inf, self.spec.output, self.spec.labels, sw_device=self.device,
-                autocast_ctx=self._autocast, progress=step, order=order,
+                autocast_ctx=self._autocast, progress=step, order=order, invert_to=invert_to,
             )
+        if maps is not None:
+            return self.postprocess(None, pre, source_labels=labels)
+        return self.postprocess(None, pre, working_labels=labels)
+
+
+def _torch_dtype(dt: np.dtype) -> Any:
+    import torch
+
+    return {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16}[np.dtype(dt)]
 
 
 def _is_nnunet_folder(path: str | Path) -> bool:

@@ -50,15 +50,20 @@ def to_metatensor(volume: Volume, channels: int) -> MetaTensor:
     return MetaTensor(data, affine=torch.tensor(volume.affine, dtype=torch.float64), meta={"space": "RAS"})
 
 
-def spatial_transforms(spec: InputSpec, crop_slices: Sequence[slice] | None = None) -> Compose:
-    """Invertible spatial preprocessing for ``spec`` (the localiser's crop, if any, goes before resize)."""
+def spatial_transforms(spec: InputSpec, crop_slices: Sequence[slice] | None = None, float64: bool = True) -> Compose:
+    """Invertible spatial preprocessing for ``spec`` (the localiser's crop, if any, goes before resize).
+
+    ``float64``: resample in float64 (MONAI's ``Spacing`` default, as bundles do); ``False`` resamples in
+    float32, which needs half the memory (used for very large volumes, see ``Predictor.float64_voxels``).
+    """
+    import torch
     from monai.transforms import Compose, CropForeground, Orientation, Resize, Spacing, SpatialCrop
 
     ts: list[Any] = []
     if spec.orientation is not None:
         ts.append(Orientation(axcodes=spec.orientation, labels=None))  # labels from the MetaTensor space (RAS)
     if spec.spacing is not None:
-        ts.append(Spacing(pixdim=spec.spacing, mode=spec.spacing_mode))
+        ts.append(Spacing(pixdim=spec.spacing, mode=spec.spacing_mode, dtype=torch.float64 if float64 else torch.float32))
     if spec.crop_foreground is not None:
         thr = float(spec.crop_foreground["threshold"])
         ts.append(CropForeground(select_fn=lambda x: x > thr, margin=int(spec.crop_foreground["margin"])))

@@ -30,7 +30,9 @@ def _spec(tmp_path, invert="labels"):
     }
 
 
-def test_streamed_predict_equals_full_predict(tmp_path, shared_data):
+@pytest.mark.parametrize("invert", ["labels", "probabilities"])
+def test_streamed_predict_equals_full_predict(tmp_path, shared_data, invert):
+    """Both inversions: labels decided per cell, or probabilities resampled per cell to the source grid."""
     from medseg.config import load_spec
     from medseg.predictor import load_predictor
     from medseg.types import Geometry, Volume
@@ -43,7 +45,7 @@ def test_streamed_predict_equals_full_predict(tmp_path, shared_data):
     arr = np.asarray(img.get_fdata(dtype=np.float32))
     vol = Volume(arr, Geometry(img.affine, arr.shape[:3]))
 
-    pred = load_predictor(load_spec(_spec(tmp_path)), device="cpu", precision="float32")
+    pred = load_predictor(load_spec(_spec(tmp_path, invert)), device="cpu", precision="float32")
     pre = pred.preprocess(vol)
     assert not pred._streams(pre)  # small: the full path
     full = pred.predict(vol)
@@ -55,3 +57,21 @@ def test_streamed_predict_equals_full_predict(tmp_path, shared_data):
     assert np.array_equal(streamed.array, full.array)
     assert seen and seen[-1][0] == seen[-1][1]
     assert len(np.unique(full.array)) > 1
+    if invert == "probabilities":  # the linear inverter, not MONAI's inverse, on both paths
+        assert pred._linear_inversion(pre) is not None
+
+
+def test_cropping_specs_keep_the_full_path(tmp_path):
+    """A foreground crop is inverted by zero padding (MONAI), not by border clamping: never streamed."""
+    from medseg.config import load_spec
+    from medseg.predictor import load_predictor
+    from medseg.types import Geometry, Volume
+
+    d = _spec(tmp_path, "probabilities")
+    d["input"]["crop_foreground"] = {"threshold": -500, "margin": 2}
+    pred = load_predictor(load_spec(d), device="cpu", precision="float32")
+    arr = np.full((40, 40, 30), -1000.0, np.float32)
+    arr[10:30, 8:32, 5:25] = 40.0
+    pre = pred.preprocess(Volume(arr, Geometry(np.diag([2.0, 2.0, 3.0, 1.0]), arr.shape)))
+    pred.stream_bytes = 1
+    assert pred._linear_inversion(pre) is None and not pred._streams(pre)
