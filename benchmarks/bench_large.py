@@ -1,19 +1,24 @@
-"""Large-volume benchmark: a synthetic whole-body CT through a 105-class SegResNet in bounded memory.
+"""Large-volume benchmark: a synthetic whole-body CT through the 105-class ``wholebody-ct`` spec, bounded.
 
-A synthetic 512 x 512 x 1000 CT (0.8 mm pixels, 1 mm slices, int16 HU) is resampled to 1.5 mm (273 x 273 x
-667), normalised like MONAI's ``wholeBody_ct_segmentation`` bundle (z-score on non-zero voxels, then scaled
-to [-1, 1]), run through that bundle's network (SegResNet, init_filters 32, blocks_down [1, 2, 2, 4],
-blocks_up [1, 1, 1], 105 classes; seeded random weights: no weights can be downloaded here) with its
-inferer settings (ROI 96^3, overlap 0.25, gaussian blending, replicate padding, sw_batch_size 1), and the
-softmax probabilities are resampled back to the 0.8/1 mm source grid and argmaxed there (``--invert
-probabilities``, medseg's default) or argmaxed at 1.5 mm and resampled nearest (``--invert labels``, the
-bundle's way). The stitching and the inversion stream cell by cell (:mod:`medseg.infer.slab`), so the
-full 105-class probability volume (~19 GiB at 1.5 mm, ~110 GB at the source grid) never exists.
+A synthetic 512 x 512 x 1000 CT (0.8 mm pixels, 1 mm slices, int16 HU) is segmented by medseg's own
+predictor (``load_predictor(spec).predict(volume)``, the path of ``medseg segment``) with the
+``configs/wholebody-ct.yaml`` spec: MONAI's ``wholeBody_ct_segmentation`` network (SegResNet, 105 classes)
+and settings (RAS, 1.5 mm, z-score + [-1, 1], ROI 96^3, overlap 0.25, gaussian blending, replicate padding),
+with seeded random weights (no weights can be downloaded here). The score volume (~19 GiB of float32 at
+1.5 mm) exceeds the predictor's ``stream_bytes``, so the windows are stitched cell by cell
+(:mod:`medseg.infer.slab`) and
 
-Prints the peak resident memory (``getrusage``) and the time of each stage.
+- ``--invert labels`` (the spec's, as the bundle does): each finished cell is argmaxed at 1.5 mm and the
+  label map resampled to the source grid (nearest, MONAI's inverse);
+- ``--invert probabilities`` (medseg's default for specs): each finished cell's softmax probabilities are
+  resampled linearly to the 0.8/1 mm source grid and argmaxed there
+  (:class:`medseg.infer.resample.LinearInverter`): the ~110 GB source-grid probability volume never exists.
+
+Prints the peak resident memory (``getrusage``), the time of each stage and the network's share.
 
     OMP_NUM_THREADS=2 nohup .venv/bin/python benchmarks/bench_large.py > bench_large.log 2>&1 &
-    .venv/bin/python benchmarks/bench_large.py --shape 128 128 200   # quick check
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_large.py --invert probabilities
+    .venv/bin/python benchmarks/bench_large.py --shape 160 160 200 --filters 8   # quick check
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import argparse
 import os
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -72,148 +79,97 @@ def synthetic_ct(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     return ct
 
 
-def resample_to_working(ct: np.ndarray, src_spacing, work_spacing, chunk: int = 16):
-    """Linear resampling (border clamp) of the int16 CT to the working grid, in float32, chunk by chunk."""
-    import torch
-
-    from medseg.infer.slab import AxisMap, _lerp_block, _linear_tables
-
-    src_shape = ct.shape
-    work_shape = tuple(int(round(n * s / w)) for n, s, w in zip(src_shape, src_spacing, work_spacing))
-    # here the roles swap: we evaluate the *source* grid at working voxel centres
-    tables = [
-        _linear_tables(AxisMap(a, work_spacing[a] / src_spacing[a], 0.0), work_shape[a], src_shape[a]) for a in range(3)
-    ]
-    out = torch.empty(work_shape, dtype=torch.float32)
-    src = torch.from_numpy(ct)
-    for x0 in range(0, work_shape[0], chunk):
-        sel = [np.arange(x0, min(x0 + chunk, work_shape[0])), np.arange(work_shape[1]), np.arange(work_shape[2])]
-        i0, i1 = tables[0][0][sel[0]], tables[0][1][sel[0]]
-        lo, hi = int(i0.min()), int(i1.max()) + 1
-        block = src[lo:hi].float()[None]
-        out[sel[0][0] : sel[0][-1] + 1] = _lerp_block(block, (lo, 0, 0), tables, sel)[0]
-    return out, work_shape
+REPO = Path(__file__).resolve().parents[1]
 
 
-def normalise_like_bundle(x):
-    """NormalizeIntensity(nonzero=True) then ScaleIntensity(-1, 1), in place on a float32 tensor."""
-    import torch
+def wholebody_spec(weights: Path, filters: int | None, invert: str | None) -> dict:
+    """``configs/wholebody-ct.yaml`` with local seeded weights (and optional overrides)."""
+    import yaml
 
-    nz = x != 0
-    vals = x[nz]
-    mean, std = vals.double().mean().item(), vals.double().std().item()
-    del vals
-    x.sub_(torch.where(nz, mean, 0.0)).div_(torch.where(nz, std if std > 0 else 1.0, 1.0))
-    del nz
-    lo, hi = x.min().item(), x.max().item()
-    x.sub_(lo).mul_(2.0 / (hi - lo)).sub_(1.0)
-    return x
+    d = yaml.safe_load((REPO / "configs" / "wholebody-ct.yaml").read_text())
+    d["weights"] = {"source": str(weights)}
+    if filters is not None:
+        d["network"]["args"]["init_filters"] = filters
+    if invert is not None:
+        d["output"]["invert"] = invert
+    return d
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", type=int, nargs=3, default=[512, 512, 1000], help="source CT shape (voxels)")
     ap.add_argument("--spacing", type=float, nargs=3, default=[0.8, 0.8, 1.0], help="source spacing (mm)")
-    ap.add_argument("--target", type=float, default=1.5, help="working spacing (mm)")
-    ap.add_argument("--classes", type=int, default=105)
-    ap.add_argument("--filters", type=int, default=32, help="SegResNet init_filters")
-    ap.add_argument("--roi", type=int, default=96)
-    ap.add_argument("--overlap", type=float, default=0.25)
-    ap.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
-    ap.add_argument("--invert", choices=["probabilities", "labels"], default="probabilities")
+    ap.add_argument("--filters", type=int, default=None, help="SegResNet init_filters (spec: 32)")
+    ap.add_argument("--invert", choices=["probabilities", "labels"], default=None, help="default: the spec's (labels)")
+    ap.add_argument("--precision", default="float32", choices=["auto", "float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
-    ap.add_argument("--order", default="2", help="window order: 'monai' or the streamed axis (default 2, the long axis)")
     args = ap.parse_args(argv)
 
     import torch
-    from monai.networks.nets import SegResNet
 
+    from medseg.config import load_spec
+    from medseg.infer.network import build_network
     from medseg.infer.perf import thread_report
-    from medseg.infer.slab import (
-        AxisMap,
-        LinearInverter,
-        argmax_finalizer,
-        estimate_peak_bytes,
-        plan_windows,
-        resample_labels_nearest,
-        slab_sliding_window,
-    )
+    from medseg.predictor import load_predictor
+    from medseg.types import Geometry, SourceInfo, Volume
 
     torch.set_num_threads(args.threads)
-    order = args.order if args.order == "monai" else int(args.order)
     print(f"threads: {thread_report()}", flush=True)
     t_all = time.perf_counter()
 
     t0 = time.perf_counter()
     ct = synthetic_ct(tuple(args.shape))
+    vol = Volume(ct, Geometry(np.diag([*args.spacing, 1.0]), ct.shape), SourceInfo(path="synthetic-ct", format="nifti"))
     print(f"synthetic CT {ct.shape} {ct.dtype} ({ct.nbytes / 1e9:.2f} GB): {time.perf_counter() - t0:.1f} s, "
           f"RSS {current_rss_gb():.2f} GB", flush=True)
 
-    t0 = time.perf_counter()
-    work_sp = (args.target,) * 3
-    x, work_shape = resample_to_working(ct, args.spacing, work_sp)
-    normalise_like_bundle(x)
-    x = x[None, None]
-    t_pre = time.perf_counter() - t0
-    print(f"preprocess -> {tuple(work_shape)} at {args.target} mm: {t_pre:.1f} s, RSS {current_rss_gb():.2f} GB", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        w = Path(tmp) / "wholebody_seeded.pt"
+        spec0 = load_spec(wholebody_spec(w, args.filters, args.invert) | {"weights": {}})
+        torch.manual_seed(0)
+        net, _ = build_network(spec0.network, spec0.weights)
+        torch.save(net.state_dict(), w)
+        del net
+        spec = load_spec(wholebody_spec(w, args.filters, args.invert))
+        pred = load_predictor(spec, device="cpu", precision=args.precision, threads=args.threads)
 
-    torch.manual_seed(0)
-    net = SegResNet(
-        spatial_dims=3, in_channels=1, out_channels=args.classes, init_filters=args.filters,
-        blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), dropout_prob=0.2,
-    ).eval()
-    plan = plan_windows(work_shape, args.roi, args.overlap)
-    est = estimate_peak_bytes(plan, args.classes, order=order)
-    full = args.classes * int(np.prod(work_shape)) * 4
-    print(f"windows: {plan.n_windows}; stitching peak (estimated) {est / 1e9:.2f} GB vs full probability volume "
-          f"{full / 1e9:.1f} GB", flush=True)
-
-    # source voxel i -> working coordinate i * src_spacing / work_spacing (same origin, same axes)
-    maps = tuple(AxisMap(a, args.spacing[a] / args.target, 0.0) for a in range(3))
-    autocast = torch.bfloat16 if args.precision == "bfloat16" else None
     t_net = [0.0]
-
-    def predictor(w):
-        t = time.perf_counter()
-        if autocast is None:
-            y = net(w)
-        else:
-            with torch.autocast("cpu", dtype=autocast):
-                y = net(w)
-        t_net[0] += time.perf_counter() - t
-        return y.float()
-
-    def progress(i, n):
-        if i == n or i % max(1, n // 20) == 0:
-            el = time.perf_counter() - t0
-            print(f"  window {i}/{n}  {el:.0f} s  RSS {current_rss_gb():.2f} GB  peak {peak_rss_gb():.2f} GB", flush=True)
+    start: list[float] = []
+    pred.network.register_forward_pre_hook(lambda m, a: start.append(time.perf_counter()))
+    pred.network.register_forward_hook(lambda m, a, o: t_net.__setitem__(0, t_net[0] + time.perf_counter() - start.pop()))
 
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        if args.invert == "probabilities":
-            inv = LinearInverter(plan, maps, ct.shape)
-            slab_sliding_window(
-                x, args.roi, predictor, args.overlap, mode="gaussian", padding_mode="replicate", order=order,
-                finalize=lambda p: torch.softmax(p, 0), consumer=inv, progress=progress,
-            )
-            labels = inv.labels
-        else:
-            work_labels = slab_sliding_window(
-                x, args.roi, predictor, args.overlap, mode="gaussian", padding_mode="replicate", order=order,
-                finalize=argmax_finalizer("softmax"), progress=progress,
-            )
-            labels = resample_labels_nearest(work_labels, maps, ct.shape)
-    t_inf = time.perf_counter() - t0
-    lab_np = labels.numpy()
-    counts = np.zeros(args.classes, dtype=np.int64)
-    for k in range(lab_np.shape[2]):  # slice by slice: a whole-volume bincount would make an int64 copy
-        counts += np.bincount(lab_np[:, :, k].ravel(), minlength=args.classes)[: args.classes]
+    pre = pred.preprocess(vol)
+    t_pre = time.perf_counter() - t0
+    n_cls = spec.n_classes
+    full = n_cls * int(np.prod(pre.x.shape[2:])) * 4
+    streams = pred._streams(pre)
+    print(f"preprocess -> {tuple(pre.x.shape[2:])} at {spec.input.spacing} mm: {t_pre:.1f} s, RSS "
+          f"{current_rss_gb():.2f} GB, peak {peak_rss_gb():.2f} GB; full score volume {full / 1e9:.1f} GB -> "
+          f"{'streamed' if streams else 'NOT streamed'}; invert {spec.output.invert.value}", flush=True)
+    del pre  # predict() preprocesses again: the timing below is the whole user call
+
+    t1 = time.perf_counter()
+
+    def progress(i: int, n: int) -> None:
+        if i == n or i % max(1, n // 20) == 0:
+            print(f"  window {i}/{n}  {time.perf_counter() - t1:.0f} s  RSS {current_rss_gb():.2f} GB  "
+                  f"peak {peak_rss_gb():.2f} GB", flush=True)
+
+    labels = pred.predict(vol, progress=progress)
+    t_pred = time.perf_counter() - t1
+    lab = labels.array
+    counts = np.zeros(n_cls, dtype=np.int64)
+    for k in range(lab.shape[2]):  # slice by slice: a whole-volume bincount would make an int64 copy
+        counts += np.bincount(lab[:, :, k].ravel(), minlength=n_cls)[:n_cls]
+    assert labels.geometry == vol.geometry, "label map is not on the source grid"
     total = time.perf_counter() - t_all
-    print(f"labels {tuple(labels.shape)} {labels.dtype}; {int((counts > 0).sum())} labels present", flush=True)
-    print(f"inference + stitching + inversion: {t_inf:.1f} s (network {t_net[0]:.1f} s)", flush=True)
+    print(f"labels {lab.shape} {lab.dtype}; {int((counts > 0).sum())} labels present", flush=True)
+    print(f"predict (preprocess + windows + stitching + inversion): {t_pred:.1f} s (network {t_net[0]:.1f} s, "
+          f"rest {t_pred - t_net[0]:.1f} s)", flush=True)
     print(f"RESULT total {total:.1f} s; peak RSS {peak_rss_gb():.2f} GB (limit 6 GB: "
-          f"{'OK' if peak_rss_gb() < 6 else 'EXCEEDED'}); precision {args.precision}; invert {args.invert}; "
-          f"order {order}; threads {torch.get_num_threads()}", flush=True)
+          f"{'OK' if peak_rss_gb() < 6 else 'EXCEEDED'}); precision {args.precision}; invert "
+          f"{spec.output.invert.value}; threads {torch.get_num_threads()}", flush=True)
     return 0
 
 
