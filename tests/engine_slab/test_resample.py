@@ -10,6 +10,8 @@ torch = pytest.importorskip("torch")
 from medseg.infer import resample  # noqa: E402
 from medseg.infer.resample import AxisMap, interp_argmax, invert_and_argmax, linear_tables  # noqa: E402
 
+from .test_predictor_stream import _spec  # noqa: E402
+
 
 def _scores(n_classes: int, shape: tuple[int, int, int], peak: float, seed: int) -> torch.Tensor:
     """Smooth class scores like a trained network's: a few classes dominate each region."""
@@ -66,28 +68,6 @@ def test_chunked_inversion_equals_one_block():
         assert torch.equal(invert_and_argmax(s, maps, src, tile=tile, max_chunk_bytes=chunk), one)
 
 
-def _tiny_spec(tmp_path, spacing=(2.5, 3.0, 3.5)):
-    from monai.networks.nets import BasicUNet
-
-    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 5, "features": [4, 4, 8, 8, 16, 4]}
-    torch.manual_seed(3)
-    w = tmp_path / "tiny5.pt"
-    torch.save(BasicUNet(**args).state_dict(), w)
-    return {
-        "name": "tiny-invert",
-        "network": {"class": "BasicUNet", "args": args},
-        "weights": {"source": str(w)},
-        "input": {
-            "modality": "CT", "orientation": "RAS", "spacing": list(spacing),
-            "normalize": [{"type": "window", "a_min": -200, "a_max": 300, "b_min": 0, "b_max": 1, "clip": True}],
-        },
-        "inferer": {"mode": "sliding", "roi_size": [32, 32, 32], "overlap": 0.25, "blend": "gaussian",
-                    "sw_batch_size": 1, "padding_mode": "replicate"},
-        "output": {"activation": "softmax", "decision": "argmax", "invert": "probabilities"},
-        "labels": [{"id": i, "name": f"l{i}", "color": [255, 0, 0]} for i in (1, 2, 3, 4)],
-    }
-
-
 def test_linear_inversion_matches_monai_inverse_on_real_ct(tmp_path, shared_data):
     """medseg's separable inverter and MONAI's ``Compose.inverse`` + argmax agree voxel for voxel."""
     nib = pytest.importorskip("nibabel")
@@ -103,7 +83,7 @@ def test_linear_inversion_matches_monai_inverse_on_real_ct(tmp_path, shared_data
     img = nib.load(str(path))
     arr = np.asarray(img.get_fdata(dtype=np.float32))
     vol = Volume(arr, Geometry(img.affine, arr.shape[:3]))
-    pred = load_predictor(load_spec(_tiny_spec(tmp_path)), device="cpu", precision="float32")
+    pred = load_predictor(load_spec(_spec(tmp_path, "probabilities")), device="cpu", precision="float32")
     pre = pred.preprocess(vol)
     assert pred._linear_inversion(pre) is not None
     scores = pred.predict_scores(pre.x)
