@@ -12,8 +12,11 @@ machine is shared: numbers are noisy; run with the machine as idle as you can). 
 - ``medseg onednn+cl``: plus ``channels_last_3d`` memory format.
 - ``medseg fastest``: the fastest of the above with overlap 0.2 (step 0.8 x ROI, TotalSegmentator's fast
   setting) instead of the reference overlap.
-- bfloat16 is only probed on one convolution: without a oneDNN bfloat16 kernel (AVX2 CPUs) PyTorch falls
-  back to ``slow_conv3d`` and the network would take hours.
+- bfloat16 is probed on one convolution: without a oneDNN bfloat16 kernel (AVX2 CPUs) PyTorch falls back
+  to ``slow_conv3d`` and a whole volume would take hours.
+- ``--reduced``: bfloat16 and float16 autocast judged against float32 on one ROI-sized crop (one window):
+  time ratio, identical voxels and Dice per label. Seeded random weights give near-uniform probabilities
+  (tiny margins between classes), so these agreement figures are a pessimistic bound for a trained model.
 
 Each row prints time, ratio to ``monai``, achieved GFLOP/s (network FLOPs x windows / time) and its
 fraction of the measured conv3d ceiling, and label agreement with the reference (identical voxels, lowest
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filters", type=int, default=16, help="SegResNet init_filters (the bundle uses 32)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument("--mode", default="gaussian", choices=["constant", "gaussian"])
+    ap.add_argument("--reduced", action="store_true", help="also judge bfloat16/float16 autocast on one window")
     args = ap.parse_args(argv)
 
     import torch
@@ -147,7 +151,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {ov} | {nw} | {dt:.1f} | {ratio:.2f}x | {gf:.1f} | {100 * frac:.1f}% | "
               f"{100 * same:.4f}% | {md:.5f} |")
     print(f"\nthreads {torch.get_num_threads()}; conv3d ceiling {ceiling:.1f} GFLOP/s; numbers from a shared machine")
+    if args.reduced:
+        reduced_precision(net, x[(..., *(slice(0, r) for r in roi))], roi, args.overlap, run_slab)
     return 0
+
+
+def reduced_precision(net, crop, roi, overlap, run_slab) -> None:
+    """bfloat16 / float16 autocast vs float32 on ``crop``: time ratio, identical voxels, Dice per label."""
+    import torch
+
+    from medseg.infer.perf import dice_per_label
+
+    def with_autocast(dtype):
+        def run(w):
+            with torch.autocast("cpu", dtype=dtype):
+                return net(w).float()
+
+        return run
+
+    t0 = time.perf_counter()
+    ref = run_slab(net, overlap, inp=crop).numpy()
+    t32 = time.perf_counter() - t0
+    print(f"\nreduced precision on one {tuple(crop.shape[2:])} crop (float32: {t32:.1f} s)")
+    print("| precision | time vs float32 | identical voxels | min Dice per label | labels with Dice >= 0.999 |")
+    print("|---|---|---|---|---|")
+    for dtype in (torch.bfloat16, torch.float16):
+        t0 = time.perf_counter()
+        lab = run_slab(with_autocast(dtype), overlap, inp=crop).numpy()
+        dt = time.perf_counter() - t0
+        dice = dice_per_label(lab, ref)
+        ok = sum(v >= 0.999 for v in dice.values())
+        print(f"| {str(dtype)[6:]} | {dt / t32:.0f}x slower | {100 * float((lab == ref).mean()):.3f}% | "
+              f"{min(dice.values(), default=1.0):.4f} | {ok}/{len(dice)} |", flush=True)
 
 
 if __name__ == "__main__":
