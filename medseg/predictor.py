@@ -139,12 +139,6 @@ class Predictor:
         self.device = resolve_device(device)
         self.precision = str(getattr(precision, "value", precision))
         self.autocast_dtype = resolve_precision(precision, self.device)
-        if self.precision == "auto" and self.device.type == "cpu" and (
-            spec.network.torchscript or (spec.input.localize is not None and spec.input.localize.network.torchscript)
-        ):
-            # TorchScript graphs are traced for float32; autocast does not reliably apply inside them and
-            # deepbet's U-Net ran ~25x slower under CPU bfloat16 autocast here: keep float32.
-            self.autocast_dtype = None
         self.threads = threads
         self.progress = progress
         self.network, self._weights_digest = build_network(spec.network, spec.weights, self.device)

@@ -36,8 +36,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    "results folder (default: brain-mri)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="autocast precision (default: auto = float16 on CUDA, bfloat16 on CPUs with native "
-                   "bfloat16, else float32)")
+                   help="autocast precision (default: auto = float16 on CUDA, float32 elsewhere; bfloat16 is "
+                   "opt-in, fast only on CPUs with AVX512-BF16/AMX)")
     p.add_argument("--overlap", type=overlap, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
     tta = p.add_mutually_exclusive_group()
     tta.add_argument("--tta", dest="tta", action="store_const", const=True, default=None, help="test-time flips on (slower)")

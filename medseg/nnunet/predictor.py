@@ -164,8 +164,8 @@ class NnUNetPredictor:
         logits_dtype: ``"float16"`` (default; nnU-Net's accumulator: labels identical to ``nnUNetPredictor``,
             half the memory — 117 TotalSegmentator channels) or ``"float32"`` (exact blending).
         precision: ``"auto"`` (default: nnU-Net's choice — float16 autocast on CUDA, float32 on the CPU, so labels
-            match ``nnUNetPredictor``), ``"float32"``, ``"bfloat16"`` (about 4x faster on AVX2 CPUs, labels may
-            differ at near-ties), ``"float16"`` (CUDA).
+            match ``nnUNetPredictor``), ``"float32"``, ``"bfloat16"`` (fast only on CPUs with AVX512-BF16/AMX, ~100x
+            slower on AVX2; labels may differ at near-ties), ``"float16"`` (CUDA).
         threads: torch CPU threads while predicting (default: leave torch's setting).
         orientation: ``None`` (nnU-Net: the file's voxel order) or a code like ``"RAS"``: reorient first
             (TotalSegmentator feeds its models canonical RAS volumes), undone on the output.
@@ -561,7 +561,7 @@ def load_nnunet_predictor(
         model: an nnU-Net results folder, or a ``ModelSpec`` whose ``network`` is ``{nnunet: true}`` and
             whose ``weights.source`` is such a folder or a ``.zip`` of one (local or a pulled URL).
         precision: ``auto`` = nnU-Net's choice (float16 autocast on CUDA, float32 on the CPU: labels
-            identical to nnU-Net); ``float32``, ``bfloat16`` (faster on CPUs, not identical), ``float16``.
+            identical to nnU-Net); ``float32``, ``bfloat16`` (fast on AVX512-BF16/AMX CPUs only, not identical), ``float16``.
         overlap: sliding-window overlap (``1 - step_size``); default nnU-Net's 0.5, or the spec's.
         tta: mirroring over the trainer's allowed axes; ``None`` = on (nnU-Net default) or the spec's.
         sw_batch_size: accepted for interface compatibility; nnU-Net tiles run one at a time.
