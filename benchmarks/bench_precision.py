@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from monai.losses import DiceCELoss
     from monai.networks.nets import SegResNet
 
-    from medseg.infer.perf import dice_per_label, thread_report
+    from medseg.infer.perf import autocast_context, dice_per_label, thread_report
     from medseg.infer.slab import slab_sliding_window
 
     torch.set_num_threads(args.threads)
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained in {time.perf_counter() - t0:.0f} s", flush=True)
 
     def segment(dtype):
+        ctx = autocast_context(dtype)
+
         def run(w):
-            if dtype is None:
-                return net(w)
-            with torch.autocast("cpu", dtype=dtype):
+            with ctx():
                 return net(w).float()
 
         t = time.perf_counter()

@@ -160,11 +160,13 @@ def reduced_precision(net, crop, roi, overlap, run_slab) -> None:
     """bfloat16 / float16 autocast vs float32 on ``crop``: time ratio, identical voxels, Dice per label."""
     import torch
 
-    from medseg.infer.perf import dice_per_label
+    from medseg.infer.perf import autocast_context, dice_per_label
 
     def with_autocast(dtype):
+        ctx = autocast_context(dtype)
+
         def run(w):
-            with torch.autocast("cpu", dtype=dtype):
+            with ctx():
                 return net(w).float()
 
         return run

@@ -6,18 +6,30 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medseg.config import Decision, OutputSpec, PostprocessSpec
+from medseg.config import Activation, Decision, OutputSpec, PostprocessSpec
 from medseg.types import Label, Volume
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["decide", "clean_labels", "label_dtype", "label_volumes_ml", "largest_component"]
+__all__ = ["activate", "decide", "clean_labels", "label_dtype", "label_volumes_ml", "largest_component"]
 
 
 def label_dtype(max_id: int) -> np.dtype:
     """Smallest unsigned dtype holding ``max_id``."""
     return np.dtype(np.uint8) if max_id < 256 else np.dtype(np.uint16)
+
+
+def activate(scores: torch.Tensor, activation: Activation | str) -> torch.Tensor:
+    """Softmax/sigmoid over the channel axis (dim 0 of ``(C, ...)``); ``none`` returns ``scores``."""
+    import torch
+
+    act = Activation(getattr(activation, "value", activation))
+    if act is Activation.SOFTMAX:
+        return torch.softmax(scores, dim=0)
+    if act is Activation.SIGMOID:
+        return torch.sigmoid(scores)
+    return scores
 
 
 def decide(scores: torch.Tensor, output: OutputSpec, labels: tuple[Label, ...]) -> np.ndarray:

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medseg.config import Activation, InferMode, InvertMode, LocalizeSpec, ModelSpec, load_spec
+from medseg.config import InferMode, InvertMode, LocalizeSpec, ModelSpec, load_spec
 from medseg.errors import ModelError
+from medseg.postprocess import activate
 from medseg.types import SourceInfo, Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -184,7 +185,7 @@ class Predictor:
         small = normalize(small, self.spec.input.normalize, stats)
         with torch.inference_mode(), self._autocast():
             out = self.localizer(torch.as_tensor(small)[None].to(self.device)).float()[0]
-        out = _activate(out, loc.activation)
+        out = activate(out, loc.activation)
         mask = (out[loc.channel] > loc.threshold).cpu().numpy()
         if not mask.any():
             raise ModelError(f"{self.spec.name}: the localiser found no foreground (is this the right modality?)")
@@ -285,7 +286,7 @@ class Predictor:
             y = self.predict_logits(xi, progress=step if self.spec.inferer.mode is InferMode.SLIDING else None)
             if self.spec.inferer.mode is InferMode.WHOLE:
                 step(1)
-            y = _activate(torch.as_tensor(y)[0], self.spec.output.activation)
+            y = activate(torch.as_tensor(y)[0], self.spec.output.activation)
             if dims:
                 y = torch.flip(y, [d - 1 for d in dims])
             y = y.cpu()
@@ -315,32 +316,28 @@ class Predictor:
         """
         import torch
 
-        from medseg.postprocess import clean_labels, decide, label_dtype
+        from medseg.infer.resample import invert_and_argmax, resample_labels_nearest
+        from medseg.postprocess import clean_labels, decide
         from medseg.transforms import invert
 
         out = self.spec.output
         geometry = pre.geometry
-        maps = self._linear_inversion(pre) if source_labels is None and working_labels is None else None
+        inv_affine = geometry.affine  # medseg's inverters write the source grid itself
         if source_labels is not None:
-            labels, inv_affine = source_labels, geometry.affine
-        elif maps is not None:
-            from medseg.infer.resample import invert_and_argmax
-
-            dt = label_dtype(max((lab.id for lab in self.spec.labels), default=1))
-            labels = invert_and_argmax(scores, maps, geometry.shape, dtype=_torch_dtype(dt)).numpy()
-            inv_affine = geometry.affine
+            labels = source_labels
         elif working_labels is None and out.invert is InvertMode.PROBABILITIES:
-            inv = invert(scores, pre.image, pre.transforms)
-            labels = decide(torch.as_tensor(inv), out, self.spec.labels)
-            inv_affine = np.asarray(inv.affine, dtype=np.float64)
+            maps = self._linear_inversion(pre)
+            if maps is not None:
+                labels = invert_and_argmax(scores, maps, geometry.shape, dtype=self._label_dtype()).numpy()
+            else:
+                inv = invert(scores, pre.image, pre.transforms)
+                labels = decide(torch.as_tensor(inv), out, self.spec.labels)
+                inv_affine = np.asarray(inv.affine, dtype=np.float64)
         else:
             lab = working_labels if working_labels is not None else decide(scores, out, self.spec.labels)
             maps = self._axis_maps(pre)
             if maps is not None:  # nearest, chunked: the source grid holds one byte per voxel
-                from medseg.infer.resample import resample_labels_nearest
-
                 labels = resample_labels_nearest(torch.from_numpy(lab), maps, geometry.shape).numpy()
-                inv_affine = geometry.affine
             else:
                 inv = invert(torch.from_numpy(lab.astype(np.float32))[None], pre.image, pre.transforms, nearest=True)
                 labels = torch.as_tensor(inv)[0].round().cpu().numpy().astype(lab.dtype)
@@ -379,6 +376,12 @@ class Predictor:
             return axis_maps_from_affines(pre.geometry.affine, np.asarray(pre.image.affine, dtype=np.float64))
         except ValueError:
             return None
+
+    def _label_dtype(self) -> Any:
+        """Torch dtype of label maps (uint8/uint16 from the largest label id, as ``decide`` picks)."""
+        from medseg.infer.resample import label_dtype
+
+        return label_dtype(max((lab.id for lab in self.spec.labels), default=1) + 1)
 
     def _linear_inversion(self, pre: Preprocessed) -> tuple | None:
         """:meth:`_axis_maps` for ``invert: probabilities`` specs with an argmax decision, else ``None``."""
@@ -429,7 +432,6 @@ class Predictor:
         ``stream_bytes``, else streamed along the longest axis (smaller peak)."""
         from medseg.device import torch_settings
         from medseg.infer.slab import estimate_peak_bytes, plan_windows, stream_decide
-        from medseg.postprocess import label_dtype
 
         inf = self.spec.inferer
         spatial = tuple(pre.x.shape[2:])
@@ -447,10 +449,7 @@ class Predictor:
                 progress(min(done, total), total)
 
         maps = self._linear_inversion(pre)
-        invert_to = None
-        if maps is not None:
-            dt = label_dtype(max((lab.id for lab in self.spec.labels), default=1))
-            invert_to = (maps, pre.geometry.shape, _torch_dtype(dt))
+        invert_to = None if maps is None else (maps, pre.geometry.shape, self._label_dtype())
         with torch_settings(self.device, self.threads):
             labels = stream_decide(
                 pre.x, self.network, inf, self.spec.output, self.spec.labels, sw_device=self.device,
@@ -461,26 +460,9 @@ class Predictor:
         return self.postprocess(None, pre, working_labels=labels)
 
 
-def _torch_dtype(dt: np.dtype) -> Any:
-    import torch
-
-    return {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16}[np.dtype(dt)]
-
-
 def _is_nnunet_folder(path: str | Path) -> bool:
     try:
         from medseg.nnunet import is_nnunet_folder
     except ImportError:  # the nnU-Net extra is optional
         return False
     return bool(is_nnunet_folder(path))
-
-
-def _activate(y: torch.Tensor, activation: Activation) -> torch.Tensor:
-    """Softmax/sigmoid over the channel axis (dim 0 of ``(C, ...)``)."""
-    import torch
-
-    if activation is Activation.SOFTMAX:
-        return torch.softmax(y, dim=0)
-    if activation is Activation.SIGMOID:
-        return torch.sigmoid(y)
-    return y

@@ -484,11 +484,10 @@ def stream_decide(
 
     import torch
 
-    from medseg.postprocess import decide
+    from medseg.postprocess import activate, decide
 
     if getattr(inferer, "tta_flips", ()):
         raise ValueError("stream_decide does not average test-time flips; run without TTA or use the full path.")
-    act = getattr(getattr(output, "activation", None), "value", getattr(output, "activation", None))
     ctx = autocast_ctx or contextlib.nullcontext
 
     def run(w: torch.Tensor) -> torch.Tensor:
@@ -498,12 +497,8 @@ def stream_decide(
             progress(int(w.shape[0]))
         return y.float()
 
-    def activate(p: torch.Tensor) -> torch.Tensor:
-        if act == "softmax":
-            return torch.softmax(p, dim=0)
-        if act == "sigmoid":
-            return torch.sigmoid(p)
-        return p
+    def activated(p: torch.Tensor) -> torch.Tensor:
+        return activate(p, output.activation)
 
     inverter = None
     if invert_to is not None:
@@ -512,10 +507,10 @@ def stream_decide(
         maps, src_shape, dtype = invert_to
         inverter = LinearInverter(plan_windows(tuple(x.shape[2:]), tuple(inferer.roi_size), inferer.overlap),
                                   maps, src_shape, dtype=dtype)
-        finalize = activate
+        finalize = activated
     else:
         def finalize(p: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(decide(activate(p), output, tuple(labels)))
+            return torch.from_numpy(decide(activated(p), output, tuple(labels)))
 
     with torch.inference_mode():
         out = slab_sliding_window(
