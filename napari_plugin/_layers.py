@@ -31,6 +31,7 @@ import numpy as np
 from nibabel import orientations as nio
 
 from medseg.types import Geometry, Label, SourceInfo, Volume
+from medseg.modality import resolve_modality
 
 __all__ = [
     "RAS_TO_WORLD",
@@ -104,17 +105,6 @@ def _placement(geometry: Geometry, n_time: int | None) -> tuple[np.ndarray, np.n
     return np.concatenate([[1.0], spacing]), aff5
 
 
-def _is_ct(volume: Volume) -> bool:
-    if volume.source.modality:
-        return volume.source.modality.upper() == "CT"
-    a = volume.array
-    if a.size == 0 or not np.issubdtype(a.dtype, np.number):
-        return False
-    sample = a.reshape(-1)[:: max(1, a.size // 200_000)]
-    lo, hi = float(sample.min()), float(sample.max())
-    return lo <= -900 and hi >= 300  # Hounsfield-like range (air ~ -1000, bone > 300)
-
-
 def label_colormap(labels: Sequence[Label]) -> dict[int | None, np.ndarray]:
     """Colour dict for napari's ``DirectLabelColormap``: background transparent, unknown ids grey."""
     colors: dict[int | None, np.ndarray] = {None: np.array([0.6, 0.6, 0.6, 1.0]), 0: np.zeros(4)}
@@ -163,7 +153,7 @@ def volume_to_layer_data(volume: Volume, name: str | None = None) -> tuple[Any, 
 
         kwargs["colormap"] = DirectLabelColormap(color_dict=label_colormap(volume.labels))
         return data, kwargs, "labels"
-    if _is_ct(volume):
+    if resolve_modality(volume).is_ct:
         kwargs["contrast_limits"] = CT_WINDOW
     elif data.size and np.issubdtype(data.dtype, np.number):
         sample = data.reshape(-1)[:: max(1, data.size // 200_000)]

@@ -28,6 +28,7 @@ from enum import Enum
 import numpy as np
 
 from medseg.geometry import in_plane_axes, slice_voxels, take_slice, voxels_to_slice
+from medseg.modality import resolve_modality
 from medseg.types import Geometry, Volume
 
 __all__ = [
@@ -124,7 +125,7 @@ def window_for(
         return Window(float(preset[0]), float(preset[1]))
     p = _look_up(preset)
     if p is WindowPreset.AUTO:
-        p = WindowPreset.CT_SOFT_TISSUE if (volume.source.modality or "").upper() == "CT" else WindowPreset.MR
+        p = WindowPreset.CT_SOFT_TISSUE if resolve_modality(volume).is_ct else WindowPreset.MR
     if p in _CT_WL:
         w, lv = _CT_WL[p]
         return Window.from_width_level(w, lv, p.value)

@@ -1,0 +1,97 @@
+"""Which modality a volume is: one rule, shared by SAM's intensity preparation, model input checks and napari.
+
+The DICOM ``Modality`` wins when present. Without it (NIfTI, NRRD, MetaImage) one intensity test decides
+whether values look like Hounsfield units: the volume's 1st percentile lies within 150 of -1000 (air around
+the patient) and its maximum is above 300 (bone, contrast). MR intensities are arbitrary positive numbers
+and fail the first condition; a CT cropped inside the body (no air) fails it too and is then treated as
+"not CT", so callers that know better pass an explicit modality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from medseg.types import Volume
+
+__all__ = ["Modality", "ModalityDecision", "looks_like_ct", "resolve_modality", "CT_AIR_HU", "CT_AIR_TOLERANCE", "CT_MAX_ABOVE"]
+
+CT_AIR_HU = -1000.0
+CT_AIR_TOLERANCE = 150.0
+CT_MAX_ABOVE = 300.0
+_SAMPLE_VOXELS = 2_000_000
+
+
+class Modality(str, Enum):
+    """``--modality`` choices: ``auto`` decides from DICOM Modality, else from the intensity test."""
+
+    AUTO = "auto"
+    CT = "ct"
+    MR = "mr"
+
+
+@dataclass(frozen=True)
+class ModalityDecision:
+    """The modality used and how it was decided (``"dicom"``, ``"intensity"`` or ``"user"``)."""
+
+    modality: str  # "CT", "MR" or another DICOM Modality value ("PT", ...)
+    how: str
+
+    @property
+    def is_ct(self) -> bool:
+        return self.modality == "CT"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"modality": self.modality, "decided_by": self.how}
+
+
+def _sample(array: np.ndarray) -> np.ndarray:
+    flat = np.asarray(array).reshape(-1)
+    step = max(1, flat.size // _SAMPLE_VOXELS)
+    return flat[::step]
+
+
+def looks_like_ct(array: np.ndarray) -> bool:
+    """True when intensities look like Hounsfield units (1st percentile ~ -1000, maximum > 300).
+
+    The test reads a regular subsample of at most 2 M voxels, so it is bounded on any volume.
+
+    >>> import numpy as np
+    >>> looks_like_ct(np.r_[np.full(50, -1000.0), np.linspace(-100, 1200, 50)])
+    True
+    >>> looks_like_ct(np.linspace(0, 800, 100))
+    False
+    """
+    a = np.asarray(array)
+    if a.size == 0 or not np.issubdtype(a.dtype, np.number):
+        return False
+    sample = _sample(a).astype(np.float64, copy=False)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return False
+    p1 = float(np.percentile(sample, 1.0))
+    return abs(p1 - CT_AIR_HU) <= CT_AIR_TOLERANCE and float(sample.max()) > CT_MAX_ABOVE
+
+
+def resolve_modality(volume: Volume, override: str | Modality = Modality.AUTO) -> ModalityDecision:
+    """The modality of ``volume``: the user's choice, else DICOM Modality, else :func:`looks_like_ct`.
+
+    Args:
+        volume: the scan.
+        override: ``"auto"`` (default), ``"ct"`` or ``"mr"``.
+
+    Raises:
+        ValueError: ``override`` is not one of the choices.
+    """
+    try:
+        choice = override if isinstance(override, Modality) else Modality(str(override).lower())
+    except ValueError:
+        raise ValueError(f"modality must be one of auto, ct, mr; got {override!r}.") from None
+    if choice is not Modality.AUTO:
+        return ModalityDecision(choice.value.upper(), "user")
+    dicom = (volume.source.modality or "").strip().upper()
+    if dicom:
+        return ModalityDecision(dicom, "dicom")
+    return ModalityDecision("CT" if looks_like_ct(volume.array) else "MR", "intensity")
