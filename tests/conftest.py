@@ -10,14 +10,15 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # steady timings on a shared 2-core machine
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+# MEDSEG_TEST_DATA points the real-data tests at another copy of shared/data (see its MANIFEST.md).
+SHARED_DATA = Path(os.environ.get("MEDSEG_TEST_DATA") or (REPO / ".." / "shared" / "data")).resolve()
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``<repo>/../shared/data``; skips the test when the real data set is absent."""
+    """``$MEDSEG_TEST_DATA`` or ``<repo>/../shared/data``; skips the test when the real data set is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real test data not found at {SHARED_DATA}")
+        pytest.skip(f"real test data not found at {SHARED_DATA} (set MEDSEG_TEST_DATA to another copy)")
     return SHARED_DATA
 
 

@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.types import Geometry, SourceInfo, Volume
-
-REPO = Path(__file__).resolve().parents[2]
-SHARED = (REPO / ".." / "shared" / "data").resolve()
+from tests.conftest import SHARED_DATA as SHARED
 
 
 def nifti_volume(path: Path) -> Volume:
