@@ -60,7 +60,7 @@ from medseg.io.dicom_frames import (
 )
 from medseg.types import Geometry, SourceInfo, Volume
 
-__all__ = ["is_dicom_file", "scan_dicom", "read_dicom"]
+__all__ = ["is_dicom_file", "scan_dicom", "read_dicom", "series_frames"]
 
 #: Frames closer than this (mm) along the slice normal share a slice position.
 POSITION_TOL_MM = 0.01
@@ -757,3 +757,20 @@ def read_dicom(
         },
     )
     return Volume(data, Geometry(s.affine, data.shape[:3]), source)
+
+
+def series_frames(path: str | PathLike[str], series: str | int | None = None) -> list[list[Frame]]:
+    """The source frames of the series :func:`read_dicom` would read, as ``[k][t]`` in the volume's
+    slice order (headers only). DICOM SEG/RTSTRUCT writers use it to reference the source instances.
+
+    Raises:
+        ReadError/SeriesSelectionError/GeometryError: as :func:`read_dicom`; also for a series that
+            :func:`read_dicom` would have to resample (its slices are not the volume's).
+    """
+    p, all_series, col = _discover(path)
+    s = _select(p, all_series, col, series)
+    if s.fatal:
+        raise (GeometryError if s.fatal_is_geometry else ReadError)(s.fatal, s.fatal_path or p)
+    if s.problems:
+        raise GeometryError(f"slices do not form a regular grid: {'; '.join(s.problems)}", p)
+    return [list(row) for row in s.grid]
