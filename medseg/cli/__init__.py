@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "segment": "segment",
     "models": "models",
     "batch": "batch",
+    "stats": "stats",
 }
 
 

@@ -43,3 +43,25 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     tta.add_argument("--tta", dest="tta", action="store_const", const=True, default=None, help="test-time flips on (slower)")
     tta.add_argument("--no-tta", dest="tta", action="store_const", const=False, help="test-time flips off")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
+
+
+def add_output_options(p: argparse.ArgumentParser, dicomweb: bool = True) -> None:
+    """``--format --seg-type --roi --split --stats`` (and, for single inputs, the DICOMweb options)."""
+    p.add_argument("--format", dest="formats", default="nifti", metavar="FMT[,FMT]",
+                   help="outputs besides the NIfTI label map (always written): nifti, dicom-seg (OUT.seg.dcm), "
+                   "rtstruct (OUT.rtstruct.dcm); comma-separated. DICOM formats need a DICOM input")
+    p.add_argument("--seg-type", choices=["binary", "fractional"], default="binary",
+                   help="DICOM SEG segmentation type (default: binary)")
+    p.add_argument("--roi", nargs="+", metavar="NAME", default=None,
+                   help="keep only these labels (names as `medseg models list` shows them)")
+    p.add_argument("--split", action="store_true", help="also write one NIfTI per label: OUT/<label>.nii.gz")
+    p.add_argument("--stats", action="store_true",
+                   help="also write per-label statistics (volume, intensities, bounding box, centroid)")
+    if dicomweb:
+        p.add_argument("--store", action="store_true",
+                       help="DICOMweb input: send the DICOM SEG (and RTSTRUCT) back to the server (STOW-RS)")
+        p.add_argument("--dicomweb-user", default=None, help="DICOMweb HTTP basic-auth user")
+        p.add_argument("--dicomweb-password", default=None,
+                       help="DICOMweb password (default: $MEDSEG_DICOMWEB_PASSWORD)")
+        p.add_argument("--dicomweb-token", default=None, help="DICOMweb bearer token (default: $MEDSEG_DICOMWEB_TOKEN)")
+        p.add_argument("--dicomweb-ca", default=None, help="CA bundle for https DICOMweb servers")

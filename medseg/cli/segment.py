@@ -1,24 +1,28 @@
-"""``medseg segment INPUT -o OUT.nii.gz``: label map + sidecars (JSON, 3D Slicer .ctbl, ITK-SNAP .txt)."""
+"""``medseg segment INPUT -o OUT.nii.gz``: label map + sidecars (JSON, 3D Slicer .ctbl, ITK-SNAP .txt),
+optionally a DICOM SEG / RTSTRUCT, per-label files and statistics; DICOMweb in and out."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from medseg.cli._options import add_model_options
+from medseg.cli._options import add_model_options, add_output_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "segment",
         help="segment a volume with a model (default: brain-mri, offline)",
-        description="Segment INPUT (NIfTI, NRRD, MHA, DICOM file/folder/zip) and write a label map with the "
-        "input's exact grid, plus OUT.json (labels, colours, volumes in mL), OUT.ctbl (3D Slicer) and OUT.txt "
-        "(ITK-SNAP).",
+        description="Segment INPUT (NIfTI, NRRD, MHA, DICOM file/folder/zip, or a DICOMweb series "
+        "dicomweb+http://HOST/dicom-web/studies/UID/series/UID) and write a label map with the input's exact "
+        "grid, plus OUT.json (labels, colours, volumes in mL), OUT.ctbl (3D Slicer) and OUT.txt (ITK-SNAP); "
+        "--format dicom-seg,rtstruct adds OUT.seg.dcm / OUT.rtstruct.dcm. All outputs or none.",
     )
     p.add_argument("input", nargs="?", help="input volume (omit with --sample)")
     p.add_argument("-o", "--output", required=True, help="output label map (.nii.gz, .nii, .nrrd, .mha)")
     add_model_options(p)
+    add_output_options(p)
     p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the input holds several")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--sample", action="store_true", help="segment the bundled sample MRI (offline demo)")
@@ -26,9 +30,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def dicomweb_auth(args: argparse.Namespace):  # noqa: ANN201 - medseg.dicomweb.Auth
+    """The DICOMweb credentials from the options or the environment."""
+    from medseg.dicomweb import Auth
+
+    return Auth(
+        username=args.dicomweb_user,
+        password=args.dicomweb_password or os.environ.get("MEDSEG_DICOMWEB_PASSWORD"),
+        token=args.dicomweb_token or os.environ.get("MEDSEG_DICOMWEB_TOKEN"),
+        ca_bundle=args.dicomweb_ca,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    from medseg.errors import MedsegError
-    from medseg.pipeline import check_outputs, segment_file
+    import tempfile
+    from pathlib import Path
+
+    from medseg.dicomweb import is_dicomweb
+    from medseg.errors import MedsegError, ReadError
+    from medseg.pipeline import OutputFormat, check_dicom_input, parse_formats, plan_outputs
 
     if args.sample:
         if args.input:
@@ -40,33 +60,80 @@ def run(args: argparse.Namespace) -> int:
         args.input = str(sample_path())
     if not args.input:
         raise MedsegError("missing INPUT (or use --sample)")
-    check_outputs(args.output, args.overwrite)  # fail fast, before loading the model
-    from pathlib import Path
+    try:
+        formats = parse_formats(args.formats)
+    except ValueError as err:
+        raise MedsegError(str(err)) from None
+    web = is_dicomweb(args.input)
+    if args.store and not web:
+        raise MedsegError("--store sends results back to a DICOMweb server: INPUT must be a dicomweb+http(s):// URL")
+    if args.store and not any(f is not OutputFormat.NIFTI for f in formats):
+        formats = (*formats, OutputFormat.DICOM_SEG)  # --store sends a SEG unless told which DICOM objects
+    plan_outputs(args.output, args.overwrite, formats, stats=args.stats, split=args.split)  # fail fast
+    ref = None
+    if web:
+        from medseg.dicomweb import parse_url
 
-    from medseg.errors import ReadError
-
-    if not Path(args.input).exists():
-        raise ReadError("no such file or directory", args.input)
+        ref = parse_url(args.input)
+        if args.series is not None:
+            raise MedsegError("--series does not apply to a DICOMweb URL (it names the series)")
+    else:
+        if not Path(args.input).exists():
+            raise ReadError("no such file or directory", args.input)
+        check_dicom_input(args.input, formats)  # before loading the model
 
     from medseg.predictor import load_predictor
     from medseg.progress import TqdmProgress
 
-    progress = None if args.no_progress or not sys.stderr.isatty() else TqdmProgress(desc=f"{args.model}")
-    predictor = load_predictor(
-        args.model, device=args.device, precision=args.precision, overlap=args.overlap, tta=args.tta, threads=args.threads
-    )
-    result = segment_file(
-        args.input,
-        args.output,
-        predictor,
-        overwrite=args.overwrite,
-        series=args.series,
-        progress=progress,
-        extra={k: v for k, v in vars(args).items() if k != "run"},
-    )
-    if progress is not None:
-        progress.close()
+    with tempfile.TemporaryDirectory(prefix="medseg-dicomweb-") as tmp:
+        source, series = args.input, args.series
+        if ref is not None:
+            from medseg.dicomweb import fetch_series
+
+            files = fetch_series(ref, tmp, dicomweb_auth(args))
+            print(f"fetched {len(files)} instance(s) of series {ref.series_uid}", file=sys.stderr)
+            source = tmp
+        progress = None if args.no_progress or not sys.stderr.isatty() else TqdmProgress(desc=f"{args.model}")
+        predictor = load_predictor(
+            args.model, device=args.device, precision=args.precision, overlap=args.overlap, tta=args.tta,
+            threads=args.threads,
+        )
+        result = _segment(args, source, series, predictor, progress, formats)
+        if progress is not None:
+            progress.close()
+        stored = []
+        if args.store and ref is not None:
+            from medseg.dicomweb import store_files
+
+            send = [p for k, p in result.extra_outputs.items() if k in ("seg", "rtstruct")]
+            stored = store_files(ref.base, send, dicomweb_auth(args))
     print(f"wrote {result.output} ({result.seconds:.1f} s, model {result.model})")
+    for kind, path in result.extra_outputs.items():
+        if not kind.startswith("split:"):
+            print(f"wrote {path}")
+    if args.split:
+        print(f"wrote {sum(k.startswith('split:') for k in result.extra_outputs)} per-label files")
+    if stored:
+        print(f"stored {len(stored)} object(s) on {ref.base}")  # type: ignore[union-attr]
     for name, ml in result.volumes_ml.items():
         print(f"  {name}: {ml:.2f} mL")
     return 0
+
+
+def _segment(args, source, series, predictor, progress, formats):  # noqa: ANN001, ANN202
+    from medseg.pipeline import segment_file
+
+    return segment_file(
+        source,
+        args.output,
+        predictor,
+        overwrite=args.overwrite,
+        series=series,
+        progress=progress,
+        extra={k: v for k, v in vars(args).items() if k not in ("run", "dicomweb_password", "dicomweb_token")},
+        formats=formats,
+        roi=args.roi,
+        split=args.split,
+        stats=args.stats,
+        seg_type=args.seg_type,
+    )

@@ -1,0 +1,64 @@
+"""Helpers for the interoperability tests: a tiny seeded model, reference label maps on real series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medseg.types import Label, Volume
+
+TS_DICOM = "TotalSegmentator/tests/reference_files/example_ct_dicom"  # 20 Siemens CT slices, JPEG 2000, UIDs blanked
+TS_SEG = "TotalSegmentator/tests/reference_files/example_seg_dicom.nii.gz"  # TotalSegmentator's labels of it
+DCMQI = "dcmqi/data/segmentations"
+ENHANCED = "dcm_qa_enh/In/Siemens/XA10/6_1.dcm"  # enhanced multi-frame MR (per-frame functional groups)
+
+#: TotalSegmentator v1 "total" ids of example_seg_dicom (names as in the registered specs).
+TS_NAMES = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 4: "gallbladder", 5: "liver", 6: "stomach",
+            7: "aorta", 8: "inferior_vena_cava", 9: "portal_vein_and_splenic_vein", 10: "pancreas",
+            11: "adrenal_gland_right", 12: "adrenal_gland_left"}
+
+
+def reference_labels(shared: Path) -> tuple[Volume, Volume]:
+    """(CT read from the DICOM series, TotalSegmentator's label map moved onto exactly that grid)."""
+    import medseg.io
+    from medseg.geometry import reorient
+
+    ct = medseg.io.read(shared / TS_DICOM)
+    seg = medseg.io.read(shared / TS_SEG)
+    arr, aff = reorient(np.asarray(seg.array), seg.affine, ct.geometry.orientation)
+    if not np.allclose(aff, ct.affine, atol=1e-3):
+        raise AssertionError("reference labels are not on the DICOM grid")
+    ids = [int(i) for i in np.unique(arr) if i > 0]
+    labels = tuple(Label(i, TS_NAMES.get(i, f"structure_{i}"), ((37 * i) % 256, (91 * i) % 256, (53 * i) % 256))
+                   for i in ids)
+    return ct, ct.replace(array=np.ascontiguousarray(arr.astype(np.uint8)), is_label=True, labels=labels)
+
+
+def tiny_model(folder: Path, names: tuple[str, ...] = ("liver", "spleen")) -> Path:
+    """A real spec YAML + a seeded MONAI UNet state dict (random weights, deterministic output)."""
+    import torch
+    import yaml
+    from monai.networks.nets import UNet
+
+    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": len(names) + 1, "channels": [4, 8], "strides": [2],
+            "num_res_units": 0}
+    torch.manual_seed(0)
+    torch.save(UNet(**args).state_dict(), folder / "weights.pt")
+    spec = {
+        "name": "tiny-interop-test",
+        "network": {"class": "UNet", "args": args},
+        "weights": {"source": "weights.pt"},
+        "input": {"modality": "any", "orientation": "RAS", "spacing": [4.0, 4.0, 4.0],
+                  "normalize": [{"type": "zscore", "nonzero": False}]},
+        "inferer": {"mode": "whole"},
+        "output": {"activation": "softmax", "decision": "argmax", "invert": "labels"},
+        "labels": [{"id": i + 1, "name": n, "color": [200, 40 * i, 40]} for i, n in enumerate(names)],
+    }
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    return folder / "tiny.yaml"
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
