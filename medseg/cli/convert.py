@@ -23,15 +23,26 @@ def add_parser(subparsers: Any) -> None:
         default="error",
         help="DICOM slices not on a regular grid (uneven spacing, missing slice, tilt): fail (default) or resample",
     )
+    p.add_argument("--reference", metavar="SERIES", default=None,
+                   help="DICOM SEG input: the series it segments (default: the SEG's own folder)")
     p.add_argument("--label", action="store_true", help="store the volume as a label map (smallest unsigned int type)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from medseg.errors import MedsegError
     from medseg.io import check_writable, read, write
 
+    from pathlib import Path
+
+    from medseg.io.dicom_seg import is_seg
+
     check_writable(args.output, overwrite=args.overwrite)  # fail before the (slow) read
+    if Path(args.path).is_file() and is_seg(args.path):
+        return _convert_seg(args)
+    if args.reference is not None:
+        raise MedsegError("--reference applies to a DICOM SEG input only", args.path)
     volume = read(args.path, series=args.series, irregular=args.irregular)
     for warning in volume.source.warnings:
         print(f"medseg convert: warning: {args.path}: {warning}", file=sys.stderr)
@@ -41,4 +52,18 @@ def run(args: argparse.Namespace) -> int:
     shape = "x".join(str(s) for s in volume.shape)
     sp = " x ".join(f"{s:.4g}" for s in volume.spacing)
     print(f"wrote {out} ({shape}, {sp} mm, {volume.geometry.orientation})")
+    return 0
+
+
+def _convert_seg(args: argparse.Namespace) -> int:
+    """DICOM SEG -> label map on its referenced series' grid, with the label sidecars."""
+    from medseg.io.dicom_seg import read_seg
+    from medseg.pipeline import plan_outputs, write_outputs
+
+    plan = plan_outputs(args.output, args.overwrite)
+    labels = read_seg(args.path, reference=args.reference)
+    write_outputs(labels, plan, provenance={"input": str(args.path), "converted_from": "DICOM SEG"},
+                  overwrite=args.overwrite)
+    names = ", ".join(lab.name for lab in labels.labels)
+    print(f"wrote {plan.label_map} ({len(labels.labels)} segment(s): {names})")
     return 0

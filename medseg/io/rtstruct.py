@@ -126,7 +126,10 @@ def build_rtstruct(labels: Volume, source: SourceSeries, algorithm: AlgorithmInf
     for_ref.RTReferencedStudySequence = [study_ref]
     ds.ReferencedFrameOfReferenceSequence = [for_ref]
 
+    from scipy import ndimage
+
     arr = np.asarray(labels.array)
+    boxes = ndimage.find_objects(arr.astype(np.int64, copy=False)) if arr.max() > 0 else []
     affine = labels.affine
     rois, contours_seq, observations = [], [], []
     params = f"model {algorithm.name}; medseg {algorithm.version}"
@@ -146,10 +149,13 @@ def build_rtstruct(labels: Volume, source: SourceSeries, algorithm: AlgorithmInf
         rc.ReferencedROINumber = n
         rc.ROIDisplayColor = [int(c) for c in lab.color]
         items = []
-        ks = np.flatnonzero(np.any(arr == lab.id, axis=(0, 1)))
-        for k in ks:
-            for c in mask_contours(arr[:, :, k] == lab.id):
-                ijk = np.column_stack([c, np.full(len(c), float(k))])
+        box = boxes[lab.id - 1] if lab.id <= len(boxes) else None
+        sub = arr[box] == lab.id if box is not None else np.zeros((0, 0, 0), bool)
+        i0, j0, k0 = (s.start for s in box) if box is not None else (0, 0, 0)
+        for dk in np.flatnonzero(np.any(sub, axis=(0, 1))):
+            k = k0 + int(dk)
+            for c in mask_contours(sub[:, :, dk]):
+                ijk = np.column_stack([c + (i0, j0), np.full(len(c), float(k))])
                 lps = voxel_to_world(affine, ijk) @ LPS_TO_RAS[:3, :3].T
                 item = Dataset()
                 item.ContourImageSequence = [image_ref(int(k))]

@@ -13,10 +13,14 @@ TS_SEG = "TotalSegmentator/tests/reference_files/example_seg_dicom.nii.gz"  # To
 DCMQI = "dcmqi/data/segmentations"
 ENHANCED = "dcm_qa_enh/In/Siemens/XA10/6_1.dcm"  # enhanced multi-frame MR (per-frame functional groups)
 
-#: TotalSegmentator v1 "total" ids of example_seg_dicom (names as in the registered specs).
-TS_NAMES = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 4: "gallbladder", 5: "liver", 6: "stomach",
-            7: "aorta", 8: "inferior_vena_cava", 9: "portal_vein_and_splenic_vein", 10: "pancreas",
-            11: "adrenal_gland_right", 12: "adrenal_gland_left"}
+
+
+def ts_names() -> dict[int, str]:
+    """Label names of TotalSegmentator's "total" task by id, from the registered totalseg-ct-3mm spec."""
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "totalseg-ct-3mm.yaml").read_text())
+    return {int(d["id"]): str(d["name"]) for d in spec["labels"]}
 
 
 def reference_labels(shared: Path) -> tuple[Volume, Volume]:
@@ -30,7 +34,8 @@ def reference_labels(shared: Path) -> tuple[Volume, Volume]:
     if not np.allclose(aff, ct.affine, atol=1e-3):
         raise AssertionError("reference labels are not on the DICOM grid")
     ids = [int(i) for i in np.unique(arr) if i > 0]
-    labels = tuple(Label(i, TS_NAMES.get(i, f"structure_{i}"), ((37 * i) % 256, (91 * i) % 256, (53 * i) % 256))
+    names = ts_names()
+    labels = tuple(Label(i, names.get(i, f"structure_{i}"), ((37 * i) % 256, (91 * i) % 256, (53 * i) % 256))
                    for i in ids)
     return ct, ct.replace(array=np.ascontiguousarray(arr.astype(np.uint8)), is_label=True, labels=labels)
 
