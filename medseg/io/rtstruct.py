@@ -170,10 +170,7 @@ def build_rtstruct(labels: Volume, source: SourceSeries, algorithm: AlgorithmInf
         obs.ReferencedROINumber = n
         obs.RTROIInterpretedType = "ORGAN" if coding.category[1] == "123037004" else ""
         obs.ROIInterpreter = ""
-        ident = _code_item(coding.type)
-        if coding.type_modifier:
-            obs.ROIObservationLabel = f"{coding.type[2]} ({coding.type_modifier[2]})"[:64]
-        obs.RTROIIdentificationCodeSequence = [ident]
+        obs.RTROIIdentificationCodeSequence = [_code_item(coding.type)]
         observations.append(obs)
     if not rois:
         raise WriteError("no label is present in the label map: an RTSTRUCT needs at least one ROI", None)
