@@ -113,6 +113,11 @@ def _with_suffix(path: Path, suffix: str) -> Path:
     return path.with_name(_stem(path) + suffix)
 
 
+def stats_path(label_map: str | PathLike[str]) -> Path:
+    """``OUT.stats.json`` for ``OUT.nii.gz``."""
+    return _with_suffix(Path(label_map), ".stats.json")
+
+
 def split_path(split_dir: Path, name: str) -> Path:
     """``split_dir/<name>.nii.gz`` with the label name made safe as a file name."""
     import re
@@ -141,7 +146,7 @@ def plan_outputs(
     except ImportError:  # pragma: no cover
         check_writable = check_output
     out = check_writable(output, overwrite)
-    plan = OutputPlan(out, sidecar_paths(out), tuple(formats), _with_suffix(out, ".stats.json") if stats else None,
+    plan = OutputPlan(out, sidecar_paths(out), tuple(formats), stats_path(out) if stats else None,
                       out.parent / _stem(out) if split else None)
     for p in plan.files()[1:]:
         check_output(p, overwrite)

@@ -31,10 +31,20 @@ echo "[setup] installing $TORCH_SPEC"
 
 if [ "$dev" = 1 ]; then
   echo "[setup] installing medseg with all extras (dev)"
-  "$PY" -m pip install "${PIP_FLAGS[@]}" -e ".[dev,napari,sam,nnunet,distributed,dicomseg]"
+  "$PY" -m pip install "${PIP_FLAGS[@]}" -e ".[dev,napari,sam,nnunet,distributed]"
   # sam2 builds an optional CUDA extension and pins torch in an isolated build: build it against ours.
   if ! "$PY" -c "import sam2" 2>/dev/null; then
     SAM2_BUILD_CUDA=0 "$PY" -m pip install "${PIP_FLAGS[@]}" --no-build-isolation "sam2==1.1.0"
+  fi
+  # DICOMweb tests run a real Orthanc PACS with its DICOMweb plugin (skipped when missing).
+  if ! command -v Orthanc >/dev/null 2>&1 || ! ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "[setup] installing Orthanc and its DICOMweb plugin (apt)"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null
+    else
+      echo "[setup] warning: Orthanc is missing; DICOMweb tests will be skipped (install: orthanc orthanc-dicomweb)" >&2
+    fi
   fi
   # napari tests need a virtual X server (offscreen Qt has no OpenGL here).
   if ! command -v Xvfb >/dev/null 2>&1; then

@@ -53,6 +53,11 @@ class BatchSettings:
         overwrite: replace outputs this tool did not write, or wrote with another model/settings.
         read_ahead: cases read ahead of inference (queue bound, >= 1).
         write_queue: results waiting for the writer (queue bound, >= 1).
+        formats: outputs besides the NIfTI label map (``"dicom-seg"``, ``"rtstruct"``; DICOM cases only).
+        roi: keep only these label names.
+        split: also write ``<output stem>/<label>.nii.gz`` per label.
+        stats: also write per-label statistics (``<output stem>.stats.json``; all in ``batch_stats.csv``).
+        seg_type: DICOM SEG type, ``"binary"`` or ``"fractional"``.
     """
 
     model: str = "brain-mri"
@@ -65,6 +70,11 @@ class BatchSettings:
     overwrite: bool = False
     read_ahead: int = 1
     write_queue: int = 2
+    formats: tuple[str, ...] = ("nifti",)
+    roi: tuple[str, ...] = ()
+    split: bool = False
+    stats: bool = False
+    seg_type: str = "binary"
 
     def __post_init__(self) -> None:
         if self.overlap is not None and not 0.0 <= float(self.overlap) < 1.0:
@@ -87,7 +97,17 @@ class BatchSettings:
 
     def output_settings(self) -> dict[str, Any]:
         """Settings that change outputs beyond the predictor's own fingerprint."""
-        return {"irregular": self.irregular, "format": "nifti-gz"}
+        out: dict[str, Any] = {"irregular": self.irregular, "format": "nifti-gz"}
+        extras = {"formats": sorted(set(self.formats) - {"nifti"}), "roi": sorted(self.roi), "split": self.split,
+                  "stats": self.stats, "seg_type": self.seg_type}
+        defaults = {"formats": [], "roi": [], "split": False, "stats": False, "seg_type": "binary"}
+        out.update({k: v for k, v in extras.items() if v != defaults[k]})  # unchanged fingerprint by default
+        return out
+
+    @property
+    def extended(self) -> bool:
+        """Outputs beyond the label map and its sidecars are requested."""
+        return bool(set(self.formats) - {"nifti"} or self.roi or self.split or self.stats)
 
 
 @dataclass(frozen=True)
@@ -240,12 +260,16 @@ def _remove_stale_temporaries(output_dir: Path, outputs: Sequence[Path]) -> None
 # per-case steps shared by the local pipeline and the Ray actors
 
 
-def read_case(case: Case, irregular: str):  # noqa: ANN201 - Volume
+def read_case(case: Case, irregular: str, formats: tuple[str, ...] = ()):  # noqa: ANN201 - Volume
     from medseg.errors import ReadError
     from medseg.io import read
 
     if case.problem:
         raise ReadError(case.problem, case.path)
+    if set(formats) - {"nifti"}:
+        from medseg.pipeline import check_dicom_input, parse_formats
+
+        check_dicom_input(case.path, parse_formats(list(formats)))  # before inference
     return read(case.path, series=case.series, irregular=irregular)
 
 
@@ -270,24 +294,57 @@ def sidecar_provenance(predictor: Any, case: Case) -> dict[str, Any]:
 
 
 def write_case(
-    labels: Any, volumes_ml: dict[str, float], output: Path, overwrite: bool, extra: dict[str, Any] | None = None
+    labels: Any,
+    volumes_ml: dict[str, float],
+    output: Path,
+    overwrite: bool,
+    extra: dict[str, Any] | None = None,
+    *,
+    settings: BatchSettings | None = None,
+    case: Case | None = None,
+    predictor: Any = None,
+    image: Any = None,
 ) -> None:
-    """Label map + sidecars, each written atomically; the parent folders are created (inside OUTPUT_DIR)."""
-    from medseg.io import write
-    from medseg.io.sidecar import write_label_sidecars
+    """Every output of a case, all or nothing (:func:`medseg.pipeline.write_outputs`); the parent folders
+    are created (inside OUTPUT_DIR). With ``settings`` asking for them: DICOM SEG/RTSTRUCT (DICOM cases),
+    ``--roi``, ``--split`` and ``--stats`` outputs, named as ``medseg segment`` names them."""
+    from medseg.pipeline import algorithm_info, parse_formats, plan_outputs, select_labels, write_outputs
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    write(labels, output, overwrite=overwrite)
-    write_label_sidecars(labels, output, volumes_ml, overwrite=overwrite, extra=extra)
+    if settings is None or not settings.extended:
+        write_outputs(labels, plan_outputs(output, overwrite), provenance=extra, overwrite=overwrite)
+        return
+    formats = parse_formats(list(settings.formats))
+    if case is not None and case.series is None and any(f.value != "nifti" for f in formats):
+        from medseg.errors import ReadError
+        from medseg.io import detect_format
+
+        if detect_format(case.path) != "dicom":
+            raise ReadError("DICOM SEG/RTSTRUCT outputs need a DICOM series; this case is not one", case.path)
+    labels = select_labels(labels, list(settings.roi))
+    plan = plan_outputs(output, overwrite, formats, stats=settings.stats, split=settings.split)
+    write_outputs(
+        labels, plan, provenance={**(extra or {}), **({"roi": list(settings.roi)} if settings.roi else {})},
+        source=case.path if case is not None else None, series=case.series if case is not None else None,
+        algorithm=algorithm_info(predictor) if predictor is not None else None, image=image,
+        seg_type=settings.seg_type, overwrite=overwrite,
+    )
 
 
-def process_volume(predictor: Any, case: Case, output: Path, overwrite: bool, irregular: str) -> tuple[dict[str, float], float]:
+def process_volume(
+    predictor: Any, case: Case, output: Path, overwrite: bool, irregular: str, settings: BatchSettings | None = None
+) -> tuple[dict[str, float], float]:
     """Read, predict and write one case in the calling thread; returns ``(volumes_ml, seconds)``."""
+    from medseg.pipeline import select_labels
+    from medseg.postprocess import label_volumes_ml
+
     t0 = time.perf_counter()
-    volume = read_case(case, irregular)
+    volume = read_case(case, irregular, settings.formats if settings is not None else ())
     labels, vols = predict_case(predictor, volume)
-    del volume
-    write_case(labels, vols, output, overwrite, sidecar_provenance(predictor, case))
+    if settings is not None and settings.roi:
+        vols = label_volumes_ml(select_labels(labels, list(settings.roi)))
+    write_case(labels, vols, output, overwrite, sidecar_provenance(predictor, case), settings=settings, case=case,
+               predictor=predictor, image=volume if settings is not None and settings.stats else None)
     return vols, time.perf_counter() - t0
 
 
@@ -372,7 +429,7 @@ def run_local(
                 item = _Item(planned)
                 t0 = time.perf_counter()
                 try:
-                    item.volume = read_case(planned.case, settings.irregular)
+                    item.volume = read_case(planned.case, settings.irregular, settings.formats)
                 except Exception as err:  # noqa: BLE001 - per-case error capture
                     item.error = format_error(err)
                 item.seconds = time.perf_counter() - t0
@@ -397,14 +454,15 @@ def run_local(
                         ensure_inside(state.output_dir, PurePosixPath(item.planned.output.relative_to(state.output_dir).as_posix()))
                         state.mark_pending(item.planned.case.key, item.planned.output)
                         write_case(item.labels, item.volumes_ml, item.planned.output, item.planned.overwrite,
-                                   sidecar_provenance(predictor, item.planned.case))
+                                   sidecar_provenance(predictor, item.planned.case), settings=settings,
+                                   case=item.planned.case, predictor=predictor, image=item.volume)
                         item.seconds += time.perf_counter() - t0
                         state.mark_done(item.planned.case.key, item.planned.output, item.seconds, item.volumes_ml)
                     except Exception as err:  # noqa: BLE001 - per-case error capture
                         item.error = format_error(err)
                         item.seconds += time.perf_counter() - t0
                     stages["write"] += time.perf_counter() - t0
-                    item.labels = None
+                    item.labels = item.volume = None
                 report(item)
         except _Stop:
             pass
@@ -427,11 +485,17 @@ def run_local(
                 t0 = time.perf_counter()
                 try:
                     item.labels, item.volumes_ml = predict_case(predictor, item.volume)
+                    if settings.roi:
+                        from medseg.pipeline import select_labels
+                        from medseg.postprocess import label_volumes_ml
+
+                        item.volumes_ml = label_volumes_ml(select_labels(item.labels, list(settings.roi)))
                 except Exception as err:  # noqa: BLE001 - per-case error capture (incl. out of memory)
                     item.error = format_error(err)
                     if _is_oom(err):
                         _free_accelerator_memory()
-                item.volume = None
+                if not settings.stats:  # intensity statistics need the scan in the writer
+                    item.volume = None
                 item.seconds += time.perf_counter() - t0
                 stages["predict"] += time.perf_counter() - t0
             if not threads[1].is_alive():
@@ -543,8 +607,15 @@ def run_batch(
 
             predictor = load_predictor(settings.model, **settings.predictor_kwargs())
             info = predictor_info(predictor)
+        if settings.roi:
+            from medseg.pipeline import check_roi_names
+            from medseg.types import Label
+
+            check_roi_names(tuple(Label(int(d["id"]), str(d["name"])) for d in info["labels"]), settings.roi)
         fingerprint = run_fingerprint(info["fingerprint"], settings.output_settings())
         plan, state = plan_batch(Path(input_dir), Path(output_dir), fingerprint, settings.overwrite)
+        for note in plan.notes:  # e.g. DICOM SEG/RTSTRUCT objects found next to the images: reported, not read
+            log.info("note: %s", note)
         label_names = [lab["name"] for lab in info["labels"]]
         results: dict[str, CaseResult] = dict(plan.results)
         n_failed_before = sum(r.status is CaseStatus.FAILED for r in results.values())
@@ -577,6 +648,8 @@ def run_batch(
             progress.close()
             ordered = [results[k] for k in plan.order if k in results]
             write_summary(plan.output_dir / SUMMARY_NAME, ordered, label_names)
+            if settings.stats:
+                write_stats_table(plan.output_dir / STATS_NAME, ordered)
             counts = {s.value: sum(r.status is s for r in ordered) for s in CaseStatus}
             counts["not_run"] = len(plan.order) - len(ordered)
             write_provenance(
@@ -603,6 +676,31 @@ def run_batch(
         counts["ok"], counts["skipped"], failed, plan.output_dir / SUMMARY_NAME,
     )
     return (1 if failed or counts["not_run"] else 0), ordered
+
+
+STATS_NAME = "batch_stats.csv"
+
+
+def write_stats_table(path: Path, results: list[CaseResult]) -> None:
+    """One table of every case's per-label statistics (from each case's ``.stats.json``), atomically."""
+    import json
+
+    from medseg.io import atomic_output
+    from medseg.pipeline import stats_path
+    from medseg.stats import to_csv
+
+    rows = []
+    for r in results:
+        if r.status is CaseStatus.FAILED or not r.output:
+            continue
+        out = Path(r.output) if Path(r.output).is_absolute() else path.parent / r.output
+        stats = stats_path(out)
+        if not stats.is_file():
+            continue
+        for row in json.loads(stats.read_text(encoding="utf-8"))["labels"]:
+            rows.append({"input": r.input, "series": r.series or "", "output": str(r.output), **row})
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(to_csv(rows, extra_columns=("input", "series", "output")), encoding="utf-8")
 
 
 def predictor_info(predictor: Any) -> dict[str, Any]:

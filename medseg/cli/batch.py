@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any
 
-from medseg.cli._options import add_model_options, positive_int
+from medseg.cli._options import add_model_options, add_output_options, positive_int
 
 LOCAL_RAY = "local"
 
@@ -30,6 +30,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("-o", "--output", dest="output_dir", metavar="OUTPUT_DIR", required=True,
                    help="output folder (created if missing); must not contain INPUT_DIR")
     add_model_options(p)
+    add_output_options(p, dicomweb=False)
     p.add_argument("--irregular", choices=["error", "resample"], default="error",
                    help="DICOM slices not on a regular grid: fail the case (default) or resample")
     p.add_argument("--overwrite", action="store_true",
@@ -58,6 +59,15 @@ def _command_line(args: argparse.Namespace) -> list[str]:
     ):
         if value != default:
             cmd += [flag, str(value)]
+    if args.formats != "nifti":
+        cmd += ["--format", str(args.formats)]
+    if args.seg_type != "binary":
+        cmd += ["--seg-type", args.seg_type]
+    if args.roi:
+        cmd += ["--roi", *args.roi]
+    for flag, on in (("--split", args.split), ("--stats", args.stats)):
+        if on:
+            cmd.append(flag)
     if args.tta is not None:
         cmd.append("--tta" if args.tta else "--no-tta")
     for flag, on in (("--overwrite", args.overwrite), ("--quiet", args.quiet)):
@@ -70,6 +80,13 @@ def _command_line(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from medseg.batch.runner import BatchSettings, run_batch
+    from medseg.errors import MedsegError
+    from medseg.pipeline import parse_formats
+
+    try:
+        formats = tuple(f.value for f in parse_formats(args.formats))
+    except ValueError as err:
+        raise MedsegError(str(err)) from None
 
     if args.quiet:
         logging.getLogger("medseg.batch").setLevel(logging.INFO)
@@ -83,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
         irregular=args.irregular,
         overwrite=args.overwrite,
         read_ahead=args.read_ahead,
+        formats=formats,
+        roi=tuple(args.roi or ()),
+        split=args.split,
+        stats=args.stats,
+        seg_type=args.seg_type,
     )
     code, results = run_batch(
         args.input_dir,
