@@ -7,6 +7,8 @@
   ``"#<number> <description>"``), all placed in the same world frame so they overlay where they overlap;
   hide or delete the ones you do not need. Series that cannot be read are skipped with a warning naming
   them; only when none can be read does the reader raise.
+* A DICOM SEG opens as a Labels layer (segment names and colours) on top of its referenced series,
+  which must lie in the same folder.
 * A NIfTI saved by medseg (label map + ``<stem>.json`` sidecar) reopens as a Labels layer with its names
   and colours.
 * Slices that do not form a regular grid (uneven spacing, missing slice, gantry tilt) are resampled onto
@@ -121,6 +123,26 @@ def _sidecar_labels(path: Path) -> tuple | None:
     return labels
 
 
+def _is_seg(path: Path) -> bool:
+    from medseg.io.dicom_seg import is_seg
+
+    return is_seg(path)
+
+
+def _read_seg_with_series(path: Path) -> list[Any]:
+    """A DICOM SEG: its referenced series (found in the SEG's folder) and, on top, the segments as one
+    label map with their names and colours."""
+    from medseg.io.dicom_seg import read_seg
+
+    labels = read_seg(path)
+    ref_uid = labels.source.extra.get("referenced_series_uid")
+    try:
+        image = _read_one(path.parent, series=ref_uid)
+    except Exception:  # noqa: BLE001 - read_seg already placed the SEG on this folder's only image series
+        image = _read_one(path.parent)
+    return [image, labels.replace(source=labels.source)]
+
+
 def read_volumes(path: str | os.PathLike[str]) -> list[Any]:
     """Every volume at ``path``: one for a file or a single-series folder, one per series otherwise.
 
@@ -131,6 +153,8 @@ def read_volumes(path: str | os.PathLike[str]) -> list[Any]:
     from medseg.errors import ReadError, SeriesSelectionError
 
     p = Path(path)
+    if p.is_file() and p.suffix.lower() in (".dcm", "") and _is_seg(p):
+        return _read_seg_with_series(p)
     try:
         volume = _read_one(p)
         labels = _sidecar_labels(p) if p.is_file() else None

@@ -141,3 +141,30 @@ def test_nrrd_labels_line_up_with_their_dicom_ct(make_napari_viewer, shared_data
         ct_idx = np.asarray(ct.world_to_data(liver.data_to_world(d)), float)
         np.testing.assert_allclose(ct_idx, np.round(ct_idx), atol=1e-3)
         assert all(0 <= c < s for c, s in zip(np.round(ct_idx), ct.data.shape))
+
+
+def test_dicom_seg_opens_as_labels_on_its_series(make_napari_viewer, shared_data, tmp_path):
+    """dcmqi's liver SEG next to its CT: an image layer and, on top, a Labels layer named and coloured from
+    the SEG, whose voxels are dcmqi's NRRD label and sit on CT voxel centres."""
+    import shutil
+
+    import medseg.io
+    from medseg_napari._layers import LABELS_KEY
+
+    seg_dir = shared_data / "dcmqi/data/segmentations"
+    if not seg_dir.exists():
+        pytest.skip("dcmqi data not in ../shared/data")
+    folder = tmp_path / "study"
+    shutil.copytree(seg_dir / "ct-3slice", folder)
+    shutil.copy(seg_dir / "liver.dcm", folder / "liver.dcm")
+    assert get_reader(str(folder / "liver.dcm")) is not None
+    viewer = make_napari_viewer()
+    ct, liver = viewer.open(str(folder / "liver.dcm"), plugin="medseg")
+    assert liver.__class__.__name__ == "Labels" and ct.__class__.__name__ == "Image"
+    assert [lab.name for lab in liver.metadata[LABELS_KEY]] == ["Liver"]
+    assert "Liver" in list(liver.features["name"])
+    ref = np.asarray(medseg.io.read(seg_dir / "liver_seg.nrrd").array) > 0
+    assert int((np.asarray(liver.data) > 0).sum()) == int(ref.sum())
+    d = np.argwhere(np.asarray(liver.data) > 0)[0]
+    ct_idx = np.asarray(ct.world_to_data(liver.data_to_world(d)), float)
+    np.testing.assert_allclose(ct_idx, np.round(ct_idx), atol=1e-3)
