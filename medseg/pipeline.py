@@ -194,7 +194,7 @@ def select_labels(labels: Volume, names: list[str] | tuple[str, ...] | None) -> 
     keep = [by_name[n.lower()] for n in dict.fromkeys(names)]
     keep.sort(key=lambda lab: lab.id)
     arr = np.asarray(labels.array)
-    lut = np.zeros(int(max(arr.max(), max(lab.id for lab in labels.labels))) + 1, dtype=arr.dtype)
+    lut = np.zeros(int(max(int(arr.max()), *(lab.id for lab in labels.labels))) + 1, dtype=arr.dtype)
     for lab in keep:
         lut[lab.id] = lab.id
     return labels.replace(array=lut[arr], labels=tuple(keep))
@@ -347,7 +347,6 @@ def segment_file(
     split: bool = False,
     stats: bool = False,
     seg_type: str = "binary",
-    volume: Volume | None = None,
 ) -> SegmentResult:
     """Segment one file/series and write the label map with its sidecars (``.json``, ``.ctbl``, ``.txt``)
     and, on request, a DICOM SEG / RTSTRUCT, statistics and one file per label. All or nothing.
@@ -366,7 +365,6 @@ def segment_file(
         split: also write ``OUT/<label>.nii.gz`` per label.
         stats: also write ``OUT.stats.json`` (:func:`medseg.stats.label_statistics`).
         seg_type: DICOM SEG type, ``"binary"`` or ``"fractional"``.
-        volume: the already-read input (e.g. fetched over DICOMweb); ``input`` is then only its source.
     """
     from medseg import __version__
     from medseg.io import read
@@ -374,11 +372,9 @@ def segment_file(
     fmts = formats if isinstance(formats, tuple) else parse_formats(formats)
     t0 = time.perf_counter()
     plan = plan_outputs(output, overwrite, fmts, stats=stats, split=split)
-    if volume is None:
-        check_dicom_input(input, fmts)
+    check_dicom_input(input, fmts)
     check_roi_names(predictor.spec.labels, roi)
-    if volume is None:
-        volume = read(input, series=series)
+    volume = read(input, series=series)
     t_read = time.perf_counter()
     labels: Volume = predictor.predict(volume, progress=progress)
     labels = select_labels(labels, roi)

@@ -41,6 +41,9 @@ __all__ = [
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
+#: Memory bound of the per-segment float planes a FRACTIONAL SEG is built from.
+FRACTIONAL_MAX_BYTES = 2 * 2**30
+
 #: Type 2 attributes a SEG copies from its source; anonymisers often drop them (empty values are valid).
 _TYPE2_PATIENT_STUDY = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
@@ -320,6 +323,10 @@ def build_seg(
     if not present:
         raise WriteError("no label is present in the label map: a DICOM SEG needs at least one segment", None)
     if seg_type is SegType.FRACTIONAL:
+        need = planes.size * len(present) * 4
+        if need > FRACTIONAL_MAX_BYTES:
+            raise WriteError(f"a FRACTIONAL SEG of {len(present)} segments needs {need / 2**30:.1f} GiB in memory "
+                             "(one float plane per segment and frame); use --seg-type binary", source.path)
         pixel = np.stack([(planes == n) for n in range(1, len(present) + 1)], axis=-1).astype(np.float32)
     else:
         pixel = planes.astype(np.uint8 if len(present) < 256 else np.uint16)

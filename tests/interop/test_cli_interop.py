@@ -110,3 +110,18 @@ def test_stats_match_direct_numpy_on_real_ct(shared_data: Path, tmp_path: Path, 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("id,name,voxels,volume_ml,mean")
     assert any(line.split(",")[1] == "liver" and line.split(",")[2] == str(int(liver.sum())) for line in lines[1:])
+
+
+def test_convert_seg_without_its_series_is_one_clear_error(shared_data: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    seg = shared_data / DCMQI / "liver.dcm"
+    if not seg.exists():
+        pytest.skip("dcmqi data not in ../shared/data")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(seg, alone / "liver.dcm")
+    code = main(["convert", str(alone / "liver.dcm"), "-o", str(tmp_path / "x.nii.gz")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "referenced series" in err and "--reference" in err
+    assert not (tmp_path / "x.nii.gz").exists() and not (tmp_path / "x.json").exists()

@@ -48,7 +48,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory):
         "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
         "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD},
         "Plugins": [str(plugin)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        "WebDavEnabled": False, "HttpsCACertificates": "",
+        "WebDavEnabled": False,
     }
     (root / "orthanc.json").write_text(json.dumps(config))
     proc = subprocess.Popen([exe, str(root / "orthanc.json")], stdout=subprocess.DEVNULL,
