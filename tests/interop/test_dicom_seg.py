@@ -220,3 +220,58 @@ def test_a_failing_output_leaves_no_output_of_the_case(shared_data: Path, tmp_pa
     with pytest.raises(WriteError, match="in-plane"):
         write_outputs(shifted, plan_outputs(tmp_path / "case.nii.gz", formats=BOTH), source=base, algorithm=ALGO)
     assert list(tmp_path.iterdir()) == []
+
+
+def _rotation(axis: tuple[float, float, float], degrees: float) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    v = np.asarray(axis, float)
+    return Rotation.from_rotvec(np.radians(degrees) * v / np.linalg.norm(v)).as_matrix()
+
+
+@pytest.mark.parametrize(("name", "rotation"), [
+    ("sagittal", _rotation((0, 1, 0), 90) @ _rotation((0, 0, 1), 90)),
+    ("coronal", _rotation((1, 0, 0), 90)),
+    ("oblique", _rotation((1, 2, 0.5), 23)),
+])
+def test_any_orientation(shared_data: Path, tmp_path: Path, name: str, rotation: np.ndarray) -> None:
+    """dcmqi's real CT slices, the whole series rigidly rotated in patient space (positions and orientations;
+    pixels unchanged): SEG and RTSTRUCT round trips stay exact."""
+    from pydicom.uid import generate_uid
+
+    base = _need(shared_data, f"{DCMQI}/ct-3slice")
+    folder = tmp_path / name
+    folder.mkdir()
+    series = generate_uid()
+    for f in sorted(base.iterdir()):
+        ds = pydicom.dcmread(f)
+        iop = np.asarray(ds.ImageOrientationPatient, float).reshape(2, 3)
+        ds.ImageOrientationPatient = [round(float(v), 8) for v in (rotation @ iop.T).T.ravel()]
+        ds.ImagePositionPatient = [round(float(v), 5) for v in rotation @ np.asarray(ds.ImagePositionPatient, float)]
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(folder / f.name, enforce_file_format=True)
+    vol = medseg.io.read(folder)
+    assert vol.geometry.orientation[2] in {"sagittal": "LR", "coronal": "AP", "oblique": "LRAPSI"}[name]
+    a = np.zeros(vol.shape, np.uint8)
+    a[100:300, 150:260, :] = 1
+    a[120:180, 170:200, 1] = 0
+    a[350:420, 300:330, 0:2] = 2
+    labels = vol.replace(array=a, is_label=True, labels=(Label(1, "liver", (200, 0, 0)), Label(2, "spleen", (0, 200, 0))))
+    plan = plan_outputs(tmp_path / "o.nii.gz", formats=BOTH)
+    write_outputs(labels, plan, source=folder, algorithm=ALGO)
+    np.testing.assert_array_equal(read_seg(plan.seg, reference=folder).array, a)
+    masks = rasterize_rtstruct(read_rtstruct(plan.rtstruct), vol.geometry)
+    np.testing.assert_array_equal(masks["liver"], a == 1)
+    np.testing.assert_array_equal(masks["spleen"], a == 2)
+
+
+def test_mosaic_or_4d_source_is_a_clear_error(shared_data: Path, tmp_path: Path) -> None:
+    from medseg.errors import ReadError
+    from medseg.io.dicom_seg import load_source
+
+    base = _need(shared_data, "dcm_qa/In")
+    info = medseg.io.scan(base)[0]
+    with pytest.raises(ReadError, match="4D|mosaic"):
+        load_source(base, info.uid)
