@@ -29,10 +29,19 @@ __all__ = ["RTSTRUCT_SOP_CLASS", "build_rtstruct", "rasterize_rtstruct", "read_r
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
+def _drop_collinear(c: np.ndarray) -> np.ndarray:
+    """A closed polygon without the points inside straight runs (same polygon, fewer points)."""
+    prev, nxt = np.roll(c, 1, axis=0), np.roll(c, -1, axis=0)
+    d1, d2 = c - prev, nxt - c
+    cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+    straight = (np.abs(cross) < 1e-9) & ((d1 * d2).sum(axis=1) > 0)
+    return c[~straight]
+
+
 def mask_contours(mask: np.ndarray) -> list[np.ndarray]:
     """Closed contours ``(N, 2)`` in ``(i, j)`` voxel coordinates of a 2D mask: outer boundaries of
     every island and boundaries of every hole (iso-line 0.5 between inside and outside pixel centres)."""
-    from skimage.measure import approximate_polygon, find_contours
+    from skimage.measure import find_contours
 
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2D, got shape {mask.shape}.")
@@ -43,8 +52,7 @@ def mask_contours(mask: np.ndarray) -> list[np.ndarray]:
         if len(c) > 1 and np.allclose(c[0], c[-1]):
             c = c[:-1]  # DICOM closes CLOSED_PLANAR contours implicitly
         if len(c) >= 3:
-            # drop points on straight runs only (tolerance far below a voxel): same rasterisation
-            c = approximate_polygon(np.vstack([c, c[:1]]), tolerance=0.05)[:-1]
+            c = _drop_collinear(c)
         if len(c) >= 3:
             out.append(c)
     return out
@@ -64,6 +72,7 @@ def build_rtstruct(labels: Volume, source: SourceSeries, algorithm: AlgorithmInf
     Raises:
         WriteError: the label map is not on the source grid, or the source cannot be referenced.
     """
+    from pydicom import config as pydicom_config
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ImplicitVRLittleEndian, generate_uid
 
@@ -161,7 +170,8 @@ def build_rtstruct(labels: Volume, source: SourceSeries, algorithm: AlgorithmInf
                 item.ContourImageSequence = [image_ref(int(k))]
                 item.ContourGeometricType = "CLOSED_PLANAR"
                 item.NumberOfContourPoints = len(lps)
-                item.ContourData = [f"{v:.4f}".rstrip("0").rstrip(".") for v in lps.ravel()]
+                with pydicom_config.disable_value_validation():  # values formatted right here (<= 16 chars)
+                    item.ContourData = [f"{v:.4f}".rstrip("0").rstrip(".") for v in lps.ravel()]
                 items.append(item)
         rc.ContourSequence = items
         contours_seq.append(rc)
@@ -188,26 +198,32 @@ def rasterize_rtstruct(ds: Any, geometry: Geometry) -> dict[str, np.ndarray]:
     Raises:
         ReadError: a contour is not in one of the grid's slice planes.
     """
+    from pydicom import config as pydicom_config
     from skimage.draw import polygon
 
-    from medseg.geometry import LPS_TO_RAS, world_to_voxel
+    from medseg.geometry import LPS_TO_RAS
 
     names = {int(r.ROINumber): str(r.ROIName) for r in ds.StructureSetROISequence}
+    # RTSTRUCT points are LPS: voxel = inverse(affine) @ (LPS -> RAS) @ point
+    to_voxel = np.linalg.inv(np.asarray(geometry.affine, dtype=np.float64)) @ LPS_TO_RAS
     out: dict[str, np.ndarray] = {}
     shape = geometry.shape
     for rc in ds.ROIContourSequence:
         name = names.get(int(rc.ReferencedROINumber), f"roi {rc.ReferencedROINumber}")
-        mask = np.zeros(shape, dtype=bool)
+        planes: dict[int, np.ndarray] = {}
         for item in rc.get("ContourSequence", []) or []:
-            pts = np.asarray([float(v) for v in item.ContourData]).reshape(-1, 3)
-            ijk = world_to_voxel(geometry.affine, pts @ LPS_TO_RAS[:3, :3].T)
+            with pydicom_config.disable_value_validation():
+                pts = np.asarray(item.ContourData, dtype=np.float64).reshape(-1, 3)
+            ijk = pts @ to_voxel[:3, :3].T + to_voxel[:3, 3]
             k = int(round(float(np.mean(ijk[:, 2]))))
             if np.max(np.abs(ijk[:, 2] - k)) > 1e-2 or not 0 <= k < shape[2]:
                 raise ReadError(f"ROI {name!r}: a contour does not lie in a slice of the grid")
             rr, cc = polygon(ijk[:, 0], ijk[:, 1], shape=shape[:2])
-            fill = np.zeros(shape[:2], dtype=bool)
-            fill[rr, cc] = True
-            mask[:, :, k] ^= fill
+            plane = planes.setdefault(k, np.zeros(shape[:2], dtype=bool))
+            plane[rr, cc] ^= True  # even-odd rule: a contour inside another cuts a hole
+        mask = np.zeros(shape, dtype=bool)
+        for k, plane in planes.items():
+            mask[:, :, k] = plane
         out[name] = mask
     return out
 
