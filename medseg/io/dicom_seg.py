@@ -272,7 +272,7 @@ def segment_descriptions(present: list[Label], algorithm: AlgorithmInfo) -> list
             mod = Dataset()
             mod.CodeValue, mod.CodingSchemeDesignator, mod.CodeMeaning = coding.region_modifier[1], coding.region_modifier[0], coding.region_modifier[2]
             desc.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = [mod]
-        if coding.note:
+        if coding.generic:
             desc.SegmentDescription = coding.note[:64]
         out.append(desc)
     return out

@@ -150,7 +150,7 @@ def build_rtstruct(labels: Volume, source: SourceSeries, algorithm: AlgorithmInf
         roi.ROINumber = n
         roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID
         roi.ROIName = lab.name[:64]
-        roi.ROIDescription = (coding.note or f"label {lab.id}")[:64]
+        roi.ROIDescription = (coding.note if coding.generic else f"label {lab.id}")[:64]
         roi.ROIGenerationAlgorithm = "AUTOMATIC"
         roi.ROIGenerationDescription = params[:64]
         rois.append(roi)
