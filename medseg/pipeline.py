@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from medseg.predictor import Predictor
     from medseg.types import Volume
 
-__all__ = ["SegmentResult", "segment_file", "check_outputs"]
+__all__ = ["SegmentResult", "segment_file", "check_outputs", "is_folder_output", "folder_output"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,31 @@ class SegmentResult:
     model: str
     fingerprint: str
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def is_folder_output(output: str | PathLike[str]) -> bool:
+    """``-o`` names a folder: it ends with a path separator or is an existing directory."""
+    text = os.fspath(output)
+    return text.endswith(("/", os.sep)) or Path(text).expanduser().is_dir()
+
+
+def folder_output(folder: str | PathLike[str], volume: Volume, sample: bool = False) -> Path:
+    """``-o FOLDER``: ``FOLDER/<name>_seg.nii.gz``, ``<name>`` being the case name ``medseg batch`` gives the input.
+
+    The name is the file stem (``t1.nii.gz`` → ``t1``), the series number and description for DICOM
+    (``s003_Abdomen``), or ``sample`` for the bundled sample.
+    """
+    from medseg.batch.naming import OUTPUT_SUFFIX, case_name
+
+    src = volume.source
+    if sample:
+        name = "sample"
+    elif src.format == "dicom":
+        name = case_name(src.path or "", (src.series_number, src.series_description, src.series_uid or ""))
+    else:
+        name = case_name(src.path or "input")
+    return Path(folder).expanduser() / f"{name}{OUTPUT_SUFFIX}"
 
 
 def check_outputs(output: str | PathLike[str], overwrite: bool = False) -> tuple[Path, dict[str, Path]]:
@@ -58,6 +83,11 @@ def segment_file(
     series: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     extra: dict[str, Any] | None = None,
+    *,
+    volume: Volume | None = None,
+    irregular: str = "error",
+    force: bool = False,
+    modality: str = "auto",
 ) -> SegmentResult:
     """Segment one file/series and write the label map with its sidecars (``.json``, ``.ctbl``, ``.txt``).
 
@@ -72,19 +102,32 @@ def segment_file(
         series: DICOM SeriesInstanceUID when the input holds several series.
         progress: ``progress(done, total)`` callback for the network windows.
         extra: additional provenance for the JSON sidecar (e.g. CLI arguments).
+        volume: the input, already read (and its 4D volume chosen); ``input`` then only names it.
+        irregular: ``error`` or ``resample`` for irregular DICOM slice grids.
+        force: run even when the scan's modality is not the model's (the mismatch becomes a warning).
+        modality: ``auto``, ``ct`` or ``mr`` (see :mod:`medseg.modality`).
+
+    Raises:
+        InputError: the scan does not fit the model (modality, channels), before inference.
     """
     from medseg import __version__
+    from medseg.input_checks import check_channels, check_modality, result_warnings
     from medseg.io import atomic_output, read, write
     from medseg.io.sidecar import render_sidecars
+    from medseg.modality import resolve_modality
     from medseg.postprocess import label_volumes_ml
 
     t0 = time.perf_counter()
     out, sides = check_outputs(output, overwrite)
-    volume = read(input, series=series)
+    if volume is None:
+        volume = read(input, series=series, irregular=irregular)
+    check_channels(volume, predictor.spec.input.channels, predictor.spec.name)
+    warnings = [w for w in [check_modality(volume, predictor.spec, force=force, modality=modality)] if w]
     t_read = time.perf_counter()
     labels: Volume = predictor.predict(volume, progress=progress)
     t_pred = time.perf_counter()
     volumes = label_volumes_ml(labels)
+    warnings += result_warnings(predictor.spec.name, volumes)
     provenance = {
         "input": str(input),
         "series_uid": volume.source.series_uid,
@@ -93,6 +136,8 @@ def segment_file(
         "device": str(predictor.device),
         "autocast": str(predictor.autocast_dtype).replace("torch.", "") if predictor.autocast_dtype else "float32",
         "medseg_version": __version__,
+        "input_modality": resolve_modality(volume, modality).as_dict(),
+        "warnings": warnings,
         "spec": predictor.spec.to_dict(),
     }
     if extra:
@@ -119,4 +164,5 @@ def segment_file(
         model=predictor.spec.name,
         fingerprint=predictor.fingerprint,
         timings={"read": t_read - t0, "predict": t_pred - t_read, "write": t_end - t_pred},
+        warnings=tuple(warnings),
     )

@@ -59,13 +59,15 @@ class SegmentWorker:
 
         return {**predictor_info(self.predictor), "host": os.uname().nodename, "pid": os.getpid()}
 
-    def process(self, case: Any, output: str, overwrite: bool, irregular: str) -> dict[str, Any]:
+    def process(
+        self, case: Any, output: str, overwrite: bool, irregular: str, force: bool = False, modality: str = "auto"
+    ) -> dict[str, Any]:
         """Segment one case; never raises for a bad case: ``{"error": str|None, "volumes_ml", "seconds"}``."""
         from medseg.batch.runner import _free_accelerator_memory, _is_oom, format_error, process_volume
 
         t0 = time.perf_counter()
         try:
-            vols, seconds = process_volume(self.predictor, case, Path(output), overwrite, irregular)
+            vols, seconds = process_volume(self.predictor, case, Path(output), overwrite, irregular, force, modality)
             return {"error": None, "volumes_ml": vols, "seconds": seconds}
         except Exception as err:  # noqa: BLE001 - per-case error capture (incl. out of memory)
             if _is_oom(err):
@@ -164,7 +166,10 @@ class RayBackend:
             rel = PurePosixPath(planned.output.relative_to(state.output_dir).as_posix())
             ensure_inside(state.output_dir, rel)
             state.mark_pending(planned.case.key, planned.output)
-            ref = actor.process.remote(planned.case, str(planned.output), planned.overwrite, self.settings.irregular)
+            ref = actor.process.remote(
+                planned.case, str(planned.output), planned.overwrite, self.settings.irregular, self.settings.force,
+                self.settings.modality,
+            )
             in_flight[ref] = (planned, actor, time.perf_counter())
             per_actor[id(actor)].append(ref)
 
