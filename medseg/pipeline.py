@@ -56,6 +56,11 @@ def folder_output(folder: str | PathLike[str], volume: Volume, sample: bool = Fa
         name = case_name(src.path or "", (src.series_number, src.series_description, src.series_uid or ""))
     else:
         name = case_name(src.path or "input")
+        if "channels" in src.extra:  # an nnU-Net case read from CASE_0000.nii.gz ...: the case is CASE
+            from medseg.channels import NNUNET_CHANNEL
+
+            m = NNUNET_CHANNEL.match(Path(src.path or "").name)
+            name = case_name(m.group("case")) if m else name
     return Path(folder).expanduser() / f"{name}{OUTPUT_SUFFIX}"
 
 

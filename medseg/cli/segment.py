@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from medseg.cli._options import add_input_options, add_model_options
 
@@ -17,7 +16,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "input's exact grid, plus OUT.json (labels, colours, volumes in mL), OUT.ctbl (3D Slicer) and OUT.txt "
         "(ITK-SNAP).",
     )
-    p.add_argument("input", nargs="?", help="input volume (omit with --sample)")
+    p.add_argument("input", nargs="?",
+                   help="input volume (omit with --sample or --channel); for a multi-channel model a 4D stack or any "
+                   "one file of an nnU-Net case (CASE_0000.nii.gz ...)")
+    p.add_argument("--channel", action="append", default=[], metavar="NAME=PATH",
+                   help="one input per channel of a multi-channel model, once per channel (e.g. --channel t1c=a.nii.gz "
+                   "--channel flair=b/); secondary channels are resampled onto the first channel's grid")
     p.add_argument("-o", "--output", required=True,
                    help="output label map (.nii.gz, .nii, .nrrd, .mha), or a folder (existing, or ending in /): "
                    "FOLDER/<name>_seg.nii.gz with the case name `medseg batch` would give the input")
@@ -30,38 +34,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medseg.channels import parse_channel_args
     from medseg.errors import MedsegError
-    from medseg.pipeline import check_outputs, segment_file
+    from medseg.input_checks import check_channels, check_modality
+    from medseg.model_input import model_contract, read_input
+    from medseg.pipeline import check_outputs, folder_output, is_folder_output, segment_file
 
     if args.sample:
-        if args.input:
+        if args.input or args.channel:
             raise MedsegError("give either INPUT or --sample, not both")
         try:
             from medseg.data import sample_path
         except ImportError:
             raise MedsegError("this installation has no bundled sample data") from None
         args.input = str(sample_path())
-    if not args.input:
-        raise MedsegError("missing INPUT (or use --sample)")
-    from pathlib import Path
-
-    from medseg.errors import ReadError
-    from medseg.input_checks import check_channels, check_modality, select_volume
-    from medseg.io import read
-    from medseg.pipeline import folder_output, is_folder_output
-
+    try:
+        channels = parse_channel_args(args.channel)
+    except ValueError as err:
+        raise MedsegError(str(err)) from None
+    if not args.input and not channels:
+        raise MedsegError("missing INPUT (or --sample, or --channel NAME=PATH for each channel)")
     if not is_folder_output(args.output):
         check_outputs(args.output, args.overwrite)  # fail fast, before reading or loading anything
-    channels, spec = model_contract(args.model)  # the model's input contract, without loading its network
-    if not Path(args.input).exists():
-        raise ReadError("no such file or directory", args.input)
-    volume = select_volume(read(args.input, series=args.series, irregular=args.irregular), args.volume)
+    contract = model_contract(args.model)  # the model's input contract, without loading its network
+    volume = read_input(
+        contract, args.input, channels or None, series=args.series, irregular=args.irregular, volume=args.volume
+    )
     output = folder_output(args.output, volume, sample=args.sample) if is_folder_output(args.output) else args.output
     if output != args.output:
         print(f"-o is a folder: writing {output}")
-    check_channels(volume, channels, str(args.model))
-    if spec is not None:
-        check_modality(volume, spec, force=args.force, modality=args.modality)
+    check_channels(volume, contract.channels, contract.name)
+    if contract.spec is not None:
+        check_modality(volume, contract.spec, force=args.force, modality=args.modality)
     if output != args.output:
         output.parent.mkdir(parents=True, exist_ok=True)
         check_outputs(output, args.overwrite)
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, device=args.device, precision=args.precision, overlap=args.overlap, tta=args.tta, threads=args.threads
     )
     result = segment_file(
-        args.input,
+        args.input or volume.source.path,
         output,
         predictor,
         overwrite=args.overwrite,
@@ -93,30 +97,3 @@ def run(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"medseg segment: warning: {warning}", file=sys.stderr)
     return 0
-
-
-def model_contract(model: str) -> tuple[int, Any]:
-    """``(input channels, spec or None)`` of ``--model`` without loading a network.
-
-    Specs, registry names and MONAI bundles give their :class:`~medseg.config.ModelSpec`; an nnU-Net
-    results folder gives its ``dataset.json`` channel count (its spec is built when it loads).
-    """
-    import json
-    from pathlib import Path
-
-    from medseg.errors import ModelError
-
-    folder = Path(str(model)).expanduser()
-    dataset = folder / "dataset.json"
-    if folder.is_dir() and dataset.is_file() and not (folder / "configs").is_dir():
-        try:
-            channels = json.loads(dataset.read_text(encoding="utf-8")).get("channel_names")
-        except (OSError, ValueError, AttributeError) as err:
-            raise ModelError(f"cannot read dataset.json: {err}", dataset) from None
-        if isinstance(channels, dict) and channels:
-            return len(channels), None
-        raise ModelError("dataset.json has no 'channel_names'", dataset)
-    from medseg.predictor import load_model_spec
-
-    spec = load_model_spec(model)
-    return spec.input.channels, spec
