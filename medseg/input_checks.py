@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medseg.errors import InputError
-from medseg.modality import resolve_modality
+from medseg.modality import clearly_not_hu, resolve_modality
 from medseg.types import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,16 +121,19 @@ def check_modality(volume: Volume, spec: ModelSpec, force: bool = False, modalit
         return None
     decision = resolve_modality(volume, modality)
     accepted = _DICOM_OF.get(wanted, {wanted})
-    if decision.how == "intensity":
-        # The intensity rule only tells CT from not-CT: a non-CT model accepts anything that is not HU.
-        fits = decision.is_ct == (wanted == "CT")
+    if decision.how == "intensity" and wanted == "CT":
+        # A CT cropped inside the body has no air, so "not recognised as CT" is no proof: refuse only
+        # intensities that cannot be Hounsfield units at all.
+        fits = not clearly_not_hu(volume.array)
+    elif decision.how == "intensity":
+        fits = not decision.is_ct  # a non-CT model refuses what is recognised as CT (air and bone in HU)
     else:
         fits = decision.modality in accepted
     if fits:
         return None
     how = {"dicom": "DICOM Modality", "intensity": "intensities", "user": "--modality"}[decision.how]
     if decision.how == "intensity" and wanted == "CT":
-        seen = "not CT (intensities are not Hounsfield units: no air near -1000)"
+        seen = "not CT (intensities are not Hounsfield units: no fat, lung or air below -50)"
     elif decision.how == "intensity":
         seen = "CT (intensities look like Hounsfield units)"
     else:

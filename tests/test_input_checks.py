@@ -69,6 +69,13 @@ def test_dicom_modality_is_named_in_the_error(shared_data, tmp_path, capsys):
         check_modality(vol, load_model_spec("brain-mri"))
     assert "run anyway (--force)" in check_modality(vol, load_model_spec("brain-mri"), force=True)
     assert check_modality(vol, load_model_spec("spleen-ct")) is None
+    # a CT model refuses an MR NIfTI (no negative HU at all) but accepts a CT cropped inside the body
+    mr = medseg.io.read(shared_data / REF / "example_mr_sm.nii.gz")
+    with pytest.raises(InputError, match="expects CT, this scan is not CT"):
+        check_modality(mr, load_model_spec("spleen-ct"))
+    ct = medseg.io.read(shared_data / REF / "example_ct.nii.gz")
+    crop = ct.replace(array=ct.array[30:90, 20:70, :].copy(), geometry=ct.geometry.with_shape((60, 50, ct.shape[2])))
+    assert check_modality(crop, load_model_spec("spleen-ct")) is None
 
 
 @pytest.mark.slow
