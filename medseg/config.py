@@ -229,6 +229,7 @@ class InputSpec:
 
     modality: str = "any"
     channels: int = 1
+    channel_names: tuple[str, ...] = ()  # e.g. ("t1c", "t1", "t2", "flair"): `--channel NAME=PATH`, in this order
     orientation: str | None = "RAS"
     spacing: tuple[float, float, float] | None = None
     spacing_mode: str = "bilinear"
@@ -300,6 +301,8 @@ class ModelSpec:
         d["weights"].pop("base_dir", None)
         if d["input"].get("localize"):
             d["input"]["localize"]["weights"].pop("base_dir", None)
+        if not d["input"]["channel_names"]:  # unnamed channels: the same dict (and fingerprint) as before names existed
+            d["input"].pop("channel_names")
         return d
 
     def digest(self) -> str:
@@ -492,8 +495,8 @@ def _input(d: Any, path: str, base_dir: str | None) -> InputSpec:
         d,
         path,
         {
-            "modality", "channels", "orientation", "spacing", "spacing_mode", "crop_foreground", "resize",
-            "resize_mode", "normalize", "localize",
+            "modality", "channels", "channel_names", "orientation", "spacing", "spacing_mode", "crop_foreground",
+            "resize", "resize_mode", "normalize", "localize",
         },
     )
     orientation = d.get("orientation", "RAS")
@@ -522,9 +525,17 @@ def _input(d: Any, path: str, base_dir: str | None) -> InputSpec:
     modality = d.get("modality", "any")
     if isinstance(modality, str) and modality.upper() in ("CT", "MR", "PET", "US"):
         modality = modality.upper()
+    channels = _int(d.get("channels", 1), f"{path}.channels", 1)
+    names = d.get("channel_names") or []
+    if not isinstance(names, list):
+        raise _err(f"{path}.channel_names", f"must be a list of names, got {names!r}")
+    names = [_str(n, f"{path}.channel_names[{i}]").strip().lower() for i, n in enumerate(names)]
+    if names and (len(names) != channels or len(set(names)) != len(names) or not all(re.fullmatch(r"[a-z0-9_\-]+", n) for n in names)):
+        raise _err(f"{path}.channel_names", f"must be {channels} distinct names (letters, digits, _ or -), got {names!r}")
     return InputSpec(
         modality=_str(modality, f"{path}.modality", MODALITIES),
-        channels=_int(d.get("channels", 1), f"{path}.channels", 1),
+        channels=channels,
+        channel_names=tuple(names),
         orientation=orientation,
         spacing=spacing,
         spacing_mode=_str(d.get("spacing_mode", "bilinear"), f"{path}.spacing_mode", SPACING_MODES),

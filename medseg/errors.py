@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from os import PathLike
 
-__all__ = ["MedsegError", "ReadError", "WriteError", "SeriesSelectionError", "GeometryError", "ModelError"]
+__all__ = ["MedsegError", "ReadError", "WriteError", "SeriesSelectionError", "GeometryError", "ModelError", "InputError"]
 
 
 class MedsegError(Exception):
@@ -38,3 +38,7 @@ class GeometryError(ReadError):
 
 class ModelError(MedsegError):
     """A model spec, checkpoint or network is invalid or unavailable."""
+
+
+class InputError(MedsegError):
+    """An input does not fit the model: wrong modality, a 4D scan for a one-channel model, a bad volume choice."""

@@ -16,11 +16,16 @@ import numpy as np
 
 from medseg.types import Volume
 
-__all__ = ["Modality", "ModalityDecision", "looks_like_ct", "resolve_modality", "CT_AIR_HU", "CT_AIR_TOLERANCE", "CT_MAX_ABOVE"]
+__all__ = [
+    "Modality", "ModalityDecision", "looks_like_ct", "clearly_not_hu", "resolve_modality", "CT_AIR_HU",
+    "CT_AIR_TOLERANCE", "CT_MAX_ABOVE", "NOT_HU_P1",
+]
 
 CT_AIR_HU = -1000.0
 CT_AIR_TOLERANCE = 150.0
 CT_MAX_ABOVE = 300.0
+#: a 1st percentile at or above this is no CT in Hounsfield units (no fat, lung or air at all)
+NOT_HU_P1 = -50.0
 _SAMPLE_VOXELS = 2_000_000
 
 
@@ -64,15 +69,33 @@ def looks_like_ct(array: np.ndarray) -> bool:
     >>> looks_like_ct(np.linspace(0, 800, 100))
     False
     """
+    stats = _p1_and_max(array)
+    if stats is None:
+        return False
+    p1, top = stats
+    return abs(p1 - CT_AIR_HU) <= CT_AIR_TOLERANCE and top > CT_MAX_ABOVE
+
+
+def _p1_and_max(array: np.ndarray) -> tuple[float, float] | None:
     a = np.asarray(array)
     if a.size == 0 or not np.issubdtype(a.dtype, np.number):
-        return False
+        return None
     sample = _sample(a).astype(np.float64, copy=False)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
-        return False
-    p1 = float(np.percentile(sample, 1.0))
-    return abs(p1 - CT_AIR_HU) <= CT_AIR_TOLERANCE and float(sample.max()) > CT_MAX_ABOVE
+        return None
+    return float(np.percentile(sample, 1.0)), float(sample.max())
+
+
+def clearly_not_hu(array: np.ndarray) -> bool:
+    """True when intensities cannot be a CT in Hounsfield units: the 1st percentile is at or above -50.
+
+    Any CT of a body holds fat (about -100 HU), lung or air; MR, PET and other non-HU images are (nearly)
+    non-negative. A CT cropped inside the body fails :func:`looks_like_ct` (no air) but not this test, so
+    callers use this one to *refuse* a scan for a CT model, and :func:`looks_like_ct` to *recognise* CT.
+    """
+    stats = _p1_and_max(array)
+    return stats is not None and stats[0] >= NOT_HU_P1
 
 
 def resolve_modality(volume: Volume, override: str | Modality = Modality.AUTO) -> ModalityDecision:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from medseg.types import Volume
 
 __all__ = ["SegmentResult", "segment_file", "check_outputs", "OutputFormat", "parse_formats", "OutputPlan",
-           "plan_outputs", "write_outputs", "select_labels", "algorithm_info"]
+           "plan_outputs", "write_outputs", "select_labels", "algorithm_info", "is_folder_output", "folder_output"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,37 @@ class SegmentResult:
     fingerprint: str
     timings: dict[str, float] = field(default_factory=dict)
     extra_outputs: dict[str, Path] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def is_folder_output(output: str | PathLike[str]) -> bool:
+    """``-o`` names a folder: it ends with a path separator or is an existing directory."""
+    text = os.fspath(output)
+    return text.endswith(("/", os.sep)) or Path(text).expanduser().is_dir()
+
+
+def folder_output(folder: str | PathLike[str], volume: Volume, sample: bool = False) -> Path:
+    """``-o FOLDER``: ``FOLDER/<name>_seg.nii.gz``, ``<name>`` being the case name ``medseg batch`` gives the input.
+
+    The name is the file stem (``t1.nii.gz`` → ``t1``), the series number and description for DICOM
+    (``s003_Abdomen``), the case of an nnU-Net file set (``case7_0000.nii.gz`` → ``case7``), or ``sample``
+    for the bundled sample.
+    """
+    from medseg.batch.naming import OUTPUT_SUFFIX, case_name
+
+    src = volume.source
+    if sample:
+        name = "sample"
+    elif src.format == "dicom":
+        name = case_name(src.path or "", (src.series_number, src.series_description, src.series_uid or ""))
+    else:
+        name = case_name(src.path or "input")
+        if "channels" in src.extra:  # an nnU-Net case read from CASE_0000.nii.gz ...: the case is CASE
+            from medseg.channels import NNUNET_CHANNEL
+
+            m = NNUNET_CHANNEL.match(Path(src.path or "").name)
+            name = case_name(m.group("case")) if m else name
+    return Path(folder).expanduser() / f"{name}{OUTPUT_SUFFIX}"
 
 
 class OutputFormat(str, Enum):
@@ -347,6 +379,11 @@ def segment_file(
     split: bool = False,
     stats: bool = False,
     seg_type: str = "binary",
+    *,
+    volume: Volume | None = None,
+    irregular: str = "error",
+    force: bool = False,
+    modality: str = "auto",
 ) -> SegmentResult:
     """Segment one file/series and write the label map with its sidecars (``.json``, ``.ctbl``, ``.txt``)
     and, on request, a DICOM SEG / RTSTRUCT, statistics and one file per label. All or nothing.
@@ -365,20 +402,36 @@ def segment_file(
         split: also write ``OUT/<label>.nii.gz`` per label.
         stats: also write ``OUT.stats.json`` (:func:`medseg.stats.label_statistics`).
         seg_type: DICOM SEG type, ``"binary"`` or ``"fractional"``.
+        volume: the input, already read (its 4D volume chosen, channels stacked); ``input`` then only names it.
+        irregular: ``error`` or ``resample`` for irregular DICOM slice grids.
+        force: run even when the scan's modality is not the model's (the mismatch becomes a warning).
+        modality: ``auto``, ``ct`` or ``mr`` (see :mod:`medseg.modality`).
+
+    Raises:
+        InputError: the scan does not fit the model (modality, channels), before inference.
     """
     from medseg import __version__
+    from medseg.input_checks import check_channels, check_modality, result_warnings
     from medseg.io import read
+    from medseg.modality import resolve_modality
 
     fmts = formats if isinstance(formats, tuple) else parse_formats(formats)
     t0 = time.perf_counter()
     plan = plan_outputs(output, overwrite, fmts, stats=stats, split=split)
     check_dicom_input(input, fmts)
     check_roi_names(predictor.spec.labels, roi)
-    volume = read(input, series=series)
+    if volume is None:
+        volume = read(input, series=series, irregular=irregular)
+    check_channels(volume, predictor.spec.input.channels, predictor.spec.name)
+    warnings = [w for w in [check_modality(volume, predictor.spec, force=force, modality=modality)] if w]
     t_read = time.perf_counter()
     labels: Volume = predictor.predict(volume, progress=progress)
     labels = select_labels(labels, roi)
     t_pred = time.perf_counter()
+    from medseg.postprocess import label_volumes_ml
+
+    volumes_ml = label_volumes_ml(labels)
+    warnings += result_warnings(predictor.spec.name, volumes_ml)
     provenance = {
         "input": str(input),
         "series_uid": volume.source.series_uid,
@@ -387,6 +440,8 @@ def segment_file(
         "device": str(predictor.device),
         "autocast": str(predictor.autocast_dtype).replace("torch.", "") if predictor.autocast_dtype else "float32",
         "medseg_version": __version__,
+        "input_modality": resolve_modality(volume, modality).as_dict(),
+        "warnings": warnings,
         "spec": predictor.spec.to_dict(),
     }
     if roi:
@@ -399,17 +454,16 @@ def segment_file(
     )
     if not plan.label_map.is_file():  # pragma: no cover - atomic_output guarantees this
         raise WriteError("label map was not written", plan.label_map)
-    from medseg.postprocess import label_volumes_ml
-
     t_end = time.perf_counter()
     return SegmentResult(
         input=str(input),
         output=plan.label_map,
         sidecars=plan.sidecars,
-        volumes_ml=label_volumes_ml(labels),
+        volumes_ml=volumes_ml,
         seconds=t_end - t0,
         model=predictor.spec.name,
         fingerprint=predictor.fingerprint,
         timings={"read": t_read - t0, "predict": t_pred - t_read, "write": t_end - t_pred},
         extra_outputs={k: v for k, v in written.items() if k not in ("label_map", "json", "ctbl", "txt")},
+        warnings=tuple(warnings),
     )

@@ -44,3 +44,16 @@ def test_rule_edges():
     assert not looks_like_ct(np.full(10, np.nan))
     with pytest.raises(ValueError, match="auto, ct, mr"):
         resolve_modality(None, "pet")  # type: ignore[arg-type]  # the choice is checked first
+
+
+def test_ct_crop_inside_the_body_is_not_refused_as_non_hu(shared_data):
+    """A CT cropped inside the body has no air (not recognised as CT) but is still HU; an MR is not HU."""
+    from medseg.modality import clearly_not_hu
+
+    ref = shared_data / "TotalSegmentator/tests/reference_files"
+    ct = medseg.io.read(ref / "example_ct.nii.gz").array
+    body = ct[30:90, 20:70, :]
+    assert not looks_like_ct(body) and not clearly_not_hu(body)
+    assert not clearly_not_hu(ct)
+    assert clearly_not_hu(medseg.io.read(ref / "example_mr_sm.nii.gz").array)
+    assert clearly_not_hu(medseg.io.read(shared_data / "MONAI/tests/testing_data/anatomical.nii").array)

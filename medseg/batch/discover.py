@@ -25,6 +25,7 @@ from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from medseg.errors import MedsegError, ReadError
+from medseg.batch.naming import series_label
 
 __all__ = ["CaseKind", "Case", "Discovery", "discover_cases", "IMAGE_SUFFIXES"]
 
@@ -152,21 +153,6 @@ def _common_dir(paths: list[Path]) -> Path:
     return Path(os.path.commonpath([str(p.parent) for p in paths]))
 
 
-def _series_label(number: int | None, description: str | None, series_id: str) -> str:
-    parts = []
-    if number is not None:
-        parts.append(f"s{number:03d}")
-    if description:
-        parts.append(description.strip())
-    if series_id and "." in series_id and series_id.rsplit(".", 1)[-1].startswith("s") and series_id.rsplit(".", 1)[-1][1:].isdigit():
-        parts.append(series_id.rsplit(".", 1)[-1])  # sub-series of a split UID
-    if not parts:
-        from medseg.batch.naming import short_hash
-
-        parts.append(f"series-{short_hash(series_id or 'none')}")
-    return "_".join(parts)
-
-
 def _rel(root: Path, path: Path) -> PurePosixPath:
     try:
         return PurePosixPath(Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix())
@@ -248,7 +234,7 @@ def discover_cases(input_dir: str | os.PathLike[str], exclude: list[Path] | None
                 path=folder_or_zip,
                 series=info.uid,
                 rel=rel,
-                series_label=_series_label(info.number, info.description, info.uid or ""),
+                series_label=series_label(info.number, info.description, info.uid or ""),
                 description=_describe(info),
                 problem=problem,
             )

@@ -21,7 +21,10 @@ from pathlib import Path, PurePosixPath
 
 from medseg.errors import WriteError
 
-__all__ = ["OUTPUT_SUFFIX", "MAX_COMPONENT", "sanitize_component", "short_hash", "output_paths", "ensure_inside"]
+__all__ = [
+    "OUTPUT_SUFFIX", "MAX_COMPONENT", "sanitize_component", "short_hash", "series_label", "case_name", "output_paths",
+    "ensure_inside",
+]
 
 #: every batch output ends with this; sidecars become ``<stem>_seg.json`` / ``.ctbl``
 OUTPUT_SUFFIX = "_seg.nii.gz"
@@ -59,6 +62,38 @@ def _strip_image_suffix(name: str) -> str:
         if low.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def series_label(number: int | None, description: str | None, series_id: str) -> str:
+    """Readable name of a DICOM series: ``"s003_Abdomen"`` (number, description, sub-series), else a UID hash."""
+    parts = []
+    if number is not None:
+        parts.append(f"s{number:03d}")
+    if description:
+        parts.append(description.strip())
+    last = series_id.rsplit(".", 1)[-1] if series_id and "." in series_id else ""
+    if last.startswith("s") and last[1:].isdigit():
+        parts.append(last)  # sub-series of a split UID
+    if not parts:
+        parts.append(f"series-{short_hash(series_id or 'none')}")
+    return "_".join(parts)
+
+
+def case_name(path: str | Path, dicom_series: tuple[int | None, str | None, str] | None = None) -> str:
+    """The sanitised case name batch gives one input: the file stem, or the series label for DICOM.
+
+    Args:
+        path: the input file or folder.
+        dicom_series: ``(series number, description, series UID)`` when the input is a DICOM series.
+
+    >>> case_name("/data/sub-01/t1.nii.gz")
+    't1'
+    >>> case_name("/data/p7/ct", (3, "Abdomen", "1.2.3"))
+    's003_Abdomen'
+    """
+    if dicom_series is not None:
+        return sanitize_component(series_label(*dicom_series))
+    return sanitize_component(_strip_image_suffix(Path(path).name))
 
 
 def _base_name(rel: PurePosixPath, series_label: str | None) -> PurePosixPath:

@@ -50,6 +50,8 @@ class BatchSettings:
         tta: test-time flips on/off; ``None`` keeps the spec's.
         threads: torch CPU threads (``None``: torch's default).
         irregular: ``error`` or ``resample`` for irregular DICOM slice grids.
+        force: segment cases whose modality is not the model's (else such a case fails with the reason).
+        modality: ``auto``, ``ct`` or ``mr``: the cases' modality (see :mod:`medseg.modality`).
         overwrite: replace outputs this tool did not write, or wrote with another model/settings.
         read_ahead: cases read ahead of inference (queue bound, >= 1).
         write_queue: results waiting for the writer (queue bound, >= 1).
@@ -67,6 +69,8 @@ class BatchSettings:
     tta: bool | None = None
     threads: int | None = None
     irregular: str = "error"
+    force: bool = False
+    modality: str = "auto"
     overwrite: bool = False
     read_ahead: int = 1
     write_queue: int = 2
@@ -273,9 +277,15 @@ def read_case(case: Case, irregular: str, formats: tuple[str, ...] = ()):  # noq
     return read(case.path, series=case.series, irregular=irregular)
 
 
-def predict_case(predictor: Any, volume: Any) -> tuple[Any, dict[str, float]]:
+def predict_case(predictor: Any, volume: Any, force: bool = False, modality: str = "auto") -> tuple[Any, dict[str, float]]:
+    """Check that the case fits the model (channels, modality; see :mod:`medseg.input_checks`), then predict."""
+    from medseg.input_checks import check_channels, check_modality
     from medseg.postprocess import label_volumes_ml
 
+    check_channels(volume, predictor.spec.input.channels, predictor.spec.name)
+    mismatch = check_modality(volume, predictor.spec, force=force, modality=modality)
+    if mismatch:
+        log.warning("%s: %s", volume.source.path, mismatch)
     labels = predictor.predict(volume)
     return labels, label_volumes_ml(labels)
 
@@ -340,7 +350,8 @@ def process_volume(
 
     t0 = time.perf_counter()
     volume = read_case(case, irregular, settings.formats if settings is not None else ())
-    labels, vols = predict_case(predictor, volume)
+    checks = (settings.force, settings.modality) if settings is not None else (False, "auto")
+    labels, vols = predict_case(predictor, volume, *checks)
     if settings is not None and settings.roi:
         vols = label_volumes_ml(select_labels(labels, list(settings.roi)))
     write_case(labels, vols, output, overwrite, sidecar_provenance(predictor, case), settings=settings, case=case,
@@ -484,7 +495,9 @@ def run_local(
             if item.error is None:
                 t0 = time.perf_counter()
                 try:
-                    item.labels, item.volumes_ml = predict_case(predictor, item.volume)
+                    item.labels, item.volumes_ml = predict_case(
+                        predictor, item.volume, settings.force, settings.modality
+                    )
                     if settings.roi:
                         from medseg.pipeline import select_labels
                         from medseg.postprocess import label_volumes_ml

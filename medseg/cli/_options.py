@@ -65,3 +65,28 @@ def add_output_options(p: argparse.ArgumentParser, dicomweb: bool = True) -> Non
                        help="DICOMweb password (default: $MEDSEG_DICOMWEB_PASSWORD)")
         p.add_argument("--dicomweb-token", default=None, help="DICOMweb bearer token (default: $MEDSEG_DICOMWEB_TOKEN)")
         p.add_argument("--dicomweb-ca", default=None, help="CA bundle for https DICOMweb servers")
+
+
+def volume_choice(text: str) -> int | str:
+    """argparse type for ``--volume``: a 0-based volume number or ``mean``."""
+    from medseg.input_checks import parse_volume_choice
+
+    try:
+        return parse_volume_choice(text)  # type: ignore[return-value]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_input_options(p: argparse.ArgumentParser, *, checks: bool = True) -> None:
+    """``--series --irregular --volume`` (which volume of the input), plus ``--modality --force`` with ``checks``."""
+    p.add_argument("--series", default=None,
+                   help="DICOM series when the input holds several: a SeriesInstanceUID, a unique UID prefix or a series number")
+    p.add_argument("--irregular", choices=["error", "resample"], default="error",
+                   help="irregular DICOM slice spacing (missing slice, tilt): error (default) or resample onto a regular grid")
+    p.add_argument("--volume", type=volume_choice, default=None, metavar="N|mean",
+                   help="volume of a 4D scan (0-based, as `medseg info` numbers them) or mean")
+    if checks:
+        p.add_argument("--modality", choices=["auto", "ct", "mr"], default="auto",
+                       help="the scan's modality: auto = DICOM Modality, else an intensity test for Hounsfield units")
+        p.add_argument("--force", action="store_true",
+                       help="run even when the scan's modality is not the model's (the mismatch is reported as a warning)")

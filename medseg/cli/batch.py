@@ -33,6 +33,10 @@ def add_parser(subparsers: Any) -> None:
     add_output_options(p, dicomweb=False)
     p.add_argument("--irregular", choices=["error", "resample"], default="error",
                    help="DICOM slices not on a regular grid: fail the case (default) or resample")
+    p.add_argument("--modality", choices=["auto", "ct", "mr"], default="auto",
+                   help="the scans' modality: auto = DICOM Modality, else an intensity test for Hounsfield units")
+    p.add_argument("--force", action="store_true",
+                   help="segment cases whose modality is not the model's (default: such a case fails with the reason)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace outputs not written by this batch, or written with another model/settings")
     p.add_argument("--read-ahead", type=positive_int, default=1, help="cases read ahead of inference (default: 1)")
@@ -54,6 +58,7 @@ def _command_line(args: argparse.Namespace) -> list[str]:
         ("--overlap", args.overlap, None),
         ("--threads", args.threads, None),
         ("--irregular", args.irregular, "error"),
+        ("--modality", args.modality, "auto"),
         ("--read-ahead", args.read_ahead, 1),
         ("--ray-workers", args.ray_workers, None),
     ):
@@ -70,7 +75,7 @@ def _command_line(args: argparse.Namespace) -> list[str]:
             cmd.append(flag)
     if args.tta is not None:
         cmd.append("--tta" if args.tta else "--no-tta")
-    for flag, on in (("--overwrite", args.overwrite), ("--quiet", args.quiet)):
+    for flag, on in (("--overwrite", args.overwrite), ("--force", args.force), ("--quiet", args.quiet)):
         if on:
             cmd.append(flag)
     if args.ray is not None:
@@ -98,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta,
         threads=args.threads,
         irregular=args.irregular,
+        force=args.force,
+        modality=args.modality,
         overwrite=args.overwrite,
         read_ahead=args.read_ahead,
         formats=formats,

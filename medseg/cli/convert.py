@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from medseg.cli._options import add_input_options
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -16,13 +18,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("path", help="input file, DICOM folder or .zip")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .nii.gz, .nii, .nrrd or .mha")
-    p.add_argument("--series", metavar="UID", default=None, help="SeriesInstanceUID to convert when PATH holds several")
-    p.add_argument(
-        "--irregular",
-        choices=["error", "resample"],
-        default="error",
-        help="DICOM slices not on a regular grid (uneven spacing, missing slice, tilt): fail (default) or resample",
-    )
+    add_input_options(p, checks=False)
     p.add_argument("--reference", metavar="SERIES", default=None,
                    help="DICOM SEG input: the series it segments (default: the SEG's own folder)")
     p.add_argument("--label", action="store_true", help="store the volume as a label map (smallest unsigned int type)")
@@ -32,6 +28,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medseg.errors import MedsegError
+    from medseg.input_checks import select_volume
     from medseg.io import check_writable, read, write
 
     from pathlib import Path
@@ -43,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return _convert_seg(args)
     if args.reference is not None:
         raise MedsegError("--reference applies to a DICOM SEG input only", args.path)
-    volume = read(args.path, series=args.series, irregular=args.irregular)
+    volume = select_volume(read(args.path, series=args.series, irregular=args.irregular), args.volume)
     for warning in volume.source.warnings:
         print(f"medseg convert: warning: {args.path}: {warning}", file=sys.stderr)
     if args.label:

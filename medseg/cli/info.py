@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from medseg.cli._options import volume_choice
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -17,6 +19,8 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("path", help="DICOM file, folder or .zip; .nii/.nii.gz; .nrrd/.nhdr; .mha/.mhd")
     p.add_argument("--json", action="store_true", help="print a JSON list (one object per series)")
+    p.add_argument("--volume", type=volume_choice, default=None, metavar="N|mean",
+                   help="describe one volume of a 4D scan (0-based) or their mean, as convert/segment would read it")
     p.set_defaults(run=run)
 
 
@@ -28,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from medseg.io import scan
 
     series = scan(args.path)
+    if args.volume is not None:
+        series = [_one_volume(s, args.volume, args.path) for s in series]
     if args.json:
         json.dump([s.to_dict() for s in series], sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -38,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
         if s.uid:
             print(f"    uid:         {s.uid}")
         print(f"    shape:       {_fmt_shape(s.shape)}")
+        if len(s.shape) == 4:
+            print(f"    volumes:     {s.shape[3]} (0..{s.shape[3] - 1}; choose one with --volume N or --volume mean)")
+        elif s.extra and s.extra.get("volume") is not None:
+            print(f"    volume:      {s.extra['volume']} (of {s.extra['volumes']})")
         print(f"    spacing:     {_fmt_shape(s.spacing, ' x ', '.4g')} mm")
         print(f"    orientation: {s.orientation or '-'}")
         if s.n_files != 1:
@@ -50,3 +60,15 @@ def run(args: argparse.Namespace) -> int:
         for w in s.warnings:
             print(f"    warning:     {w}")
     return 0
+
+
+def _one_volume(s: Any, choice: int | str, path: str) -> Any:
+    """The series description of one volume (``--volume``): the 4th axis dropped, the choice recorded."""
+    from dataclasses import replace
+
+    from medseg.errors import InputError
+
+    n = s.shape[3] if len(s.shape) == 4 else 1
+    if choice != "mean" and not 0 <= int(choice) < n:
+        raise InputError(f"--volume {choice} is out of range: this scan has {n} volume(s) (0..{n - 1})", path)
+    return replace(s, shape=tuple(s.shape[:3]), extra={**(s.extra or {}), "volume": choice, "volumes": n})

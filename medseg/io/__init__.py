@@ -161,7 +161,7 @@ def read(path: str | PathLike[str], series: str | None = None, irregular: str | 
     p = Path(path).expanduser()
     fmt = detect_format(p)
     if fmt != "dicom" and series is not None:
-        raise ReadError(f"--series/series= applies to DICOM only; this is a {fmt} file with one volume", p)
+        raise ReadError(f"--series applies to DICOM only; this is a {fmt} file with one volume", p)
     try:
         if fmt == "nifti":
             from medseg.io.nifti import read_nifti

@@ -50,7 +50,7 @@ def check_output(path: str | PathLike[str], overwrite: bool = False) -> Path:
     if out.is_dir():
         raise WriteError("output path is a directory, expected a file name", out)
     if (out.exists() or out.is_symlink()) and not overwrite:
-        raise WriteError("output already exists (pass overwrite=True / --overwrite to replace it)", out)
+        raise WriteError("output already exists (pass --overwrite to replace it)", out)
     return out
 
 
@@ -127,10 +127,10 @@ def atomic_output(path: str | PathLike[str], overwrite: bool = False, suffix: st
             try:
                 os.link(tmp, out)
             except FileExistsError as err:
-                raise WriteError("output already exists (pass overwrite=True / --overwrite to replace it)", out) from err
+                raise WriteError("output already exists (pass --overwrite to replace it)", out) from err
             except OSError:
                 if out.exists():
-                    raise WriteError("output already exists (pass overwrite=True / --overwrite to replace it)", out)
+                    raise WriteError("output already exists (pass --overwrite to replace it)", out)
                 os.replace(tmp, out)
             else:
                 tmp.unlink()

@@ -531,7 +531,7 @@ def _select(p: str, series: list[_Series], col: _Collected, wanted: str | int | 
             kinds = sorted({s.non_image for s in series if s.non_image})
             raise ReadError(f"this is {' and '.join(kinds)}, not an image that can be read as a volume", p)
         raise SeriesSelectionError(
-            f"{len(images)} image series found; choose one with series= (UID or series number):{listing}",
+            f"{len(images)} image series found; choose one with --series (a UID, a unique UID prefix or a series number):{listing}",
             p,
             series=[_info(s, p, col.warnings) for s in images],
         )
@@ -716,7 +716,7 @@ def read_dicom(
     if s.problems and mode is Irregular.ERROR:
         raise GeometryError(
             f"slices do not form a regular grid: {'; '.join(s.problems)}. "
-            "Read with irregular='resample' to resample onto a regular grid.",
+            "Pass --irregular resample to resample onto a regular grid.",
             p,
         )
     data = _load(s)
