@@ -137,6 +137,9 @@ class SegmentWidget(QWidget):
         for ev in (events.inserted, events.removed, events.reordered):
             ev.connect(self._refresh_layer_combos)
         self._refresh_layer_combos()
+        from ._cursor import install_cursor_readout
+
+        install_cursor_readout(self.viewer)  # RAS/LPS + HU under the cursor
         # shortcuts act only while the widget is shown (a closed dock widget is hidden, not deleted)
         self.viewer.bind_key(SHORTCUTS["run"], lambda _v: self.run() if docked(self) else None, overwrite=True)
         self.viewer.bind_key(SHORTCUTS["cancel"], lambda _v: self.cancel(), overwrite=True)
@@ -219,7 +222,7 @@ class SegmentWidget(QWidget):
 
             predictor = cache.get(key)
             if predictor is None:
-                tracker.stage("loading model")
+                tracker.stage("loading model")  # shown as a busy bar + "loading model…" until it is ready
                 predictor = load_predictor(
                     settings["model"], device=settings["device"], overlap=settings["overlap"], tta=settings["tta"]
                 )
@@ -247,12 +250,21 @@ class SegmentWidget(QWidget):
             self.status.setText("cancelling…")
 
     def _on_progress(self, done: int, total: int, stage: str) -> None:
-        if total > 0:
+        """Busy bar while loading the model or for a one-pass model; windows done / total otherwise."""
+        if stage == "segmenting" and total > 1:
             self.progress.setTextVisible(True)
+            self.progress.setFormat("%v / %m windows")
             self.progress.setRange(0, total)
             self.progress.setValue(min(done, total))
-        if stage:
-            self.status.setText(f"{stage}… {done}/{total}" if total > 0 else f"{stage}…")
+            self.status.setText(f"segmenting… {done}/{total} windows")
+        elif stage:
+            self.progress.setRange(0, 0)  # busy: model loading, or a whole-volume pass with no steps
+            self.progress.setTextVisible(False)
+            if stage == "segmenting":
+                self.status.setText("segmenting (whole volume in one pass)…" if total == 1 and done == 0
+                                    else "segmenting…")
+            else:
+                self.status.setText(f"{stage}…")
 
     def _on_failed(self, message: str) -> None:
         self.status.setText(f"failed: {message}")
@@ -263,6 +275,7 @@ class SegmentWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if self.status.text().startswith("done") else 0)
         self.progress.setTextVisible(False)
+        self.progress.setFormat("%p%")
 
     def _on_result(self, labels_volume: Any, image_name: str, model: str) -> None:
         from pathlib import Path
@@ -297,7 +310,9 @@ class SegmentWidget(QWidget):
 
     @staticmethod
     def _table_events(layer: Any) -> list:
-        return [layer.events.paint, layer.events.data, layer.events.labels_update, layer.events.features]
+        # undo/redo emit only set_data (no paint event): without it the table would go stale
+        return [layer.events.paint, layer.events.data, layer.events.labels_update, layer.events.features,
+                layer.events.set_data]
 
     def _schedule_table(self, *_: Any) -> None:
         self._table_timer.start()
