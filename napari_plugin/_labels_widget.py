@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["LabelsWidget", "SHORTCUTS", "layer_label_rows", "set_layer_labels"]
 
 SHORTCUTS = {"fill between slices": "Shift-I"}
-_COLS = ("show", "colour", "id", "name", "volume (mL)")
-_SHOW, _COLOUR, _ID, _NAME, _ML = range(5)
+_COLS = ("show", "colour", "id", "mL", "name")
+_SHOW, _COLOUR, _ID, _ML, _NAME = range(5)
 _SCOPES = ("selected label", "all labels")
 
 
@@ -219,7 +219,7 @@ class LabelsWidget(QWidget):
             vol = QTableWidgetItem(f"{ml:.2f}")
             vol.setFlags(Qt.ItemIsEnabled | Qt.ItemIsSelectable)
             vol.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-            for c, item in enumerate((show, colour, id_item, name, vol)):
+            for c, item in ((_SHOW, show), (_COLOUR, colour), (_ID, id_item), (_ML, vol), (_NAME, name)):
                 self.table.setItem(r, c, item)
         self.table.blockSignals(False)
         self.table.resizeColumnsToContents()

@@ -62,7 +62,7 @@ IS_CT_KEY = "medseg_is_ct"
 HIDDEN_KEY = "medseg_hidden_labels"
 
 #: Labels layer opacity: the anatomy under a label stays readable (napari's default is 0.7).
-LABELS_OPACITY = 0.45
+LABELS_OPACITY = 0.35
 
 
 def world_affine(geometry: Geometry) -> np.ndarray:

@@ -91,6 +91,10 @@ def test_segment_widget_end_to_end(make_napari_viewer, qtbot, shared_data, tiny_
     idx = np.nonzero(labels.data[:, :6, :6] != 1)
     labels.data_setitem(idx, 1)
     qtbot.waitUntil(lambda: widget.table.item(0, 2).text() == f"{(n1 + idx[0].size) * vox_ml:.2f}", timeout=5000)
+    labels.undo()  # napari reports undo/redo only as set_data: the table must follow those too
+    qtbot.waitUntil(lambda: widget.table.item(0, 2).text() == f"{n1 * vox_ml:.2f}", timeout=5000)
+    labels.redo()
+    qtbot.waitUntil(lambda: widget.table.item(0, 2).text() == f"{(n1 + idx[0].size) * vox_ml:.2f}", timeout=5000)
 
     # save next to a copy of the scan with the Save widget, reload, compare with the layer
     _, saver = viewer.window.add_plugin_dock_widget("medseg", "Save labels")
