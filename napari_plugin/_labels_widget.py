@@ -39,12 +39,28 @@ from ._workers import docked
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["LabelsWidget", "SHORTCUTS", "layer_label_rows", "set_layer_labels"]
+__all__ = ["LabelsWidget", "SHORTCUTS", "layer_label_rows", "set_layer_labels", "history_signature"]
 
 SHORTCUTS = {"fill between slices": "Shift-I"}
 _COLS = ("show", "colour", "id", "mL", "name")
 _SHOW, _COLOUR, _ID, _ML, _NAME = range(5)
 _SCOPES = ("selected label", "all labels")
+
+
+def history_signature(layer: Any) -> tuple[int, int, int] | None:
+    """``(id of data, undo steps, redo steps)`` of a Labels layer, or ``None`` if napari does not expose them.
+
+    napari emits ``set_data`` for undo/redo but also whenever the view is re-sliced (every scroll); volumes
+    only need recounting when this signature changed. ``None`` (another napari version) means: always recount.
+    """
+    undo = getattr(layer, "_undo_history", None)
+    redo = getattr(layer, "_redo_history", None)
+    if undo is None or redo is None:
+        return None
+    try:
+        return id(layer.data), len(undo), len(redo)
+    except TypeError:
+        return None
 
 
 def layer_label_rows(layer: Any) -> list[tuple[Any, bool, float]]:
@@ -96,6 +112,7 @@ class LabelsWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self._layer = None
+        self._signature: tuple | None = None
         self._rows: list = []
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -176,8 +193,8 @@ class LabelsWidget(QWidget):
 
     @staticmethod
     def _events(layer: Any) -> list:
-        # paint/labels_update: brush, fill, data_setitem; set_data: undo, redo, data replaced
-        return [layer.events.paint, layer.events.labels_update, layer.events.set_data, layer.events.data]
+        # paint/labels_update: brush, fill, data_setitem; data: data replaced. (set_data: see _on_set_data)
+        return [layer.events.paint, layer.events.labels_update, layer.events.data]
 
     def _on_layer_changed(self, *_: Any) -> None:
         layer = self.layer()
@@ -187,19 +204,28 @@ class LabelsWidget(QWidget):
         if self._layer is not None:
             for ev in self._events(self._layer):
                 ev.disconnect(self._schedule)
+            self._layer.events.set_data.disconnect(self._on_set_data)
         self._layer = layer
         if layer is not None:
             for ev in self._events(layer):
                 ev.connect(self._schedule)
+            layer.events.set_data.connect(self._on_set_data)
         self.refresh()
 
     def _schedule(self, *_: Any) -> None:
         self._timer.start()
 
+    def _on_set_data(self, *_: Any) -> None:
+        """Undo/redo (and every re-slice) emit set_data: recount only when the edit history moved."""
+        sig = history_signature(self._layer) if self._layer is not None else None
+        if sig is None or sig != self._signature:
+            self._timer.start()
+
     # ---- table --------------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Rebuild the table from the layer (names, colours, visibility, volumes)."""
         layer = self._layer
+        self._signature = history_signature(layer) if layer is not None else None
         self._rows = layer_label_rows(layer) if layer is not None else []
         self.table.blockSignals(True)
         self.table.setRowCount(len(self._rows))

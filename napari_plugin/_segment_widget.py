@@ -71,6 +71,7 @@ class SegmentWidget(QWidget):
         self._predictors: dict[tuple, Any] = {}
         self.last_labels_layer = None
         self._table_layer = None
+        self._table_signature: tuple | None = None
         self._table_timer = QTimer(self)
         self._table_timer.setSingleShot(True)
         self._table_timer.setInterval(250)
@@ -302,17 +303,25 @@ class SegmentWidget(QWidget):
         if self._table_layer is not None:
             for ev in self._table_events(self._table_layer):
                 ev.disconnect(self._schedule_table)
+            self._table_layer.events.set_data.disconnect(self._on_set_data)
         self._table_layer = layer
         if layer is not None:
             for ev in self._table_events(layer):
                 ev.connect(self._schedule_table)
+            layer.events.set_data.connect(self._on_set_data)
         self.refresh_table()
 
     @staticmethod
     def _table_events(layer: Any) -> list:
-        # undo/redo emit only set_data (no paint event): without it the table would go stale
-        return [layer.events.paint, layer.events.data, layer.events.labels_update, layer.events.features,
-                layer.events.set_data]
+        return [layer.events.paint, layer.events.data, layer.events.labels_update, layer.events.features]
+
+    def _on_set_data(self, *_: Any) -> None:
+        """Undo/redo emit only set_data (as does every re-slice): recount when the edit history moved."""
+        from ._labels_widget import history_signature
+
+        sig = history_signature(self._table_layer) if self._table_layer is not None else None
+        if sig is None or sig != self._table_signature:
+            self._table_timer.start()
 
     def _schedule_table(self, *_: Any) -> None:
         self._table_timer.start()
@@ -332,6 +341,9 @@ class SegmentWidget(QWidget):
         return rows
 
     def refresh_table(self) -> None:
+        from ._labels_widget import history_signature
+
+        self._table_signature = history_signature(self._table_layer) if self._table_layer is not None else None
         rows = self.volumes()
         self.table.setRowCount(len(rows))
         for r, (lid, name, ml, rgb) in enumerate(rows):

@@ -114,6 +114,9 @@ def test_totalsegmentator_session_edit_undo_redo_interpolate_save(make_napari_vi
     qtbot.waitUntil(lambda: widget.volumes()[5] == pytest.approx(after, abs=1e-4), timeout=5000)
     layer.undo()
     qtbot.waitUntil(lambda: widget.volumes()[5] == pytest.approx(liver0, abs=1e-4), timeout=5000)
+    qtbot.wait(300)
+    viewer.dims.set_point(0, viewer.dims.point[0] + 3.0)  # scrolling re-slices (set_data) but edits nothing
+    assert not widget._timer.isActive()  # ... so the volumes are not recounted
 
     # editable table: rename, recolour, hide
     widget.set_label_name(5, "liver (edited)")
@@ -177,3 +180,37 @@ def test_totalsegmentator_session_edit_undo_redo_interpolate_save(make_napari_vi
     renamed = dict(zip(reopened.features["index"], reopened.features["name"]))
     assert renamed[5] == "liver (edited)" and renamed[118] == "label 118"
     np.testing.assert_allclose(reopened.colormap.map(1)[:3], [1.0, 128 / 255, 0.0], atol=1e-6)
+
+
+def test_save_folder_rules(tmp_path):
+    """Remembered folder > scan folder (writable, outside the installation) > ~/medseg-labels."""
+    import os
+    from types import SimpleNamespace
+
+    from medseg.data import sample_path
+    from medseg.types import SourceInfo
+    from medseg_napari._save_folder import choose_dir, is_install_dir, remember_dir
+    from medseg_napari._save_widget import default_output_path
+
+    def layer(path):
+        return SimpleNamespace(name="brain seg", metadata={"medseg_source": SourceInfo(path=str(path))})
+
+    fallback = Path.home() / "medseg-labels"
+    assert is_install_dir(sample_path().parent)
+    assert default_output_path(layer(sample_path())) == fallback / "sample_brain_t1_brain_seg.nii.gz"
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    assert default_output_path(layer(scans / "ct.nii.gz")) == scans / "ct_brain_seg.nii.gz"
+    read_only = tmp_path / "cd"
+    read_only.mkdir()
+    os.chmod(read_only, 0o555)
+    try:
+        assert choose_dir(read_only) == fallback  # even root does not write into a read-only input folder
+    finally:
+        os.chmod(read_only, 0o755)
+    elsewhere = tmp_path / "reviewed"
+    elsewhere.mkdir()
+    remember_dir(elsewhere)
+    assert default_output_path(layer(scans / "ct.nii.gz")) == elsewhere / "ct_brain_seg.nii.gz"
+    elsewhere.rmdir()  # a remembered folder that is gone is forgotten
+    assert default_output_path(layer(scans / "ct.nii.gz")) == scans / "ct_brain_seg.nii.gz"
