@@ -31,14 +31,15 @@ import numpy as np
 __all__ = ["get_reader", "read_paths", "read_volumes", "as_label_map", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".zip")
+_MAX_PROBE = 64  # files probed for the DICM marker in a folder
 
 
 def _stem(name: str) -> str:
+    """File name without its image suffix (``ct.nii.gz`` -> ``ct``)."""
     for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".zip"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
-_MAX_PROBE = 64  # files probed for the DICM marker in a folder
 
 
 def _has_dicm(path: Path) -> bool:
