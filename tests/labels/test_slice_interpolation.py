@@ -93,5 +93,5 @@ def test_real_organs_from_every_fourth_slice(shared_data):
         a, b = out == lid, truth == lid
         dice = 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
         nearest = 2 * np.count_nonzero((kept == lid) & b) / (np.count_nonzero(kept == lid) + np.count_nonzero(b))
-        assert dice > 0.85, (name, dice)
+        assert dice > 0.92, (name, dice)  # measured 0.946 (left kidney) to 0.981 (liver)
         assert dice > nearest + 0.2, (name, dice, nearest)  # far better than the sparse annotation alone
