@@ -43,6 +43,7 @@ __all__ = [
     "layer_to_volume",
     "layer_labels",
     "label_colormap",
+    "LABELS_OPACITY",
     "data_to_ijk",
     "ijk_to_data",
 ]
@@ -57,6 +58,11 @@ GEOMETRY_KEY = "medseg_geometry"
 AXES_KEY = "medseg_axes"
 SOURCE_KEY = "medseg_source"
 LABELS_KEY = "medseg_labels"
+IS_CT_KEY = "medseg_is_ct"
+HIDDEN_KEY = "medseg_hidden_labels"
+
+#: Labels layer opacity: the anatomy under a label stays readable (napari's default is 0.7).
+LABELS_OPACITY = 0.35
 
 
 def world_affine(geometry: Geometry) -> np.ndarray:
@@ -105,11 +111,13 @@ def _placement(geometry: Geometry, n_time: int | None) -> tuple[np.ndarray, np.n
     return np.concatenate([[1.0], spacing]), aff5
 
 
-def label_colormap(labels: Sequence[Label]) -> dict[int | None, np.ndarray]:
-    """Colour dict for napari's ``DirectLabelColormap``: background transparent, unknown ids grey."""
+def label_colormap(labels: Sequence[Label], hidden: Sequence[int] = ()) -> dict[int | None, np.ndarray]:
+    """Colour dict for napari's ``DirectLabelColormap``: background transparent, unknown ids grey, the ids
+    in ``hidden`` transparent (per-label visibility)."""
     colors: dict[int | None, np.ndarray] = {None: np.array([0.6, 0.6, 0.6, 1.0]), 0: np.zeros(4)}
+    hide = {int(h) for h in hidden}
     for lab in labels:
-        colors[int(lab.id)] = np.array([*(c / 255.0 for c in lab.color), 1.0])
+        colors[int(lab.id)] = np.array([*(c / 255.0 for c in lab.color), 0.0 if int(lab.id) in hide else 1.0])
     return colors
 
 
@@ -152,8 +160,11 @@ def volume_to_layer_data(volume: Volume, name: str | None = None) -> tuple[Any, 
         from napari.utils.colormaps import DirectLabelColormap
 
         kwargs["colormap"] = DirectLabelColormap(color_dict=label_colormap(volume.labels))
+        kwargs["opacity"] = LABELS_OPACITY
         return data, kwargs, "labels"
-    if resolve_modality(volume).is_ct:
+    is_ct = resolve_modality(volume).is_ct
+    metadata[IS_CT_KEY] = is_ct  # the cursor readout says "HU" for CT
+    if is_ct:
         kwargs["contrast_limits"] = CT_WINDOW
     elif data.size and np.issubdtype(data.dtype, np.number):
         sample = data.reshape(-1)[:: max(1, data.size // 200_000)]

@@ -9,8 +9,13 @@
   them; only when none can be read does the reader raise.
 * A DICOM SEG opens as a Labels layer (segment names and colours) on top of its referenced series,
   which must lie in the same folder.
-* A NIfTI saved by medseg (label map + ``<stem>.json`` sidecar) reopens as a Labels layer with its names
-  and colours.
+* A **label map** (the one rule of :mod:`medseg.labels_detect`: integer values, few of them, and a label
+  table or a ``*_seg*``/``*label*``/``*mask*`` name) opens as a Labels layer, with names and colours from
+  ``X.json`` (medseg), ``X.ctbl`` (Slicer), ``X.txt`` (ITK-SNAP), the NIfTI header (TotalSegmentator) or
+  TotalSegmentator's class map (:mod:`medseg.label_tables`): TotalSegmentator outputs, NRRD labels, medseg's
+  own results.
+* The manifest claims only these formats (no ``*`` pattern): a PNG never reaches this reader. DICOM files
+  without a suffix are opened through their folder, or when named like UIDs (``1.2.840....``).
 * Slices that do not form a regular grid (uneven spacing, missing slice, gantry tilt) are resampled onto
   a regular grid for display, with a warning; the CLI's default is to refuse such series.
 """
@@ -23,10 +28,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["get_reader", "read_paths", "IMAGE_SUFFIXES"]
+import numpy as np
+
+__all__ = ["get_reader", "read_paths", "read_volumes", "as_label_map", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".zip")
 _MAX_PROBE = 64  # files probed for the DICM marker in a folder
+
+
+def _stem(name: str) -> str:
+    """File name without its image suffix (``ct.nii.gz`` -> ``ct``)."""
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".zip"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _has_dicm(path: Path) -> bool:
@@ -98,29 +113,38 @@ def _read_one(path: Path, series: str | None = None) -> Any:
         return volume
 
 
-def _sidecar_labels(path: Path) -> tuple | None:
-    """Labels from the ``<stem>.json`` sidecar medseg writes next to a label map, or ``None`` if there is none
-    (or it is not a medseg label sidecar)."""
-    import json
-
-    from medseg.io.sidecar import sidecar_paths
+def as_label_map(path: Path, volume: Any) -> Any:
+    """``volume`` as a label map when :func:`medseg.labels_detect.label_map_reason` says it is one, with names
+    and colours from :func:`medseg.label_tables.find_label_table` (else ``"label N"``, or the file's stem for
+    a one-label mask); otherwise ``volume`` unchanged. A volume the reader already knows is a label map (a
+    NIfTI with a label intent, as medseg writes) gets its names from the same tables."""
+    from medseg.label_tables import find_label_table, label_color
+    from medseg.labels_detect import label_map_reason, label_values
     from medseg.types import Label
 
-    side = sidecar_paths(path)["json"]
-    if not side.is_file():
-        return None
-    try:
-        doc = json.loads(side.read_text(encoding="utf-8"))
-        entries = doc["labels"]
-        labels = tuple(
-            Label(int(e["id"]), str(e["name"]), tuple(int(c) for c in e.get("color", (255, 0, 0))))
-            for e in entries
-            if int(e["id"]) != 0
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        warnings.warn(f"{side}: not a usable label sidecar ({exc}); opened as an image", stacklevel=2)
-        return None
-    return labels
+    if (volume.is_label and volume.labels) or volume.array.ndim != 3 or not path.is_file():
+        return volume
+    if not volume.is_label and label_map_reason(path, volume.array) is None:
+        return volume
+    values = label_values(volume.array)
+    ids = ({int(v) for v in values} if values is not None else set()) - {0}
+    table = find_label_table(path, ids=ids)
+    if table is not None:
+        labels = table[0]
+    elif len(ids) == 1:
+        (only,) = ids
+        labels = (Label(only, _stem(path.name), label_color(only)),)
+    else:
+        labels = tuple(Label(i, f"label {i}", label_color(i)) for i in sorted(ids))
+    array = volume.array
+    if not np.issubdtype(array.dtype, np.integer):
+        from medseg.postprocess import label_dtype
+
+        array = array.astype(label_dtype(max(ids, default=1)))
+    return volume.replace(array=array, is_label=True, labels=labels)
+
+
+_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".zip")
 
 
 def _is_seg(path: Path) -> bool:
@@ -146,21 +170,15 @@ def _read_seg_with_series(path: Path) -> list[Any]:
 def read_volumes(path: str | os.PathLike[str]) -> list[Any]:
     """Every volume at ``path``: one for a file or a single-series folder, one per series otherwise.
 
-    A NIfTI with medseg's ``<stem>.json`` label sidecar beside it is a label map with those names/colours.
+    A file that is a label map (:func:`as_label_map`) comes back with ``is_label=True`` and its labels.
     """
-    import numpy as np
-
     from medseg.errors import ReadError, SeriesSelectionError
 
     p = Path(path)
-    if p.is_file() and p.suffix.lower() in (".dcm", "") and _is_seg(p):
+    if p.is_file() and not p.name.lower().endswith(_VOLUME_SUFFIXES) and _is_seg(p):  # .dcm, none, or UID-named
         return _read_seg_with_series(p)
     try:
-        volume = _read_one(p)
-        labels = _sidecar_labels(p) if p.is_file() else None
-        if labels is not None and np.issubdtype(volume.array.dtype, np.integer) and volume.array.ndim == 3:
-            volume = volume.replace(is_label=True, labels=labels)
-        return [volume]
+        return [as_label_map(p, _read_one(p))]
     except SeriesSelectionError as err:
         infos = list(err.series)
         if not infos:
@@ -187,11 +205,7 @@ def read_paths(path: str | Sequence[str]) -> list[tuple]:
     out = []
     for p in paths:
         volumes = read_volumes(p)
-        stem = Path(p).name
-        for stem_suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm"):
-            if stem.lower().endswith(stem_suffix):
-                stem = stem[: -len(stem_suffix)]
-                break
+        stem = _stem(Path(p).name)
         for vol in volumes:
             if len(volumes) > 1:
                 name = _series_name(vol, stem)

@@ -1,4 +1,5 @@
-"""**Save** dock widget: a Labels layer → NIfTI (+ label sidecars), next to the scan or where the user says.
+"""**Save** dock widget: a Labels layer → NIfTI (+ label sidecars), in the last folder saved to, next to the
+scan when that folder is writable and outside the package, else ``~/medseg-labels`` (see :mod:`._save_folder`).
 
 Wiring only: :func:`._writer.save_labels` writes through :func:`medseg.io.write` (atomic, source geometry).
 An existing file is replaced only when *Overwrite* is ticked. Shortcut: ``Alt-S`` saves.
@@ -43,17 +44,19 @@ def _stem(path: Path) -> str:
 
 
 def default_output_path(layer: Any) -> Path:
-    """``<scan folder>/<scan stem>_<layer name>.nii.gz`` (a DICOM folder's labels go beside the folder).
+    """``<folder>/<scan stem>_<layer name>.nii.gz``; the folder is chosen by :func:`._save_folder.choose_dir`:
+    the last folder saved to, else the scan's folder (a DICOM folder's parent) when it is writable and not
+    inside the installed package, else ``~/medseg-labels``."""
+    from ._save_folder import choose_dir
 
-    Falls back to the current directory when the layer does not know its source scan.
-    """
     source = layer.metadata.get(SOURCE_KEY)
     src = Path(source.path) if source is not None and getattr(source, "path", None) else None
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", layer.name).strip("_") or "labels"
+    folder = choose_dir(src.parent if src is not None else None)
     if src is None:
-        return Path.cwd() / f"{safe}.nii.gz"
+        return folder / f"{safe}.nii.gz"
     stem = _stem(src)
-    return src.parent / (f"{safe}.nii.gz" if safe.startswith(stem) else f"{stem}_{safe}.nii.gz")
+    return folder / (f"{safe}.nii.gz" if safe.startswith(stem) else f"{stem}_{safe}.nii.gz")
 
 
 class SaveWidget(QWidget):
@@ -69,7 +72,7 @@ class SaveWidget(QWidget):
         self.labels_combo = QComboBox()
         self.labels_combo.currentIndexChanged.connect(self._suggest_path)
         self.path_edit = QLineEdit()
-        self.path_edit.setPlaceholderText("next to the scan")
+        self.path_edit.setPlaceholderText("last folder used, or next to the scan")
         browse = QPushButton("…")
         browse.setMaximumWidth(32)
         browse.clicked.connect(self._browse)
@@ -139,11 +142,16 @@ class SaveWidget(QWidget):
         if layer is None:
             self.status.setText("no labels layer to save")
             return []
+        from ._save_folder import fallback_dir, remember_dir
+
         path = self.path_edit.text().strip() or str(default_output_path(layer))
         try:
+            if Path(path).parent == fallback_dir():
+                fallback_dir().mkdir(parents=True, exist_ok=True)
             written = save_labels(layer_volume(layer), path, overwrite=self.overwrite.isChecked())
         except (MedsegError, OSError, TypeError, ValueError) as exc:
             self.status.setText(f"not saved: {exc}")
             return []
+        remember_dir(Path(written[0]).parent)  # the next save proposes this folder
         self.status.setText("saved " + ", ".join(Path(p).name for p in written) + f" in {Path(written[0]).parent}")
         return written

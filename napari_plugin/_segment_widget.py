@@ -71,6 +71,7 @@ class SegmentWidget(QWidget):
         self._predictors: dict[tuple, Any] = {}
         self.last_labels_layer = None
         self._table_layer = None
+        self._table_signature: tuple | None = None
         self._table_timer = QTimer(self)
         self._table_timer.setSingleShot(True)
         self._table_timer.setInterval(250)
@@ -137,6 +138,9 @@ class SegmentWidget(QWidget):
         for ev in (events.inserted, events.removed, events.reordered):
             ev.connect(self._refresh_layer_combos)
         self._refresh_layer_combos()
+        from ._cursor import install_cursor_readout
+
+        install_cursor_readout(self.viewer)  # RAS/LPS + HU under the cursor
         # shortcuts act only while the widget is shown (a closed dock widget is hidden, not deleted)
         self.viewer.bind_key(SHORTCUTS["run"], lambda _v: self.run() if docked(self) else None, overwrite=True)
         self.viewer.bind_key(SHORTCUTS["cancel"], lambda _v: self.cancel(), overwrite=True)
@@ -219,7 +223,7 @@ class SegmentWidget(QWidget):
 
             predictor = cache.get(key)
             if predictor is None:
-                tracker.stage("loading model")
+                tracker.stage("loading model")  # shown as a busy bar + "loading model…" until it is ready
                 predictor = load_predictor(
                     settings["model"], device=settings["device"], overlap=settings["overlap"], tta=settings["tta"]
                 )
@@ -247,12 +251,21 @@ class SegmentWidget(QWidget):
             self.status.setText("cancelling…")
 
     def _on_progress(self, done: int, total: int, stage: str) -> None:
-        if total > 0:
+        """Busy bar while loading the model or for a one-pass model; windows done / total otherwise."""
+        if stage == "segmenting" and total > 1:
             self.progress.setTextVisible(True)
+            self.progress.setFormat("%v / %m windows")
             self.progress.setRange(0, total)
             self.progress.setValue(min(done, total))
-        if stage:
-            self.status.setText(f"{stage}… {done}/{total}" if total > 0 else f"{stage}…")
+            self.status.setText(f"segmenting… {done}/{total} windows")
+        elif stage:
+            self.progress.setRange(0, 0)  # busy: model loading, or a whole-volume pass with no steps
+            self.progress.setTextVisible(False)
+            if stage == "segmenting":
+                self.status.setText("segmenting (whole volume in one pass)…" if total == 1 and done == 0
+                                    else "segmenting…")
+            else:
+                self.status.setText(f"{stage}…")
 
     def _on_failed(self, message: str) -> None:
         self.status.setText(f"failed: {message}")
@@ -263,6 +276,7 @@ class SegmentWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if self.status.text().startswith("done") else 0)
         self.progress.setTextVisible(False)
+        self.progress.setFormat("%p%")
 
     def _on_result(self, labels_volume: Any, image_name: str, model: str) -> None:
         from pathlib import Path
@@ -289,15 +303,25 @@ class SegmentWidget(QWidget):
         if self._table_layer is not None:
             for ev in self._table_events(self._table_layer):
                 ev.disconnect(self._schedule_table)
+            self._table_layer.events.set_data.disconnect(self._on_set_data)
         self._table_layer = layer
         if layer is not None:
             for ev in self._table_events(layer):
                 ev.connect(self._schedule_table)
+            layer.events.set_data.connect(self._on_set_data)
         self.refresh_table()
 
     @staticmethod
     def _table_events(layer: Any) -> list:
         return [layer.events.paint, layer.events.data, layer.events.labels_update, layer.events.features]
+
+    def _on_set_data(self, *_: Any) -> None:
+        """Undo/redo emit only set_data (as does every re-slice): recount when the edit history moved."""
+        from ._labels_widget import history_signature
+
+        sig = history_signature(self._table_layer) if self._table_layer is not None else None
+        if sig is None or sig != self._table_signature:
+            self._table_timer.start()
 
     def _schedule_table(self, *_: Any) -> None:
         self._table_timer.start()
@@ -317,6 +341,9 @@ class SegmentWidget(QWidget):
         return rows
 
     def refresh_table(self) -> None:
+        from ._labels_widget import history_signature
+
+        self._table_signature = history_signature(self._table_layer) if self._table_layer is not None else None
         rows = self.volumes()
         self.table.setRowCount(len(rows))
         for r, (lid, name, ml, rgb) in enumerate(rows):

@@ -5,6 +5,8 @@ Usage (from the repository root; needs a display, so it re-runs itself under ``x
     .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--model brain-mri] [--sam-checkpoint FILE]
 
 Writes ``segment.png`` (sample T1 brain + automatic brain mask + Segment widget with its volume table),
+``labels.png`` (TotalSegmentator's CT and label map, opened as labels with names, + the Labels widget and
+the RAS/LPS/HU cursor readout; needs ../shared/data),
 ``sam.png`` (SAM prompt widget with a click on a slice and the candidate mask) and ``workflow.png``
 (both widgets docked). SAM uses a released checkpoint when one is given or cached (``sam_vit_b``); otherwise
 a toy SAM with random weights (seeded), which shows the interaction but not a meaningful mask, and the
@@ -57,6 +59,41 @@ def _sam_model(checkpoint: str | None):
         return wrap_network(net, "toy SAM, random weights (no checkpoint available)"), False
 
 
+def _labels_screenshot(out: Path, size: tuple[int, int], app) -> Path | None:
+    """``labels.png``: TotalSegmentator's CT (``example_ct_sm``) + its label map (opened as labels with names) + the Labels widget,
+    with the cursor readout over the liver. Needs ../shared/data (skipped without it)."""
+    import napari
+    import nibabel as nib
+    import numpy as np
+
+    from medseg_napari._cursor import cursor_readout
+    from medseg_napari._layers import RAS_TO_WORLD
+
+    data = Path(os.environ.get("MEDSEG_TEST_DATA") or REPO / ".." / "shared" / "data")
+    ref = data / "TotalSegmentator" / "tests" / "reference_files"
+    if not (ref / "example_seg.nii.gz").is_file():
+        print(f"labels.png skipped: no TotalSegmentator data under {data}", file=sys.stderr)
+        return None
+    viewer = napari.Viewer(show=False, title="medseg")
+    viewer.window._qt_window.resize(*size)
+    viewer.open(str(ref / "example_ct_sm.nii.gz"), plugin="medseg")  # the CT example_seg was made from
+    (seg,) = viewer.open(str(ref / "example_seg.nii.gz"), plugin="medseg")
+    _, widget = viewer.window.add_plugin_dock_widget("medseg", "Labels")
+    img = nib.load(str(ref / "example_seg.nii.gz"))
+    liver = np.argwhere(np.asarray(img.dataobj) == 5)
+    centre = liver[len(liver) // 2]
+    ras = img.affine[:3, :3] @ centre + img.affine[:3, 3]
+    world = RAS_TO_WORLD @ ras
+    viewer.dims.set_point(0, float(world[0]))  # the axial slice through the liver's middle voxel
+    viewer.text_overlay.text = cursor_readout(list(viewer.layers), world)  # as if the mouse were on the liver
+    widget.table.scrollToItem(widget.table.item(widget._row_of(5), 0))
+    _settle(app, 1.0)
+    path = out / "labels.png"
+    viewer.screenshot(str(path), canvas_only=False)
+    viewer.close()
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
@@ -99,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         print("segmentation failed; see the message above", file=sys.stderr)
         return 1
     labels = seg.last_labels_layer
-    labels.opacity = 0.45
     geom = image.metadata[GEOMETRY_KEY]
     step = list(viewer.dims.current_step)
     step[0] = image.data.shape[0] // 2 + 2
@@ -107,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     viewer.layers.selection.active = labels
     _settle(app)
     viewer.screenshot(str(args.out / "segment.png"), canvas_only=False)
+    labels_png = _labels_screenshot(args.out, (width, height), app)
+    if labels_png is not None:
+        print(labels_png)
 
     _, sam = viewer.window.add_plugin_dock_widget("medseg", "SAM prompt")
     model, real = _sam_model(args.sam_checkpoint)

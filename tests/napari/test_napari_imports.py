@@ -15,7 +15,7 @@ MANIFEST = Path(__file__).resolve().parents[2] / "napari_plugin" / "napari.yaml"
 def test_every_python_name_imports():
     manifest = npe2.PluginManifest.from_file(MANIFEST)
     names = [cmd.python_name for cmd in manifest.contributions.commands]
-    assert len(names) == 6
+    assert len(names) == 7
     for python_name in names:
         module, _, attr = python_name.partition(":")
         obj = getattr(importlib.import_module(module), attr)
@@ -35,5 +35,5 @@ def test_plugin_is_discovered_through_its_entry_point():
     pm = npe2.PluginManager.instance()
     pm.discover()
     manifest = pm.get_manifest("medseg")
-    assert {w.display_name for w in manifest.contributions.widgets} == {"Segment", "SAM prompt", "Save labels"}
+    assert {w.display_name for w in manifest.contributions.widgets} == {"Segment", "SAM prompt", "Save labels", "Labels"}
     assert manifest.contributions.writers[0].layer_types == ["labels"]

@@ -60,10 +60,14 @@ def test_segment_widget_end_to_end(make_napari_viewer, qtbot, shared_data, tiny_
     widget.device_combo.setCurrentText("cpu")
     progress_seen = []
     job = widget.run()
-    job.progress.connect(lambda d, t, s: progress_seen.append((d, t)))
+    job.progress.connect(lambda d, t, s: progress_seen.append((d, t, s)))
     with qtbot.waitSignal(job.done, timeout=60_000):
         pass
     assert widget.status.text().startswith("done"), widget.status.text()
+    # real progress: the model-loading state, then sliding windows done / total
+    assert progress_seen[0][2] in ("loading model", "segmenting"), progress_seen
+    done, total, stage = progress_seen[-1]
+    assert stage == "segmenting" and total > 1 and done == total, progress_seen
     labels = widget.last_labels_layer
     assert labels is not None and labels.data.shape == image.data.shape
     # the same as the library's own prediction on the same file, voxel for voxel
@@ -87,13 +91,18 @@ def test_segment_widget_end_to_end(make_napari_viewer, qtbot, shared_data, tiny_
     idx = np.nonzero(labels.data[:, :6, :6] != 1)
     labels.data_setitem(idx, 1)
     qtbot.waitUntil(lambda: widget.table.item(0, 2).text() == f"{(n1 + idx[0].size) * vox_ml:.2f}", timeout=5000)
+    labels.undo()  # napari reports undo/redo only as set_data: the table must follow those too
+    qtbot.waitUntil(lambda: widget.table.item(0, 2).text() == f"{n1 * vox_ml:.2f}", timeout=5000)
+    labels.redo()
+    qtbot.waitUntil(lambda: widget.table.item(0, 2).text() == f"{(n1 + idx[0].size) * vox_ml:.2f}", timeout=5000)
 
     # save next to a copy of the scan with the Save widget, reload, compare with the layer
     _, saver = viewer.window.add_plugin_dock_widget("medseg", "Save labels")
     assert isinstance(saver, SaveWidget)
     saver.labels_combo.setCurrentText(labels.name)
-    # the suggested file is next to the scan, named after it and the layer
-    assert saver.path_edit.text() == str(scan.parent / "anatomical_tiny-test.nii.gz")
+    # the suggested file is named after the scan and the layer; the scan's folder is read-only data, so it is
+    # proposed in ~/medseg-labels (HOME is the test's own, see conftest)
+    assert saver.path_edit.text() == str(Path.home() / "medseg-labels" / "anatomical_tiny-test.nii.gz")
     out = tmp_path / "seg.nii.gz"
     saver.path_edit.setText(str(out))
     written = saver.save()
