@@ -41,21 +41,18 @@ def load_labels(path: str, scan: str | None = None) -> Any:
 
 
 def _sidecar_labels(path: Any, vol: Any) -> tuple:
+    """Names from the label map's tables (medseg JSON, Slicer .ctbl, ITK-SNAP .txt, TotalSegmentator), else
+    ``"label N"`` per id present (see :func:`medseg.label_tables.find_label_table`)."""
     import numpy as np
 
-    from medseg.io.sidecar import sidecar_paths
+    from medseg.label_tables import find_label_table, label_color
     from medseg.types import Label
 
-    side = sidecar_paths(path)["json"]
-    if side.is_file():
-        try:
-            doc = json.loads(side.read_text(encoding="utf-8"))
-            return tuple(Label(int(d["id"]), str(d["name"]), tuple(d.get("color", (255, 0, 0))))
-                         for d in doc.get("labels", []) if int(d["id"]) > 0)
-        except (ValueError, KeyError, TypeError):
-            pass
-    ids = np.unique(np.asarray(vol.array))
-    return tuple(Label(int(i), f"label_{int(i)}") for i in ids if i > 0)
+    ids = {int(i) for i in np.unique(np.asarray(vol.array)) if i > 0}
+    found = find_label_table(path, ids=ids)
+    if found is not None:
+        return found[0]
+    return tuple(Label(i, f"label {i}", label_color(i)) for i in sorted(ids))
 
 
 def run(args: argparse.Namespace) -> int:
