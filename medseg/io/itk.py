@@ -5,9 +5,10 @@ and :func:`medseg.geometry.sitk_array_to_ijk` turn that into medseg's RAS+ affin
 array (a transposed view: no copy beyond SimpleITK's own). Vector images (several components per
 voxel) become 4D ``(i, j, k, c)``; a 4D scalar ITK image becomes ``(i, j, k, t)``.
 
-The header is read first (``ReadImageInformation``) and the implied voxel size checked against this
-machine's memory, and, for uncompressed single-file images, against the file size, before any voxel
-is read. SimpleITK's exceptions become :class:`~medseg.errors.ReadError` naming the file.
+Before ITK sees a file its header is parsed and checked in Python (:mod:`medseg.io.itk_headers`:
+dimensions, sizes, element type, geometry, data files confined to the header's folder, declared
+size against the voxel limit and against the bytes present), then ITK reads the header
+(``ReadImageInformation``) and only then the voxels. SimpleITK's exceptions become :class:`~medseg.errors.ReadError` naming the file.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from medseg.errors import ReadError, WriteError
 from medseg.geometry import affine_to_sitk, ijk_array_to_sitk, orientation_code, sitk_affine, sitk_array_to_ijk
 from medseg.io.atomic import atomic_output, full_suffix
 from medseg.io.base import SeriesInfo
-from medseg.io.limits import human_bytes, max_voxel_bytes
+from medseg.io.itk_headers import validate_itk_header
 from medseg.io.sniff import describe, kind_of, read_head
 from medseg.types import Geometry, SourceInfo, Volume
 
@@ -65,6 +66,7 @@ def _check_content(path: Path) -> str:
     expected = "nrrd" if fmt == "nrrd" else "metaimage"
     if kind != expected:
         raise ReadError(f"not a {'NRRD' if fmt == 'nrrd' else 'MetaImage'} file: it looks like {describe(head)}", path)
+    validate_itk_header(path, fmt)  # before ITK parses anything (MetaIO/NrrdIO trust their headers)
     return fmt
 
 
@@ -142,34 +144,19 @@ def scan_itk(path: str | PathLike[str]) -> SeriesInfo:
     )
 
 
-def _check_size(reader: Any, shape: tuple[int, ...], path: Path, fmt: str) -> None:
-    itemsize = _dtype_of(reader).itemsize
-    nbytes = math.prod(shape) * itemsize
-    cap = max_voxel_bytes()
-    dims = "x".join(map(str, shape))
-    if nbytes > cap:
-        raise ReadError(
-            f"header claims a {dims} volume ({human_bytes(nbytes)} of voxels), more than the {human_bytes(cap)} this "
-            "machine can hold: the header is corrupt or the volume too large",
-            path,
-        )
-    # An uncompressed single-file image must hold all its voxels.
-    head = read_head(path, 4096).decode("latin-1", errors="replace").lower()
-    single_raw = False
-    if fmt == "nrrd":
-        enc = re.search(r"^encoding:\s*(\S+)", head, re.M)
-        detached = re.search(r"^data ?file:", head, re.M)
-        single_raw = bool(enc and enc.group(1) == "raw" and not detached)
-    else:
-        local = re.search(r"^elementdatafile\s*=\s*local", head, re.M)
-        compressed = re.search(r"^compresseddata\s*=\s*true", head, re.M)
-        single_raw = bool(local and not compressed)
-    size = path.stat().st_size
-    if single_raw and nbytes > size:
-        raise ReadError(
-            f"truncated {fmt} file: {human_bytes(size)} on disk but its header describes {human_bytes(nbytes)} of voxels ({dims})",
-            path,
-        )
+def _metadata(image: Any) -> dict[str, str]:
+    """At most 64 of the image's metadata entries, 200 characters each (undecodable ones skipped)."""
+    meta: dict[str, str] = {}
+    try:
+        keys = list(image.GetMetaDataKeys())[:64]
+    except (TypeError, UnicodeDecodeError, RuntimeError):
+        return meta
+    for k in keys:
+        try:
+            meta[k] = image.GetMetaData(k)[:200]
+        except (TypeError, UnicodeDecodeError, RuntimeError):
+            continue
+    return meta
 
 
 def read_itk(path: str | PathLike[str]) -> Volume:
@@ -191,12 +178,11 @@ def read_itk(path: str | PathLike[str]) -> Volume:
     fmt = _check_content(p)
     reader = _reader(p)
     affine, shape, warnings = _geometry_from(reader, p)
-    _check_size(reader, shape, p, fmt)
     try:
         image = reader.Execute()
     except RuntimeError as err:
         raise ReadError(f"cannot read voxel data: {_itk_message(err)}", p) from err
-    meta = {k: image.GetMetaData(k)[:200] for k in image.GetMetaDataKeys()[:64]}
+    meta = _metadata(image)
     arr = sitk.GetArrayFromImage(image)  # one copy, then the ITK buffer is freed with `image`
     del image
     if arr.ndim == 4 and len(shape) == 4 and reader.GetDimension() == 4:

@@ -36,7 +36,7 @@ from medseg.errors import ReadError, WriteError
 from medseg.geometry import orientation_code
 from medseg.io.atomic import atomic_output, full_suffix
 from medseg.io.base import SeriesInfo
-from medseg.io.limits import human_bytes, max_voxel_bytes
+from medseg.io.limits import check_inflate, check_voxel_bytes, human_bytes
 from medseg.io.sniff import describe, kind_of
 from medseg.types import Geometry, SourceInfo, Volume
 
@@ -198,14 +198,10 @@ def _read_header(path: Path) -> _Layout:
     if dtype.itemsize == 0:
         raise ReadError(f"unsupported NIfTI datatype code {int(hdr['datatype'])}", header_path)
     nbytes = math.prod(stored_shape) * dtype.itemsize
-    cap = max_voxel_bytes()
     dims_txt = "x".join(map(str, stored_shape))
-    if nbytes > cap:
-        raise ReadError(
-            f"header claims a {dims_txt} {dtype.name} volume ({human_bytes(nbytes)} of voxels), more than the "
-            f"{human_bytes(cap)} this machine can hold: the header is corrupt or the volume too large",
-            header_path,
-        )
+    problem = check_voxel_bytes(nbytes, f"a {dims_txt} {dtype.name} volume")
+    if problem:
+        raise ReadError(problem, header_path)
     vox_offset = float(hdr["vox_offset"])
     if not math.isfinite(vox_offset) or vox_offset < 0 or vox_offset != int(vox_offset):
         raise ReadError(f"invalid NIfTI header: vox_offset = {vox_offset}", header_path)
@@ -224,6 +220,9 @@ def _read_header(path: Path) -> _Layout:
                 f"of {human_bytes(size)} can expand to at most {human_bytes(most)}: the file is truncated or the header corrupt",
                 data_path,
             )
+        problem = check_inflate(offset + nbytes, size, f"a {dims_txt} {dtype.name} volume")
+        if problem:
+            raise ReadError(problem, data_path)
     elif offset + nbytes > size:
         if size <= offset:
             raise ReadError(
