@@ -148,7 +148,7 @@ def _collect(path: str) -> _Collected:
                 continue
             has_preamble = len(head) >= 132 and head[128:132] == b"DICM"
             try:
-                with opener.open(src) as fh:
+                with opener.open_header(src) as fh:
                     ds = _parse_header(fh, src.size)
                     pixel_offset = fh.tell()  # stop_before_pixels leaves the file at the pixel data tag
             except Exception as err:  # noqa: BLE001 - pydicom raises many types for corrupt input
@@ -358,7 +358,31 @@ def _fail(s: _Series, message: str, geometry: bool = True, path: str | None = No
 
 
 def _plan(s: _Series, truncated: dict[str, str]) -> None:
-    """Fill in the grid, affine and any problems of an image series (headers only, no pixels)."""
+    """Fill in the grid, affine and any problems of an image series (headers only, no pixels); an
+    affine that is not finite or has a zero axis (absurd spacings or positions) is a failure."""
+    _plan_grid(s, truncated)
+    if s.non_image or s.affine is None:
+        return
+    cols = np.linalg.norm(s.affine[:3, :3], axis=0) if np.all(np.isfinite(s.affine)) else None
+    if cols is None or cols.min() < 1e-6 or cols.max() > 1e6 or (s.positions is not None and not np.all(np.isfinite(s.positions))):
+        _fail(
+            s,
+            "impossible geometry: voxel sizes or slice positions are zero, not finite or absurd "
+            f"(PixelSpacing {first_spacing(s)}, slice step from ImagePositionPatient/SpacingBetweenSlices)",
+            geometry=False,
+            path=s.first.source.name,
+        )
+        s.fatal, s.fatal_is_geometry, s.fatal_path = s.fatal or "impossible geometry", s.fatal_is_geometry, s.fatal_path
+        s.affine = None
+        s.grid = []
+
+
+def first_spacing(s: _Series) -> str:
+    sp = s.first.pixel_spacing
+    return "\\".join(f"{v:g}" for v in sp) if sp else "absent"
+
+
+def _plan_grid(s: _Series, truncated: dict[str, str]) -> None:
     if s.non_image:
         return
     bad = sorted({f.source.name for f in s.frames if f.source.name in truncated})
@@ -465,7 +489,7 @@ def _plan(s: _Series, truncated: dict[str, str]) -> None:
     s.offsets = rel - np.outer(rel @ normal, normal)
     k = len(clusters)
     if k == 1:
-        gap = first.slice_gap
+        gap = abs(first.slice_gap or 0.0)
         if not gap:
             gap = 1.0
             s.warnings.append("single slice without SliceThickness/SpacingBetweenSlices: assuming 1 mm")

@@ -232,6 +232,13 @@ class SourceOpener:
             self._zips[path] = zf
         return zf
 
+    def open_header(self, source: DicomSource) -> BinaryIO:
+        """A file object for reading the header only: a zip member is decompressed as it is read
+        (never whole, so listing a zip's series does not inflate its pixel data)."""
+        if source.member is None:
+            return _Bounded(open(source.path, "rb"))  # noqa: SIM115 - closed by the caller's `with`
+        return self._zip(source.path).open(source.member)  # type: ignore[return-value]
+
     def open(self, source: DicomSource) -> BinaryIO:
         """A binary file object positioned at the start of the file (zip members: in memory)."""
         if source.member is None:

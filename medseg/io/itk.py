@@ -51,8 +51,9 @@ def _itk_message(err: Exception) -> str:
     return msg[:300]
 
 
-def _check_content(path: Path) -> str:
-    """Refuse files whose content is not what the ``.nrrd``/``.mha`` suffix says; return the format."""
+def _check_content(path: Path, limits: bool = True) -> tuple[str, list[str]]:
+    """Refuse files whose content is not what the ``.nrrd``/``.mha`` suffix says, then validate the
+    header (:func:`validate_itk_header`); return the format and the header's warnings."""
     suffix = full_suffix(path)
     fmt = _FORMAT.get(suffix)
     if fmt is None:
@@ -66,8 +67,8 @@ def _check_content(path: Path) -> str:
     expected = "nrrd" if fmt == "nrrd" else "metaimage"
     if kind != expected:
         raise ReadError(f"not a {'NRRD' if fmt == 'nrrd' else 'MetaImage'} file: it looks like {describe(head)}", path)
-    validate_itk_header(path, fmt)  # before ITK parses anything (MetaIO/NrrdIO trust their headers)
-    return fmt
+    header = validate_itk_header(path, fmt, limits)  # before ITK parses anything (MetaIO/NrrdIO trust headers)
+    return fmt, header.warnings
 
 
 def _reader(path: Path) -> Any:
@@ -127,18 +128,26 @@ def _geometry_from(reader: Any, path: Path) -> tuple[np.ndarray, tuple[int, ...]
     return affine, shape, warnings
 
 
+def _orientation(affine: np.ndarray) -> str | None:
+    try:
+        return orientation_code(affine)
+    except (TypeError, ValueError):  # a degenerate axis has no code
+        return None
+
+
 def scan_itk(path: str | PathLike[str]) -> SeriesInfo:
     """Describe a NRRD/MetaImage file from its header only (no voxel data is read)."""
     p = Path(path)
-    fmt = _check_content(p)
+    fmt, notes = _check_content(p, limits=False)
     reader = _reader(p)
     affine, shape, warnings = _geometry_from(reader, p)
+    warnings = notes + warnings
     return SeriesInfo(
         path=str(p),
         format=fmt,
         shape=shape,
         spacing=tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)),
-        orientation=orientation_code(affine),
+        orientation=_orientation(affine),
         warnings=tuple(warnings),
         extra={"dtype": _dtype_of(reader).name, "components": int(reader.GetNumberOfComponents())},
     )
@@ -175,7 +184,7 @@ def read_itk(path: str | PathLike[str]) -> Volume:
     import SimpleITK as sitk
 
     p = Path(path)
-    fmt = _check_content(p)
+    fmt, _ = _check_content(p)
     reader = _reader(p)
     affine, shape, warnings = _geometry_from(reader, p)
     try:

@@ -66,6 +66,7 @@ class ItkHeader:
     encoding: str  # raw, gzip, bzip2, text, hex
     header_bytes: int  # length of the header (offset of attached data)
     data_files: list[Path] = field(default_factory=list)  # empty: the data is attached
+    warnings: list[str] = field(default_factory=list)  # limits exceeded, when not enforced
 
     @property
     def nbytes(self) -> int:
@@ -214,13 +215,15 @@ def _data_files(value: str, list_lines: list[str], folder: Path, path: Path, key
     return [_inside(folder, value, path, key)]
 
 
-def _check_data(h: ItkHeader, path: Path, byte_skip: int = 0) -> None:
+def _check_data(h: ItkHeader, path: Path, byte_skip: int = 0, limits: bool = True) -> None:
     dims = "x".join(map(str, h.sizes)) + (f"x{h.components}" if h.components > 1 else "")
     what = f"a {dims} volume of {h.itemsize}-byte values"
     nbytes = h.nbytes
     problem = check_voxel_bytes(nbytes, what)
-    if problem:
+    if problem and limits:
         raise ReadError(problem, path)
+    if problem:
+        h.warnings.append(f"cannot be read as is: {problem}")
     if h.data_files:
         present = sum(f.stat().st_size for f in h.data_files)
         where = h.data_files[0] if len(h.data_files) == 1 else path
@@ -243,9 +246,11 @@ def _check_data(h: ItkHeader, path: Path, byte_skip: int = 0) -> None:
                 f"can hold at most {human_bytes(most)}: truncated data or a corrupt header",
                 where,
             )
-        problem = check_inflate(nbytes, present, what)
-        if problem:
-            raise ReadError(problem, where)
+        ratio_problem = check_inflate(nbytes, present, what)
+        if ratio_problem and limits:
+            raise ReadError(ratio_problem, where)
+        if ratio_problem and ratio_problem != problem:
+            h.warnings.append(f"cannot be read as is: {ratio_problem}")
     else:  # text / hex: at least one character per value (hex: two per byte)
         need = math.prod(h.sizes) * h.components * (2 * h.itemsize if h.encoding == "hex" else 1)
         if present < need:
@@ -257,7 +262,7 @@ def _check_data(h: ItkHeader, path: Path, byte_skip: int = 0) -> None:
 # ------------------------------------------------------------------------------------------------- NRRD
 
 
-def _validate_nrrd(path: Path) -> ItkHeader:
+def _validate_nrrd(path: Path, limits: bool) -> ItkHeader:
     text, header_bytes, attached = _read_header_text(path, "nrrd")
     lines = text.splitlines()
     if not lines or not re.fullmatch(r"NRRD000[1-5]", lines[0].strip()):
@@ -358,7 +363,7 @@ def _validate_nrrd(path: Path) -> ItkHeader:
         raise ReadError("NRRD header has no data: no blank line before attached data and no 'data file'", path)
     if space_axes == 2:
         raise ReadError(f"is a 2D image ({'x'.join(map(str, sizes))}); medseg needs a 3D or 4D volume", path)
-    _check_data(h, path, byte_skip)
+    _check_data(h, path, byte_skip, limits)
     return h
 
 
@@ -374,7 +379,7 @@ def _bool(value: str, key: str, path: Path) -> bool:
     raise ReadError(f"invalid MetaImage {key} {value.strip()!r}: expected True or False", path)
 
 
-def _validate_metaimage(path: Path) -> ItkHeader:
+def _validate_metaimage(path: Path, limits: bool) -> ItkHeader:
     text, header_bytes, local = _read_header_text(path, "metaimage")
     lines = text.splitlines()
     fields: dict[str, str] = {}
@@ -447,19 +452,22 @@ def _validate_metaimage(path: Path) -> ItkHeader:
             )
     if ndim == 2:
         raise ReadError(f"is a 2D image ({'x'.join(map(str, sizes))}); medseg needs a 3D or 4D volume", path)
-    _check_data(h, path, max(header_size, 0))
+    _check_data(h, path, max(header_size, 0), limits)
     return h
 
 
-def validate_itk_header(path: str | os.PathLike[str], fmt: str) -> ItkHeader:
+def validate_itk_header(path: str | os.PathLike[str], fmt: str, limits: bool = True) -> ItkHeader:
     """Parse and check the header of a NRRD (``fmt="nrrd"``) or MetaImage (``"metaimage"``) file.
+
+    With ``limits=False`` (``medseg info``: headers only) the voxel-size and inflate-ratio limits are
+    recorded in ``warnings`` instead of raised; everything else is still refused.
 
     Raises:
         ReadError: anything ITK should not be trusted with (see the module doc), naming the file.
     """
     p = Path(path)
     if fmt == "nrrd":
-        return _validate_nrrd(p)
+        return _validate_nrrd(p, limits)
     if fmt == "metaimage":
-        return _validate_metaimage(p)
+        return _validate_metaimage(p, limits)
     raise ValueError(f"fmt must be 'nrrd' or 'metaimage', got {fmt!r}.")

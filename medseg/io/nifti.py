@@ -113,7 +113,9 @@ def _pair_paths(path: Path) -> tuple[Path, Path | None]:
     return path, path
 
 
-def _read_header(path: Path) -> _Layout:
+def _read_header(path: Path, limits: bool = True) -> _Layout:
+    """Parse and check a NIfTI header against the file(s). With ``limits=False`` (``medseg info``) the
+    voxel-size and inflate-ratio limits only add a warning: the header is still reported."""
     import nibabel as nib
 
     if not path.exists():
@@ -200,8 +202,10 @@ def _read_header(path: Path) -> _Layout:
     nbytes = math.prod(stored_shape) * dtype.itemsize
     dims_txt = "x".join(map(str, stored_shape))
     problem = check_voxel_bytes(nbytes, f"a {dims_txt} {dtype.name} volume")
-    if problem:
+    if problem and limits:
         raise ReadError(problem, header_path)
+    if problem:
+        warnings.append(f"cannot be read as is: {problem}")
     vox_offset = float(hdr["vox_offset"])
     if not math.isfinite(vox_offset) or vox_offset < 0 or vox_offset != int(vox_offset):
         raise ReadError(f"invalid NIfTI header: vox_offset = {vox_offset}", header_path)
@@ -220,9 +224,11 @@ def _read_header(path: Path) -> _Layout:
                 f"of {human_bytes(size)} can expand to at most {human_bytes(most)}: the file is truncated or the header corrupt",
                 data_path,
             )
-        problem = check_inflate(offset + nbytes, size, f"a {dims_txt} {dtype.name} volume")
-        if problem:
-            raise ReadError(problem, data_path)
+        ratio_problem = check_inflate(offset + nbytes, size, f"a {dims_txt} {dtype.name} volume")
+        if ratio_problem and limits:
+            raise ReadError(ratio_problem, data_path)
+        if ratio_problem and ratio_problem != problem:
+            warnings.append(f"cannot be read as is: {ratio_problem}")
     elif offset + nbytes > size:
         if size <= offset:
             raise ReadError(
@@ -368,7 +374,7 @@ def _descrip(hdr: Any) -> str | None:
 def scan_nifti(path: str | PathLike[str]) -> SeriesInfo:
     """Describe a NIfTI file from its header only (no voxel data is read)."""
     p = Path(path)
-    layout = _read_header(p)
+    layout = _read_header(p, limits=False)
     affine, code, warn = _affine(layout)
     hdr = layout.header
     try:
