@@ -224,7 +224,7 @@ def _read_header(path: Path, limits: bool = True) -> _Layout:
                 f"of {human_bytes(size)} can expand to at most {human_bytes(most)}: the file is truncated or the header corrupt",
                 data_path,
             )
-        ratio_problem = check_inflate(offset + nbytes, size, f"a {dims_txt} {dtype.name} volume")
+        ratio_problem = check_inflate(nbytes, size, f"a {dims_txt} {dtype.name} volume")
         if ratio_problem and limits:
             raise ReadError(ratio_problem, data_path)
         if ratio_problem and ratio_problem != problem:
