@@ -1,0 +1,28 @@
+"""Deliberately misbehaving targets, to check that the runner classifies each failure kind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from medseg.errors import ReadError
+
+
+def behave(path: str) -> None:
+    """Act as the file's name says: ``ok``, ``clean``, ``traceback``, ``hang``, ``hog``, ``segv``, ``exit``."""
+    name = os.path.basename(path)
+    if name == "clean":
+        raise ReadError("a clean error", path)
+    if name == "traceback":
+        raise TypeError("not one of medseg's errors")
+    if name == "hang":
+        time.sleep(600)
+    if name == "hog":
+        blocks = []
+        for _ in range(64):
+            blocks.append(bytearray(64 << 20))  # touched: counts as resident
+    if name == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if name == "exit":
+        os._exit(7)
