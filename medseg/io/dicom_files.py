@@ -2,7 +2,10 @@
 
 Nothing here writes to disk. Zip members are never extracted: their bytes are read into memory, and
 member names that would escape an extraction root (``../x``, ``/abs``, ``C:\\x``) are skipped with a
-warning. Folder walks follow symbolic links but remember every real directory already visited and never
+warning. A member whose declared size exceeds the voxel limit or whose compression ratio exceeds the
+inflate-ratio limit (:mod:`medseg.io.limits`) makes the archive a ``ReadError`` (a zip bomb); headers
+are parsed while streaming a member (:meth:`SourceOpener.open_header`), never inflating it whole. Files
+on disk are read through a wrapper whose ``read(n)`` never asks for more than the file holds. Folder walks follow symbolic links but remember every real directory already visited and never
 climb into a parent of the searched folder, so a symlink loop cannot make them hang, and a file reached
 twice (through a link) is read once.
 """

@@ -51,7 +51,7 @@ def _itk_message(err: Exception) -> str:
     return msg[:300]
 
 
-def _check_content(path: Path, limits: bool = True) -> tuple[str, list[str]]:
+def _check_content(path: Path, limits: bool = True) -> tuple[str, list[str], list[str]]:
     """Refuse files whose content is not what the ``.nrrd``/``.mha`` suffix says, then validate the
     header (:func:`validate_itk_header`); return the format and the header's warnings."""
     suffix = full_suffix(path)
@@ -68,7 +68,7 @@ def _check_content(path: Path, limits: bool = True) -> tuple[str, list[str]]:
     if kind != expected:
         raise ReadError(f"not a {'NRRD' if fmt == 'nrrd' else 'MetaImage'} file: it looks like {describe(head)}", path)
     header = validate_itk_header(path, fmt, limits)  # before ITK parses anything (MetaIO/NrrdIO trust headers)
-    return fmt, header.warnings
+    return fmt, header.warnings, header.unchecked
 
 
 def _reader(path: Path) -> Any:
@@ -138,7 +138,7 @@ def _orientation(affine: np.ndarray) -> str | None:
 def scan_itk(path: str | PathLike[str]) -> SeriesInfo:
     """Describe a NRRD/MetaImage file from its header only (no voxel data is read)."""
     p = Path(path)
-    fmt, notes = _check_content(p, limits=False)
+    fmt, notes, _ = _check_content(p, limits=False)
     reader = _reader(p)
     affine, shape, warnings = _geometry_from(reader, p)
     warnings = notes + warnings
@@ -168,11 +168,14 @@ def _metadata(image: Any) -> dict[str, str]:
     return meta
 
 
-def read_itk(path: str | PathLike[str]) -> Volume:
+def read_itk(path: str | PathLike[str], isolate: bool | None = None) -> Volume:
     """Read a NRRD or MetaImage file into a :class:`Volume` (RAS affine, ``(i, j, k[, c|t])`` array).
 
     Args:
         path: ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file.
+        isolate: read in a child process with a time limit (:mod:`medseg.io.isolate`); ``None``
+            (default) isolates when the header holds fields medseg does not validate, or when
+            ``MEDSEG_ISOLATE_READS=1``.
 
     Raises:
         ReadError: not what the suffix says, unreadable, truncated, implausible size, 2D or 5D+.
@@ -184,7 +187,16 @@ def read_itk(path: str | PathLike[str]) -> Volume:
     import SimpleITK as sitk
 
     p = Path(path)
-    fmt, _ = _check_content(p)
+    fmt, _, unchecked = _check_content(p)
+    if isolate is None:
+        from medseg.io.isolate import isolate_always
+
+        isolate = bool(unchecked) or isolate_always()
+    if isolate:
+        from medseg.io.isolate import read_itk_isolated
+
+        why = f"header fields not validated by medseg: {', '.join(unchecked)}" if unchecked else "MEDSEG_ISOLATE_READS"
+        return read_itk_isolated(p, why)
     reader = _reader(p)
     affine, shape, warnings = _geometry_from(reader, p)
     try:

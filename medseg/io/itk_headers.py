@@ -53,6 +53,20 @@ _MET_ITEMSIZE = {
     "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
 }
 _PATTERN = re.compile(r"%(0?\d{0,3})d")
+#: NRRD fields validated here, or descriptive text ITK does not use to allocate or index
+_NRRD_KNOWN = {
+    "type", "dimension", "sizes", "encoding", "endian", "kinds", "space", "space dimension", "space directions",
+    "spacings", "space origin", "byte skip", "line skip", "data file", "content", "labels", "units",
+    "space units", "centerings", "centers", "thicknesses", "axis mins", "axis maxs", "sample units",
+    "old min", "old max", "oldmin", "oldmax", "min", "max", "number",
+}
+#: MetaImage fields validated here, or free text
+_MET_KNOWN = {
+    "objecttype", "ndims", "dimsize", "elementtype", "elementdatafile", "elementnumberofchannels",
+    "elementspacing", "elementsize", "offset", "position", "origin", "centerofrotation", "transformmatrix",
+    "rotation", "orientation", "binarydata", "binarydatabyteordermsb", "elementbyteordermsb", "compresseddata",
+    "compresseddatasize", "headersize", "headersizeperslice", "comment", "name", "modality", "acquisitiondate",
+}
 
 
 @dataclass
@@ -67,6 +81,7 @@ class ItkHeader:
     header_bytes: int  # length of the header (offset of attached data)
     data_files: list[Path] = field(default_factory=list)  # empty: the data is attached
     warnings: list[str] = field(default_factory=list)  # limits exceeded, when not enforced
+    unchecked: list[str] = field(default_factory=list)  # fields ITK interprets that were not validated here
 
     @property
     def nbytes(self) -> int:
@@ -357,6 +372,7 @@ def _validate_nrrd(path: Path, limits: bool) -> ItkHeader:
         _int1(fields["line skip"], "NRRD line skip", path, 0, 1 << 20)
     components = 1
     h = ItkHeader("nrrd", sizes, itemsize, components, encoding, header_bytes)
+    h.unchecked = sorted(k for k in fields if k not in _NRRD_KNOWN)
     if "data file" in fields:
         h.data_files = _data_files(fields["data file"], list_lines, path.parent, path, "NRRD data file")
     elif not attached:
@@ -434,12 +450,18 @@ def _validate_metaimage(path: Path, limits: bool) -> ItkHeader:
     compressed = _bool(fields["compresseddata"], "CompressedData", path) if "compresseddata" in fields else False
     binary = _bool(fields["binarydata"], "BinaryData", path) if "binarydata" in fields else True
     header_size = 0
+    if "headersizeperslice" in fields:
+        _int1(fields["headersizeperslice"], "MetaImage HeaderSizePerSlice", path, 0, 1 << 30)
     if "headersize" in fields:
         header_size = _int1(fields["headersize"], "MetaImage HeaderSize", path, -1, 1 << 40)
         if header_size == -1 and compressed:
             raise ReadError("MetaImage 'HeaderSize = -1' cannot be used with compressed data", path)
     h = ItkHeader("metaimage", sizes, _MET_ITEMSIZE[etype], components,
                   "zlib" if compressed else ("raw" if binary else "text"), header_bytes)
+    h.unchecked = sorted(k for k in fields if k not in _MET_KNOWN)
+    orient = fields.get("anatomicalorientation")
+    if orient is not None and not re.fullmatch(r"[RLAPSI?]{%d}" % ndim, orient.upper()):
+        h.unchecked.append("anatomicalorientation")
     if not local:
         h.data_files = _data_files(fields["elementdatafile"], list_lines, path.parent, path, "MetaImage ElementDataFile")
     if "compresseddatasize" in fields:

@@ -3,10 +3,12 @@
 Headers are parsed by nibabel's header classes; the voxel data is read here, so that every size is
 checked *before* anything is allocated or decompressed:
 
-* the header-implied data size (``prod(dim) * itemsize``) must fit in this machine's memory
-  (:func:`max_voxel_bytes`), and in the file: an uncompressed file must hold ``vox_offset + size``
-  bytes; a gzip file cannot expand more than 1032:1 (deflate's limit), so a header claiming more is
-  refused at once;
+* the header-implied data size (``prod(dim) * itemsize``) must be within the voxel limit
+  (:func:`~medseg.io.limits.max_voxel_bytes`, ``MEDSEG_MAX_VOXEL_BYTES``), and in the file: an
+  uncompressed file must hold ``vox_offset + size`` bytes; a gzip file cannot expand more than 1032:1
+  (deflate's limit), so a header claiming more is refused at once, and above 64 MiB the ratio must be
+  within :func:`~medseg.io.limits.max_inflate_ratio` (``MEDSEG_MAX_INFLATE_RATIO``); ``scan`` (``medseg
+  info``) reports a header beyond these limits with a warning instead;
 * gzip data is decompressed straight into a buffer of exactly the implied size (no unbounded
   ``read()``), then at most :data:`GZIP_TAIL_BYTES` more to reach the end of the stream and check
   its CRC, so a truncated or corrupt ``.nii.gz`` is an error, not silently wrong voxels.

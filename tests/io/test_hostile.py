@@ -356,7 +356,7 @@ def hostile(tmp_path_factory):
     files["nrrd_bomb"] = _nrrd_bomb(tmp / "bomb.nrrd")
     nii = bytearray(352)
     struct.pack_into("<i", nii, 0, 348)
-    struct.pack_into("<8h", nii, 40, 3, 1024, 1024, 512, 1, 1, 1, 1)
+    struct.pack_into("<8h", nii, 40, 3, 1024, 1024, 1024, 1, 1, 1, 1)  # 2 GiB of int16
     struct.pack_into("<hh", nii, 70, 4, 16)  # int16
     struct.pack_into("<8f", nii, 76, 1, 1, 1, 1, 1, 1, 1, 1)
     struct.pack_into("<f", nii, 108, 352)
@@ -364,7 +364,7 @@ def hostile(tmp_path_factory):
     nii[344:348] = b"n+1\x00"
     files["nifti_bomb"] = tmp / "bomb.nii.gz"
     block = _sparse_block()
-    files["nifti_bomb"].write_bytes(_gzip_members(block, (1 << 30) // len(block), head=bytes(nii)))
+    files["nifti_bomb"].write_bytes(_gzip_members(block, (2 << 30) // len(block), head=bytes(nii)))
     (tmp / "frames").mkdir()
     files["frames"] = _multiframe(tmp / "frames" / "frames.dcm")
     mha = tmp / "ndims.mha"
@@ -394,3 +394,28 @@ def test_cli_info_invalid_header_is_error(hostile, tmp_path):
     code, stderr, seconds, peak = _run_measured(["info", str(hostile["ndims"])], tmp_path)
     _one_line_error(code, stderr)
     assert "NDims" in stderr and peak < 800 << 20
+
+
+# ------------------------------------------------------------------- isolated reads (unvalidated fields)
+
+
+def test_unvalidated_header_field_is_read_in_a_bounded_child(tmp_path, monkeypatch):
+    path = tmp_path / "odd.mha"
+    path.write_bytes(b"ObjectType = Image\nNDims = 3\nVendorThing = 1 2 3\nDimSize = 6 5 4\nElementSpacing = 0.8 0.9 2.5\n"
+                     b"ElementType = MET_SHORT\nElementDataFile = LOCAL\n" + VOXELS.tobytes())
+    vol = read(path)
+    np.testing.assert_array_equal(vol.array, _expected())
+    assert vol.spacing == pytest.approx((0.8, 0.9, 2.5))
+    assert any("isolated process" in w and "vendorthing" in w for w in vol.source.warnings)
+    monkeypatch.setenv("MEDSEG_READ_TIMEOUT", "0.01")
+    with pytest.raises(ReadError, match=r"longer than 0.01 s.*MEDSEG_READ_TIMEOUT"):
+        read(path)
+
+
+def test_isolate_env_gives_same_volume(shared_data, monkeypatch):
+    src = shared_data / "pyradiomics/data/breast1_label.nrrd"
+    direct = read(src)
+    monkeypatch.setenv("MEDSEG_ISOLATE_READS", "1")
+    isolated = read(src)
+    np.testing.assert_array_equal(isolated.array, direct.array)
+    np.testing.assert_array_equal(isolated.affine, direct.affine)
