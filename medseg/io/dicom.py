@@ -47,7 +47,6 @@ import numpy as np
 from medseg.errors import GeometryError, ReadError, SeriesSelectionError
 from medseg.geometry import dicom_affine, orientation_code
 from medseg.io.base import Irregular, SeriesInfo
-from medseg.io.limits import check_inflate, check_voxel_bytes
 from medseg.io.dicom_files import DicomSource, list_sources, looks_like_dicom, open_sources
 from medseg.io.dicom_frames import (
     Frame,
@@ -60,6 +59,7 @@ from medseg.io.dicom_frames import (
     pixel_module_of,
     raw_dtype,
 )
+from medseg.io.limits import check_inflate, check_voxel_bytes
 from medseg.types import Geometry, SourceInfo, Volume
 
 __all__ = ["is_dicom_file", "scan_dicom", "read_dicom", "series_frames"]

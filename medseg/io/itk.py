@@ -13,7 +13,6 @@ size against the voxel limit and against the bytes present), then ITK reads the 
 
 from __future__ import annotations
 
-import math
 import re
 from os import PathLike
 from pathlib import Path

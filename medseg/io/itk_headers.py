@@ -299,8 +299,8 @@ def _validate_nrrd(path: Path, limits: bool) -> ItkHeader:
         key = key.strip().lower()
         if key == "datafile":
             key = "data file"
-        if key in fields:
-            raise ReadError(f"NRRD field {key!r} appears twice", path)
+        if key in fields and fields[key].strip() != value.strip():
+            raise ReadError(f"NRRD field {key!r} appears twice with different values", path)
         fields[key] = value
         if key == "data file" and value.split()[:1] and value.split()[0].upper() == "LIST":
             in_list = True
@@ -413,8 +413,8 @@ def _validate_metaimage(path: Path, limits: bool) -> ItkHeader:
         key = key.strip().lower()
         if len(value) > 4096:
             raise ReadError(f"MetaImage field {key!r} is longer than 4096 characters", path)
-        if key in fields:
-            raise ReadError(f"MetaImage field {key!r} appears twice", path)
+        if key in fields and fields[key] != value.strip():
+            raise ReadError(f"MetaImage field {key!r} appears twice with different values", path)
         fields[key] = value.strip()
         if key == "elementdatafile":
             seen_data = True

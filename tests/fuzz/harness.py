@@ -23,6 +23,7 @@ import random
 import shutil
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -275,7 +276,7 @@ def make_nhdr(n: int, rng: random.Random, out: Path) -> list[Path]:
 
 def _mha_seeds() -> list[tuple[str, bytes]]:
     raw = _voxels()
-    comp = __import__("zlib").compress(raw)
+    comp = zlib.compress(raw)
     return [
         ("built_raw.mha", _mha_header().encode() + raw),
         ("built_zlib.mha", _mha_header(compressed=True, size=len(comp)).encode() + comp),
@@ -302,7 +303,7 @@ def make_mha(n: int, rng: random.Random, out: Path) -> list[Path]:
     paths = []
     for i in range(n):
         if rng.random() < 0.04:
-            zeros = __import__("zlib").compress(bytes(64 << 20), 9)
+            zeros = zlib.compress(bytes(64 << 20), 9)
             head = _mha_header(shape=(2048, 2048, 1024), compressed=True, size=len(zeros))
             paths.append(_write(out / f"{i:05d}" / "bomb.mha", head.encode() + zeros))
             continue
@@ -319,7 +320,7 @@ def make_mha(n: int, rng: random.Random, out: Path) -> list[Path]:
 def make_mhd(n: int, rng: random.Random, out: Path) -> list[Path]:
     variants = [
         _mha_header(data_file="data.raw"),
-        _mha_header(data_file="slice%03d.raw 0 3 1").replace("DimSize = 6 5 4", "DimSize = 6 5 4"),
+        _mha_header(data_file="slice%03d.raw 0 3 1"),
         _mha_header(data_file="LIST 2D") + "slice000.raw\nslice001.raw\nslice002.raw\nslice003.raw\n",
     ]
     paths = []

@@ -367,6 +367,17 @@ def hostile(tmp_path_factory):
     files["nifti_bomb"].write_bytes(_gzip_members(block, (2 << 30) // len(block), head=bytes(nii)))
     (tmp / "frames").mkdir()
     files["frames"] = _multiframe(tmp / "frames" / "frames.dcm")
+    write_series(tmp / "zs", [0.0, 2.5], size=16)
+    files["zip_bomb"] = tmp / "bomb.zip"
+    with zipfile.ZipFile(files["zip_bomb"], "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted((tmp / "zs").iterdir()):
+            zf.write(f, f.name)
+        with zf.open("zeros.dcm", "w", force_zip64=True) as fh:
+            for _ in range(32):
+                fh.write(bytes(8 << 20))
+    (tmp / "case").mkdir()
+    (tmp / "secret.raw").write_bytes(VOXELS.tobytes())
+    files["traversal"] = _nhdr(tmp / "case", "../secret.raw")
     mha = tmp / "ndims.mha"
     mha.write_bytes(b"ObjectType = Image\nNDims = -1\nDimSize = 6 5 4\nElementType = MET_SHORT\nElementDataFile = LOCAL\n")
     files["ndims"] = mha
@@ -381,7 +392,7 @@ def test_cli_info_reports_header_of_huge_payload(hostile, case, tmp_path):
     assert seconds < 60 and peak < 800 << 20, (seconds, peak >> 20)
 
 
-@pytest.mark.parametrize("case", ["nrrd_bomb", "nifti_bomb", "frames", "ndims"])
+@pytest.mark.parametrize("case", ["nrrd_bomb", "nifti_bomb", "frames", "ndims", "zip_bomb", "traversal"])
 def test_cli_convert_hostile_one_line_error_bounded(hostile, case, tmp_path):
     code, stderr, seconds, peak = _run_measured(["convert", str(hostile[case]), "-o", str(tmp_path / "out.nii.gz")],
                                                 tmp_path)
