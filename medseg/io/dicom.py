@@ -36,6 +36,7 @@ Arrays are ``(i=column, j=row, k=slice[, t])``; affines map them to RAS mm (:fun
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -97,7 +98,8 @@ def is_dicom_file(path: str | PathLike[str]) -> bool:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 defer_size=max(os.path.getsize(path), 1 << 20))
         return bool(ds.get("SOPClassUID")) or ("Rows" in ds and "Columns" in ds)
     except Exception:  # noqa: BLE001 - a cheap probe must never raise
         return False
