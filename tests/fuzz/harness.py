@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import random
 import shutil
 import struct
@@ -35,7 +36,8 @@ from tests.fuzz.runner import FAILURE_KINDS, Outcome, run_cases, summarize
 __all__ = ["KINDS", "GENERATORS", "SHARED_DATA", "make_inputs", "run_cases", "summarize", "Outcome", "FAILURE_KINDS"]
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+# the same real data the tests use (MEDSEG_TEST_DATA, else ../shared/data; see tests/conftest.py)
+SHARED_DATA = Path(os.environ.get("MEDSEG_TEST_DATA") or (REPO / ".." / "shared" / "data")).resolve()
 
 
 def _shared(*rel: str) -> list[Path]:
