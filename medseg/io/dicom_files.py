@@ -5,7 +5,7 @@ member names that would escape an extraction root (``../x``, ``/abs``, ``C:\\x``
 warning. A member whose declared size exceeds the voxel limit or whose compression ratio exceeds the
 inflate-ratio limit (:mod:`medseg.io.limits`) makes the archive a ``ReadError`` (a zip bomb); headers
 are parsed while streaming a member (:meth:`SourceOpener.open_header`), never inflating it whole. Files
-on disk are read through a wrapper whose ``read(n)`` never asks for more than the file holds. Folder walks follow symbolic links but remember every real directory already visited and never
+on disk are read for pixels through a wrapper whose ``read(n)`` never asks for more than the file holds. Folder walks follow symbolic links but remember every real directory already visited and never
 climb into a parent of the searched folder, so a symlink loop cannot make them hang, and a file reached
 twice (through a link) is read once.
 """
@@ -195,6 +195,8 @@ class _Bounded(io.RawIOBase):
         return True
 
     def read(self, n: int | None = -1) -> bytes:
+        if n is not None and 0 <= n <= 1 << 20:  # small reads cannot over-allocate: no bookkeeping
+            return self._fh.read(n)
         left = max(self._size - self._fh.tell(), 0)
         return self._fh.read(left if n is None or n < 0 else min(n, left))
 
@@ -238,8 +240,8 @@ class SourceOpener:
     def open_header(self, source: DicomSource) -> BinaryIO:
         """A file object for reading the header only: a zip member is decompressed as it is read
         (never whole, so listing a zip's series does not inflate its pixel data)."""
-        if source.member is None:
-            return _Bounded(open(source.path, "rb"))  # noqa: SIM115 - closed by the caller's `with`
+        if source.member is None:  # the header parser skips elements longer than the file (defer_size)
+            return open(source.path, "rb")  # noqa: SIM115 - closed by the caller's `with`
         return self._zip(source.path).open(source.member)  # type: ignore[return-value]
 
     def open(self, source: DicomSource) -> BinaryIO:
