@@ -52,3 +52,39 @@ def test_fuzzed_inputs_end_cleanly(inputs, target):
     totals = summarize(outs)
     assert totals["inputs"] == len(paths) and totals["ok"] + totals["clean_error"] == len(paths)
     assert totals["ok"] > 0 and totals["clean_error"] > 0  # the mutations reach both outcomes
+
+
+def test_unmutated_seeds_read(tmp_path):
+    """The seeds themselves are valid scans: validation refuses what is hostile, not what is unusual
+    (detached LIST and pattern forms, zlib MetaImage, ITK-written MetaImage, NIfTI-2, gzip NRRD)."""
+    import random
+
+    from medseg.io import read
+    from tests.fuzz import harness as h
+
+    files = []
+    for version in (1, 2):
+        files += [(f"v{version}_{name}", data) for name, data in h._nifti_seeds(version)]
+    files += h._nrrd_seeds() + h._mha_seeds()
+    for name, data in files:
+        (tmp_path / name).write_bytes(data)
+        assert read(tmp_path / name).array.size > 0, name
+    variants = {
+        "a.nhdr": h._nrrd_header(data_file="data.raw"),
+        "b.nhdr": h._nrrd_header(encoding="gzip", data_file="data.raw.gz"),
+        "c.nhdr": h._nrrd_header(data_file="slice%03d.raw 0 3 1 2"),
+        "d.nhdr": h._nrrd_header(data_file="LIST 2") + "".join(f"slice{k:03d}.raw\n" for k in range(4)),
+        "e.mhd": h._mha_header(data_file="data.raw"),
+        "f.mhd": h._mha_header(data_file="slice%03d.raw 0 3 1"),
+        "g.mhd": h._mha_header(data_file="LIST 2D") + "".join(f"slice{k:03d}.raw\n" for k in range(4)),
+    }
+    case = tmp_path / "detached"
+    case.mkdir()
+    h._detached_folder(case, random.Random(0))
+    arrays = {}
+    for name, text in variants.items():
+        (case / name).write_text(text)
+        arrays[name] = read(case / name).array
+    for group in (("a.nhdr", "b.nhdr", "e.mhd"), ("c.nhdr", "d.nhdr", "f.mhd", "g.mhd")):  # one file / slices
+        for name in group[1:]:
+            assert (arrays[name] == arrays[group[0]]).all(), name
