@@ -60,13 +60,11 @@ _NRRD_KNOWN = {
     "space units", "centerings", "centers", "thicknesses", "axis mins", "axis maxs", "sample units",
     "old min", "old max", "oldmin", "oldmax", "min", "max", "number",
 }
-#: MetaImage fields validated here, or free text
-_MET_KNOWN = {
-    "objecttype", "ndims", "dimsize", "elementtype", "elementdatafile", "elementnumberofchannels",
-    "elementspacing", "elementsize", "offset", "position", "origin", "centerofrotation", "transformmatrix",
-    "rotation", "orientation", "binarydata", "binarydatabyteordermsb", "elementbyteordermsb", "compresseddata",
-    "compresseddatasize", "headersize", "headersizeperslice", "comment", "name", "modality", "acquisitiondate",
-}
+#: MetaImage fields MetaIO parses into fixed-size values that are not validated here
+_MET_UNVALIDATED = {"color", "elementmin", "elementmax", "sequenceid", "id", "parentid", "transformtype",
+                    "objectsubtype"}
+#: longest value of a field MetaIO keeps as free text (ITK metadata such as ITK_InputFilterName)
+_MET_TEXT_MAX = 200
 
 
 @dataclass
@@ -458,7 +456,7 @@ def _validate_metaimage(path: Path, limits: bool) -> ItkHeader:
             raise ReadError("MetaImage 'HeaderSize = -1' cannot be used with compressed data", path)
     h = ItkHeader("metaimage", sizes, _MET_ITEMSIZE[etype], components,
                   "zlib" if compressed else ("raw" if binary else "text"), header_bytes)
-    h.unchecked = sorted(k for k in fields if k not in _MET_KNOWN)
+    h.unchecked = sorted(k for k, v in fields.items() if k in _MET_UNVALIDATED or len(v) > _MET_TEXT_MAX)
     orient = fields.get("anatomicalorientation")
     if orient is not None and not re.fullmatch(r"[RLAPSI?]{%d}" % ndim, orient.upper()):
         h.unchecked.append("anatomicalorientation")
