@@ -66,6 +66,7 @@ def read_itk_isolated(path: Path, reason: str) -> Volume:
     env["PYTHONPATH"] = os.pathsep.join([_PACKAGE_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
     # the child may hold the voxels twice (ITK buffer + numpy copy) plus the interpreter
     env["MEDSEG_CHILD_AS_BYTES"] = str(3 * max_voxel_bytes() + (2 << 30))
+    env["MEDSEG_CHILD_CPU_SECONDS"] = str(int(timeout) + 5)  # a hang dies even if this process is killed
     with tempfile.TemporaryDirectory(prefix="medseg-read-") as tmp:
         out = Path(tmp) / "voxels.npy"
         try:
@@ -103,13 +104,27 @@ def read_itk_isolated(path: Path, reason: str) -> Volume:
     return Volume(array, geometry, source=source)
 
 
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to kill this process when its parent dies (best effort)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
 def _child(path: str, out: str) -> int:
+    _die_with_parent()
     limit = int(os.environ.get("MEDSEG_CHILD_AS_BYTES", "0") or 0)
-    if limit > 0:
-        try:
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        except (OSError, ValueError):
-            pass
+    cpu = int(os.environ.get("MEDSEG_CHILD_CPU_SECONDS", "0") or 0)
+    for res, value in ((resource.RLIMIT_AS, limit), (resource.RLIMIT_CPU, cpu)):
+        if value > 0:
+            try:
+                resource.setrlimit(res, (value, value))
+            except (OSError, ValueError):
+                pass
     from medseg.io.itk import read_itk
 
     try:

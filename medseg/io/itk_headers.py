@@ -53,13 +53,6 @@ _MET_ITEMSIZE = {
     "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
 }
 _PATTERN = re.compile(r"%(0?\d{0,3})d")
-#: NRRD fields validated here, or descriptive text ITK does not use to allocate or index
-_NRRD_KNOWN = {
-    "type", "dimension", "sizes", "encoding", "endian", "kinds", "space", "space dimension", "space directions",
-    "spacings", "space origin", "byte skip", "line skip", "data file", "content", "labels", "units",
-    "space units", "centerings", "centers", "thicknesses", "axis mins", "axis maxs", "sample units",
-    "old min", "old max", "oldmin", "oldmax", "min", "max", "number",
-}
 #: MetaImage fields MetaIO parses into fixed-size values that are not validated here
 _MET_UNVALIDATED = {"color", "elementmin", "elementmax", "sequenceid", "id", "parentid", "transformtype",
                     "objectsubtype"}
@@ -370,7 +363,8 @@ def _validate_nrrd(path: Path, limits: bool) -> ItkHeader:
         _int1(fields["line skip"], "NRRD line skip", path, 0, 1 << 20)
     components = 1
     h = ItkHeader("nrrd", sizes, itemsize, components, encoding, header_bytes)
-    h.unchecked = sorted(k for k in fields if k not in _NRRD_KNOWN)
+    # NrrdIO (teem) itself refuses unknown field identifiers and parses the rest strictly: no field
+    # is left for an isolated read
     if "data file" in fields:
         h.data_files = _data_files(fields["data file"], list_lines, path.parent, path, "NRRD data file")
     elif not attached:

@@ -68,7 +68,8 @@ def _run_one(func, allowed, path: str, extra: list[str], timeout: float, mem_byt
     rfd, wfd = os.pipe()
     t0 = time.monotonic()
     pid = os.fork()
-    if pid == 0:  # child
+    if pid == 0:  # child, in its own process group so that a timeout kills whatever it started
+        os.setpgid(0, 0)
         os.close(rfd)
         try:
             _child(func, allowed, path, extra, mem_bytes, wfd)
@@ -93,6 +94,10 @@ def _run_one(func, allowed, path: str, extra: list[str], timeout: float, mem_byt
     if timed_out:
         os.kill(pid, signal.SIGKILL)
     _, status, usage = os.wait4(pid, 0)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # grandchildren (e.g. an isolated reader) do not outlive the case
+    except (ProcessLookupError, PermissionError):
+        pass
     os.close(rfd)
     seconds = time.monotonic() - t0
     peak = int(usage.ru_maxrss) * 1024

@@ -102,7 +102,11 @@ def run_cases(
             out.append(Outcome(**json.loads(line)))
     finally:
         proc.stdin.close()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     return out
 
 

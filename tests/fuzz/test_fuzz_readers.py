@@ -46,7 +46,7 @@ def test_generation_is_reproducible(tmp_path):
 @pytest.mark.parametrize("target", sorted(BOUNDS))
 def test_fuzzed_inputs_end_cleanly(inputs, target):
     paths = [p for kind in KINDS for p in inputs[kind]]
-    outs = run_cases(target, paths, timeout=30, mem_bytes=BOUNDS[target])
+    outs = run_cases(target, paths, timeout=60, mem_bytes=BOUNDS[target])  # the CLI bound: 60 s
     failures = [f"[{o.kind}] {o.path}: {o.detail.splitlines()[0] if o.detail else ''}" for o in outs if o.failed]
     assert not failures, "\n".join(failures)
     totals = summarize(outs)

@@ -412,7 +412,7 @@ def test_cli_info_invalid_header_is_error(hostile, tmp_path):
 
 def test_unvalidated_header_field_is_read_in_a_bounded_child(tmp_path, monkeypatch):
     path = tmp_path / "odd.mha"
-    path.write_bytes(b"ObjectType = Image\nNDims = 3\nColor = 1 2 3\nDimSize = 6 5 4\nElementSpacing = 0.8 0.9 2.5\n"
+    path.write_bytes(b"ObjectType = Image\nNDims = 3\nColor = 1 0 0 1\nDimSize = 6 5 4\nElementSpacing = 0.8 0.9 2.5\n"
                      b"ElementType = MET_SHORT\nElementDataFile = LOCAL\n" + VOXELS.tobytes())
     vol = read(path)
     np.testing.assert_array_equal(vol.array, _expected())
