@@ -365,26 +365,28 @@ def _plan(s: _Series, truncated: dict[str, str]) -> None:
     _plan_grid(s, truncated)
     if s.non_image or s.affine is None:
         return
-    cols = np.linalg.norm(s.affine[:3, :3], axis=0) if np.all(np.isfinite(s.affine)) else None
-    if cols is None or cols.min() < 1e-6 or cols.max() > 1e6 or (s.positions is not None and not np.all(np.isfinite(s.positions))):
+    with np.errstate(over="ignore", invalid="ignore"):
+        cols = np.linalg.norm(s.affine[:3, :3], axis=0) if np.all(np.isfinite(s.affine)) else None
+    bad_positions = s.positions is not None and not np.all(np.isfinite(s.positions))
+    if cols is None or not np.all(np.isfinite(cols)) or cols.min() < 1e-6 or cols.max() > 1e6 or bad_positions:
         _fail(
             s,
             "impossible geometry: voxel sizes or slice positions are zero, not finite or absurd "
-            f"(PixelSpacing {first_spacing(s)}, slice step from ImagePositionPatient/SpacingBetweenSlices)",
+            f"(PixelSpacing {_first_spacing(s)}, slice step from ImagePositionPatient/SpacingBetweenSlices)",
             geometry=False,
             path=s.first.source.name,
         )
-        s.fatal, s.fatal_is_geometry, s.fatal_path = s.fatal or "impossible geometry", s.fatal_is_geometry, s.fatal_path
         s.affine = None
         s.grid = []
 
 
-def first_spacing(s: _Series) -> str:
+def _first_spacing(s: _Series) -> str:
     sp = s.first.pixel_spacing
     return "\\".join(f"{v:g}" for v in sp) if sp else "absent"
 
 
 def _plan_grid(s: _Series, truncated: dict[str, str]) -> None:
+    """Impossible values, orientation, slice order, spacing and irregularities of one series."""
     if s.non_image:
         return
     bad = sorted({f.source.name for f in s.frames if f.source.name in truncated})
