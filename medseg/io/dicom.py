@@ -36,6 +36,7 @@ Arrays are ``(i=column, j=row, k=slice[, t])``; affines map them to RAS mm (:fun
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from medseg.io.base import Irregular, SeriesInfo
 from medseg.io.dicom_files import DicomSource, list_sources, looks_like_dicom, open_sources
 from medseg.io.dicom_frames import (
     Frame,
+    claimed_frames,
     decode_frames,
     decoder_problem,
     frames_from_dataset,
@@ -58,6 +60,7 @@ from medseg.io.dicom_frames import (
     pixel_module_of,
     raw_dtype,
 )
+from medseg.io.limits import check_inflate, check_voxel_bytes
 from medseg.types import Geometry, SourceInfo, Volume
 
 __all__ = ["is_dicom_file", "scan_dicom", "read_dicom", "series_frames"]
@@ -95,7 +98,8 @@ def is_dicom_file(path: str | PathLike[str]) -> bool:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 defer_size=max(os.path.getsize(path), 1 << 20))
         return bool(ds.get("SOPClassUID")) or ("Rows" in ds and "Columns" in ds)
     except Exception:  # noqa: BLE001 - a cheap probe must never raise
         return False
@@ -116,12 +120,14 @@ class _Collected:
     is_archive: bool
 
 
-def _parse_header(fh: Any) -> Any:
+def _parse_header(fh: Any, size: int = 0) -> Any:
+    """Header of a DICOM file (no pixel data). An element claiming more bytes than the whole file
+    holds is skipped (pydicom's ``defer_size``) instead of being allocated at its claimed length."""
     import pydicom
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+        return pydicom.dcmread(fh, stop_before_pixels=True, force=True, defer_size=max(size, 1 << 20))
 
 
 def _collect(path: str) -> _Collected:
@@ -144,8 +150,8 @@ def _collect(path: str) -> _Collected:
                 continue
             has_preamble = len(head) >= 132 and head[128:132] == b"DICM"
             try:
-                with opener.open(src) as fh:
-                    ds = _parse_header(fh)
+                with opener.open_header(src) as fh:
+                    ds = _parse_header(fh, src.size)
                     pixel_offset = fh.tell()  # stop_before_pixels leaves the file at the pixel data tag
             except Exception as err:  # noqa: BLE001 - pydicom raises many types for corrupt input
                 if single:
@@ -159,8 +165,14 @@ def _collect(path: str) -> _Collected:
                     raise ReadError("not a DICOM file (no DICM marker and no DICOM header)", src.name)
                 continue
             n_dicom += 1
+            budget = _frame_budget(ds, src, pixel_offset)
+            if budget is not None and claimed_frames(ds) > max(budget, 1):
+                truncated[src.name] = (
+                    f"NumberOfFrames is {claimed_frames(ds)} but the {max(src.size - pixel_offset, 0)} bytes of pixel "
+                    f"data hold at most {budget} frames: truncated file or corrupt header"
+                )
             try:
-                got = frames_from_dataset(ds, src)
+                got = frames_from_dataset(ds, src, max_frames=budget)
                 module = pixel_module_of(ds)
                 for f in got:
                     f.pixel_offset, f.pixel_module = pixel_offset, module
@@ -183,6 +195,62 @@ def _collect(path: str) -> _Collected:
                     )
             frames.extend(got)
     return _Collected(frames, notes, truncated, len(listed.sources), n_dicom, listed.is_archive)
+
+
+#: ImageOrientationPatient vectors within this of unit length and orthogonality are used as stored
+IOP_EXACT_TOL = 1e-4
+#: ... within this they are normalised with a warning (dcm2niix also accepts rounded DS values);
+#: beyond it the orientation is refused
+IOP_NORMALISE_TOL = 1e-2
+
+
+def normalized_orientation(iop: tuple[float, ...]) -> tuple[tuple[float, ...], str | None]:
+    """``(row cosines + column cosines, warning or None)`` for an ImageOrientationPatient.
+
+    Vectors off unit length or orthogonality by at most :data:`IOP_EXACT_TOL` are kept; up to
+    :data:`IOP_NORMALISE_TOL` they are made orthonormal (Gram-Schmidt) with a warning.
+
+    Raises:
+        ValueError: a vector is not unit length, or the two are not orthogonal, beyond the tolerance.
+    """
+    row = np.asarray(iop[:3], dtype=np.float64)
+    col = np.asarray(iop[3:6], dtype=np.float64)
+    n_row, n_col = float(np.linalg.norm(row)), float(np.linalg.norm(col))
+    dot = float(row @ col) / max(n_row * n_col, 1e-12)
+    worst = max(abs(n_row - 1), abs(n_col - 1), abs(dot))
+    shown = "\\".join(f"{v:g}" for v in iop)
+    if worst > IOP_NORMALISE_TOL or n_row < 1e-6 or n_col < 1e-6:
+        raise ValueError(
+            f"impossible ImageOrientationPatient {shown}: the row and column cosines must be orthogonal unit "
+            f"vectors (lengths {n_row:.4g} and {n_col:.4g}, cosine between them {dot:.4g})"
+        )
+    if worst <= IOP_EXACT_TOL:
+        return tuple(float(v) for v in iop), None
+    row = row / n_row
+    col = col - (col @ row) * row
+    col = col / np.linalg.norm(col)
+    note = (
+        f"ImageOrientationPatient {shown} is off unit length/orthogonality by {worst:.2g}: normalised "
+        f"(tolerance {IOP_NORMALISE_TOL:g})"
+    )
+    return tuple(float(v) for v in np.concatenate([row, col])), note
+
+
+def _frame_budget(ds: Any, src: DicomSource, pixel_offset: int) -> int | None:
+    """Most frames the bytes after the header can hold (native: a full frame each; encapsulated: an
+    8-byte item header each), or ``None`` when the size is unknown."""
+    if not src.size:
+        return None
+    available = max(src.size - pixel_offset, 0)
+    try:
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        bits = int(ds.get("BitsAllocated") or 16) * int(ds.get("SamplesPerPixel") or 1)
+    except (TypeError, ValueError):
+        return None
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+    per_frame = max((rows * cols * max(bits, 1) + 7) // 8, 1) if (not ts or _is_native(ts)) else 8
+    return available // per_frame
 
 
 def _is_native(ts: str) -> bool:
@@ -292,7 +360,33 @@ def _fail(s: _Series, message: str, geometry: bool = True, path: str | None = No
 
 
 def _plan(s: _Series, truncated: dict[str, str]) -> None:
-    """Fill in the grid, affine and any problems of an image series (headers only, no pixels)."""
+    """Fill in the grid, affine and any problems of an image series (headers only, no pixels); an
+    affine that is not finite or has a zero axis (absurd spacings or positions) is a failure."""
+    _plan_grid(s, truncated)
+    if s.non_image or s.affine is None:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        cols = np.linalg.norm(s.affine[:3, :3], axis=0) if np.all(np.isfinite(s.affine)) else None
+    bad_positions = s.positions is not None and not np.all(np.isfinite(s.positions))
+    if cols is None or not np.all(np.isfinite(cols)) or cols.min() < 1e-6 or cols.max() > 1e6 or bad_positions:
+        _fail(
+            s,
+            "impossible geometry: voxel sizes or slice positions are zero, not finite or absurd "
+            f"(PixelSpacing {_first_spacing(s)}, slice step from ImagePositionPatient/SpacingBetweenSlices)",
+            geometry=False,
+            path=s.first.source.name,
+        )
+        s.affine = None
+        s.grid = []
+
+
+def _first_spacing(s: _Series) -> str:
+    sp = s.first.pixel_spacing
+    return "\\".join(f"{v:g}" for v in sp) if sp else "absent"
+
+
+def _plan_grid(s: _Series, truncated: dict[str, str]) -> None:
+    """Impossible values, orientation, slice order, spacing and irregularities of one series."""
     if s.non_image:
         return
     bad = sorted({f.source.name for f in s.frames if f.source.name in truncated})
@@ -319,6 +413,21 @@ def _plan(s: _Series, truncated: dict[str, str]) -> None:
     if len(unique) < len(s.frames):
         s.warnings.append(f"ignored {len(s.frames) - len(unique)} duplicate copies of the same SOP instance")
         s.frames = unique
+        first = s.first
+    bad_values = [f for f in s.frames if f.problem]
+    if bad_values:
+        _fail(s, bad_values[0].problem or "", geometry=False, path=bad_values[0].source.name)
+        return
+    if first.iop is not None:
+        try:
+            iop, note = normalized_orientation(first.iop)
+        except ValueError as err:
+            _fail(s, str(err), geometry=False, path=first.source.name)
+            return
+        if note:
+            s.warnings.append(note)
+        for f in s.frames:
+            f.iop = iop
         first = s.first
     spacing_in_plane = first.pixel_spacing
     if spacing_in_plane is None:
@@ -384,7 +493,7 @@ def _plan(s: _Series, truncated: dict[str, str]) -> None:
     s.offsets = rel - np.outer(rel @ normal, normal)
     k = len(clusters)
     if k == 1:
-        gap = first.slice_gap
+        gap = abs(first.slice_gap or 0.0)
         if not gap:
             gap = 1.0
             s.warnings.append("single slice without SliceThickness/SpacingBetweenSlices: assuming 1 mm")
@@ -575,6 +684,23 @@ def _smallest_int(lo: float, hi: float) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def _check_pixel_budget(s: _Series, path: str) -> None:
+    """Refuse before decoding when the series' voxels exceed the voxel limit, or when compressed pixel
+    data would have to inflate beyond the inflate-ratio limit."""
+    k, t = len(s.grid), len(s.grid[0])
+    frames = [f for row in s.grid for f in row]
+    itemsize = max(raw_dtype(f).itemsize for f in frames)
+    nbytes = k * t * s.first.rows * s.first.cols * max(itemsize, 4 if any(f.slope != 1 or f.intercept != 0 for f in frames) else 1)
+    what = f"a {s.first.cols}x{s.first.rows}x{k}" + (f"x{t}" if t > 1 else "") + " DICOM series"
+    if all(_is_native(f.transfer_syntax) for f in frames):
+        problem = check_voxel_bytes(nbytes, what)
+    else:
+        stored = sum({f.source: f.source.size for f in frames}.values())
+        problem = check_inflate(nbytes, stored, what)
+    if problem:
+        raise ReadError(problem, path)
+
+
 def _load(s: _Series) -> np.ndarray:
     """Decode every frame once into ``(i, j, k, t)``, then rescale.
 
@@ -719,6 +845,7 @@ def read_dicom(
             "Pass --irregular resample to resample onto a regular grid.",
             p,
         )
+    _check_pixel_budget(s, p)
     data = _load(s)
     notes = [w for w in s.warnings if w not in s.problems]
     if s.problems:

@@ -2,7 +2,10 @@
 
 Nothing here writes to disk. Zip members are never extracted: their bytes are read into memory, and
 member names that would escape an extraction root (``../x``, ``/abs``, ``C:\\x``) are skipped with a
-warning. Folder walks follow symbolic links but remember every real directory already visited and never
+warning. A member whose declared size exceeds the voxel limit or whose compression ratio exceeds the
+inflate-ratio limit (:mod:`medseg.io.limits`) makes the archive a ``ReadError`` (a zip bomb); headers
+are parsed while streaming a member (:meth:`SourceOpener.open_header`), never inflating it whole. Files
+on disk are read for pixels through a wrapper whose ``read(n)`` never asks for more than the file holds. Folder walks follow symbolic links but remember every real directory already visited and never
 climb into a parent of the searched folder, so a symlink loop cannot make them hang, and a file reached
 twice (through a link) is read once.
 """
@@ -18,9 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from os import PathLike
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from medseg.errors import ReadError
+from medseg.io.limits import check_inflate
 
 __all__ = ["DicomSource", "ListedSources", "list_sources", "open_sources", "looks_like_dicom", "MAX_MEMBER_BYTES"]
 
@@ -145,12 +149,9 @@ def _zip_members(path: str) -> tuple[list[DicomSource], list[str]]:
                 if info.flag_bits & 0x1:
                     warnings.append(f"skipped zip member {info.filename!r}: encrypted")
                     continue
-                if info.file_size > MAX_MEMBER_BYTES:
-                    warnings.append(
-                        f"skipped zip member {info.filename!r}: declares {info.file_size} bytes "
-                        f"(limit {MAX_MEMBER_BYTES})"
-                    )
-                    continue
+                problem = check_inflate(info.file_size, info.compress_size, f"zip member {info.filename!r}")
+                if problem:
+                    raise ReadError(problem, path)
                 found.append(DicomSource(path, info.filename, info.file_size))
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise ReadError(f"not a readable zip archive ({err})", path) from err
@@ -177,6 +178,44 @@ def list_sources(path: str | PathLike[str]) -> ListedSources:
     return ListedSources((DicomSource(p, None, st.st_size),))
 
 
+class _Bounded(io.RawIOBase):
+    """A file whose ``read(n)`` never asks for more than what is left in the file, so a length field
+    claiming gigabytes allocates only what is there."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        super().__init__()
+        self._fh = fh
+        self.name = getattr(fh, "name", None)
+        self._size = os.fstat(fh.fileno()).st_size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is not None and 0 <= n <= 1 << 20:  # small reads cannot over-allocate: no bookkeeping
+            return self._fh.read(n)
+        left = max(self._size - self._fh.tell(), 0)
+        return self._fh.read(left if n is None or n < 0 else min(n, left))
+
+    def readinto(self, b: Any) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
 class SourceOpener:
     """Opens :class:`DicomSource` s, keeping each zip archive open while in use."""
 
@@ -198,10 +237,17 @@ class SourceOpener:
             self._zips[path] = zf
         return zf
 
+    def open_header(self, source: DicomSource) -> BinaryIO:
+        """A file object for reading the header only: a zip member is decompressed as it is read
+        (never whole, so listing a zip's series does not inflate its pixel data)."""
+        if source.member is None:  # the header parser skips elements longer than the file (defer_size)
+            return open(source.path, "rb")  # noqa: SIM115 - closed by the caller's `with`
+        return self._zip(source.path).open(source.member)  # type: ignore[return-value]
+
     def open(self, source: DicomSource) -> BinaryIO:
         """A binary file object positioned at the start of the file (zip members: in memory)."""
         if source.member is None:
-            return open(source.path, "rb")
+            return _Bounded(open(source.path, "rb"))  # noqa: SIM115 - closed by the caller's `with`
         with self._zip(source.path).open(source.member) as fh:
             data = fh.read(MAX_MEMBER_BYTES + 1)  # zipfile checks the CRC and the declared size
         return io.BytesIO(data)

@@ -22,6 +22,7 @@ from medseg.io.dicom_files import DicomSource
 __all__ = [
     "Frame",
     "PIXEL_MODULE_TAGS",
+    "claimed_frames",
     "pixel_dataset",
     "frames_from_dataset",
     "non_image_kind",
@@ -104,6 +105,7 @@ class Frame:
     slice_gap: float | None = None  # SpacingBetweenSlices or SliceThickness, for single-slice series
     gantry_tilt: float | None = None
     non_image: str | None = None  # what the object is, when it is not an image
+    problem: str | None = None  # an impossible value (NaN rescale, spacing <= 0, ...): the series cannot be read
     manufacturer: str | None = None
     philips_scale_slope: float | None = None  # private (2005,100E) "MR Scale Slope", reported only
     pixel_offset: int | None = None  # file offset of the PixelData element (from the header scan)
@@ -151,6 +153,51 @@ def _floats(v: Any, n: int) -> tuple[float, ...] | None:
     if len(vals) != n or not all(math.isfinite(x) for x in vals):
         return None
     return vals
+
+
+def _present(v: Any) -> bool:
+    """The attribute holds a value (not absent, not empty)."""
+    if v is None:
+        return False
+    try:
+        return len(v) > 0 if not isinstance(v, (int, float)) else True
+    except TypeError:
+        return True
+
+
+def _value_problems(ds: Any, owner: Any = None) -> list[str]:
+    """Impossible values in the attributes that place and scale a frame (``owner``: functional groups
+    already resolved, as ``{keyword: value}``)."""
+    got = dict(owner or {})
+    for kw in ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient", "RescaleSlope", "RescaleIntercept"):
+        if kw not in got:
+            got[kw] = ds.get(kw)
+    problems = []
+    n = {"PixelSpacing": 2, "ImageOrientationPatient": 6, "ImagePositionPatient": 3}
+    for kw, count in n.items():
+        v = got.get(kw)
+        if not _present(v):
+            continue
+        vals = _floats(v, count)
+        if vals is None:
+            problems.append(f"invalid {kw} {_show(v)}: expected {count} finite numbers")
+        elif kw == "PixelSpacing" and min(vals) <= 0:
+            problems.append(f"impossible PixelSpacing {_show(v)}: spacings must be > 0")
+    for kw in ("RescaleSlope", "RescaleIntercept"):
+        v = got.get(kw)
+        if not _present(v):
+            continue
+        f = _float(v)
+        if f is None:
+            problems.append(f"invalid {kw} {_show(v)}: must be a finite number")
+        elif kw == "RescaleSlope" and f == 0:
+            problems.append("RescaleSlope is 0: every voxel would get the intercept")
+    return problems
+
+
+def _show(v: Any) -> str:
+    text = "\\".join(str(x) for x in v) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else str(v)
+    return repr(text[:60])
 
 
 def _str(v: Any) -> str | None:
@@ -278,17 +325,30 @@ def _mosaic_info(ds: Any) -> tuple[int, np.ndarray | None] | None:
         normal = csareader.get_slice_normal(csa)
     except Exception:  # noqa: BLE001 - a broken private header just means "not a usable mosaic"
         return None
-    if not n:
+    try:
+        n = int(n)
+    except (TypeError, ValueError, OverflowError):
         return None
-    return int(n), (None if normal is None else np.asarray(normal, dtype=np.float64))
+    side = min(_int(ds.get("Rows")) or 0, _int(ds.get("Columns")) or 0)
+    if n < 1 or math.ceil(math.sqrt(n)) > side:  # more tiles than pixels: not a usable mosaic
+        return None
+    return n, (None if normal is None else np.asarray(normal, dtype=np.float64))
 
 
-def frames_from_dataset(ds: Any, source: DicomSource) -> list[Frame]:
+def claimed_frames(ds: Any) -> int:
+    """NumberOfFrames as the header states it (1 when absent, unreadable or below 1)."""
+    n = _int(ds.get("NumberOfFrames"))
+    return n if n is not None and n > 1 else 1
+
+
+def frames_from_dataset(ds: Any, source: DicomSource, max_frames: int | None = None) -> list[Frame]:
     """All frames a parsed header (``stop_before_pixels`` is enough) describes.
 
     Args:
         ds: a ``pydicom.Dataset``.
         source: where it came from (for messages and to re-open the file for pixels).
+        max_frames: at most this many frames are built, whatever NumberOfFrames claims (the caller
+            checks the claim against the pixel data present).
     """
     ts = ensure_transfer_syntax(ds)
     meta = getattr(ds, "file_meta", None)
@@ -320,7 +380,9 @@ def frames_from_dataset(ds: Any, source: DicomSource) -> list[Frame]:
     if kind is not None:
         return [Frame(**base, iop=None, ipp=None, pixel_spacing=None, non_image=kind)]
 
-    n_frames = _int(ds.get("NumberOfFrames")) or 1
+    n_frames = claimed_frames(ds)
+    if max_frames is not None:
+        n_frames = max(1, min(n_frames, max_frames))
     gap = _float(ds.get("SpacingBetweenSlices")) or _float(ds.get("SliceThickness"))
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame is not None and len(per_frame) > 0:
@@ -337,6 +399,17 @@ def frames_from_dataset(ds: Any, source: DicomSource) -> list[Frame]:
                 _fg(per, shared, "PixelMeasuresSequence", "SliceThickness")
             )
             acq = _int(_fg(per, None, "FrameContentSequence", "FrameAcquisitionNumber"))
+            resolved = {
+                "PixelSpacing": _fg(per, shared, "PixelMeasuresSequence", "PixelSpacing") or ds.get("PixelSpacing"),
+                "ImageOrientationPatient": _fg(per, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+                or ds.get("ImageOrientationPatient"),
+                "ImagePositionPatient": _fg(per, shared, "PlanePositionSequence", "ImagePositionPatient"),
+                "RescaleSlope": _fg(per, shared, "PixelValueTransformationSequence", "RescaleSlope")
+                or ds.get("RescaleSlope"),
+                "RescaleIntercept": _fg(per, shared, "PixelValueTransformationSequence", "RescaleIntercept")
+                or ds.get("RescaleIntercept"),
+            }
+            problems = _value_problems(ds, resolved)
             frames.append(
                 Frame(
                     **{**base, "acquisition": base["acquisition"] if acq is None else acq},
@@ -353,6 +426,7 @@ def frames_from_dataset(ds: Any, source: DicomSource) -> list[Frame]:
                     n_frames_in_file=n_frames,
                     slice_gap=fgap or gap,
                     philips_scale_slope=_philips_ss(per) if is_philips else None,
+                    problem=problems[0] if problems else None,
                 )
             )
         return frames
@@ -373,6 +447,7 @@ def frames_from_dataset(ds: Any, source: DicomSource) -> list[Frame]:
         n_frames_in_file=n_frames,
         slice_gap=gap,
         philips_scale_slope=_philips_ss(ds, 0) if is_philips else None,
+        problem=(_value_problems(ds) or [None])[0],
     )
     mosaic = _mosaic_info(ds) if n_frames == 1 else None
     if mosaic is not None and common["iop"] and common["ipp"] and common["pixel_spacing"]:

@@ -5,14 +5,14 @@ and :func:`medseg.geometry.sitk_array_to_ijk` turn that into medseg's RAS+ affin
 array (a transposed view: no copy beyond SimpleITK's own). Vector images (several components per
 voxel) become 4D ``(i, j, k, c)``; a 4D scalar ITK image becomes ``(i, j, k, t)``.
 
-The header is read first (``ReadImageInformation``) and the implied voxel size checked against this
-machine's memory, and, for uncompressed single-file images, against the file size, before any voxel
-is read. SimpleITK's exceptions become :class:`~medseg.errors.ReadError` naming the file.
+Before ITK sees a file its header is parsed and checked in Python (:mod:`medseg.io.itk_headers`:
+dimensions, sizes, element type, geometry, data files confined to the header's folder, declared
+size against the voxel limit and against the bytes present), then ITK reads the header
+(``ReadImageInformation``) and only then the voxels. SimpleITK's exceptions become :class:`~medseg.errors.ReadError` naming the file.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from os import PathLike
 from pathlib import Path
@@ -24,7 +24,7 @@ from medseg.errors import ReadError, WriteError
 from medseg.geometry import affine_to_sitk, ijk_array_to_sitk, orientation_code, sitk_affine, sitk_array_to_ijk
 from medseg.io.atomic import atomic_output, full_suffix
 from medseg.io.base import SeriesInfo
-from medseg.io.limits import human_bytes, max_voxel_bytes
+from medseg.io.itk_headers import validate_itk_header
 from medseg.io.sniff import describe, kind_of, read_head
 from medseg.types import Geometry, SourceInfo, Volume
 
@@ -50,8 +50,9 @@ def _itk_message(err: Exception) -> str:
     return msg[:300]
 
 
-def _check_content(path: Path) -> str:
-    """Refuse files whose content is not what the ``.nrrd``/``.mha`` suffix says; return the format."""
+def _check_content(path: Path, limits: bool = True) -> tuple[str, list[str], list[str]]:
+    """Refuse files whose content is not what the ``.nrrd``/``.mha`` suffix says, then validate the
+    header (:func:`validate_itk_header`); return the format and the header's warnings."""
     suffix = full_suffix(path)
     fmt = _FORMAT.get(suffix)
     if fmt is None:
@@ -65,7 +66,8 @@ def _check_content(path: Path) -> str:
     expected = "nrrd" if fmt == "nrrd" else "metaimage"
     if kind != expected:
         raise ReadError(f"not a {'NRRD' if fmt == 'nrrd' else 'MetaImage'} file: it looks like {describe(head)}", path)
-    return fmt
+    header = validate_itk_header(path, fmt, limits)  # before ITK parses anything (MetaIO/NrrdIO trust headers)
+    return fmt, header.warnings, header.unchecked
 
 
 def _reader(path: Path) -> Any:
@@ -125,58 +127,54 @@ def _geometry_from(reader: Any, path: Path) -> tuple[np.ndarray, tuple[int, ...]
     return affine, shape, warnings
 
 
+def _orientation(affine: np.ndarray) -> str | None:
+    try:
+        return orientation_code(affine)
+    except (TypeError, ValueError):  # a degenerate axis has no code
+        return None
+
+
 def scan_itk(path: str | PathLike[str]) -> SeriesInfo:
     """Describe a NRRD/MetaImage file from its header only (no voxel data is read)."""
     p = Path(path)
-    fmt = _check_content(p)
+    fmt, notes, _ = _check_content(p, limits=False)
     reader = _reader(p)
     affine, shape, warnings = _geometry_from(reader, p)
+    warnings = notes + warnings
     return SeriesInfo(
         path=str(p),
         format=fmt,
         shape=shape,
         spacing=tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)),
-        orientation=orientation_code(affine),
+        orientation=_orientation(affine),
         warnings=tuple(warnings),
         extra={"dtype": _dtype_of(reader).name, "components": int(reader.GetNumberOfComponents())},
     )
 
 
-def _check_size(reader: Any, shape: tuple[int, ...], path: Path, fmt: str) -> None:
-    itemsize = _dtype_of(reader).itemsize
-    nbytes = math.prod(shape) * itemsize
-    cap = max_voxel_bytes()
-    dims = "x".join(map(str, shape))
-    if nbytes > cap:
-        raise ReadError(
-            f"header claims a {dims} volume ({human_bytes(nbytes)} of voxels), more than the {human_bytes(cap)} this "
-            "machine can hold: the header is corrupt or the volume too large",
-            path,
-        )
-    # An uncompressed single-file image must hold all its voxels.
-    head = read_head(path, 4096).decode("latin-1", errors="replace").lower()
-    single_raw = False
-    if fmt == "nrrd":
-        enc = re.search(r"^encoding:\s*(\S+)", head, re.M)
-        detached = re.search(r"^data ?file:", head, re.M)
-        single_raw = bool(enc and enc.group(1) == "raw" and not detached)
-    else:
-        local = re.search(r"^elementdatafile\s*=\s*local", head, re.M)
-        compressed = re.search(r"^compresseddata\s*=\s*true", head, re.M)
-        single_raw = bool(local and not compressed)
-    size = path.stat().st_size
-    if single_raw and nbytes > size:
-        raise ReadError(
-            f"truncated {fmt} file: {human_bytes(size)} on disk but its header describes {human_bytes(nbytes)} of voxels ({dims})",
-            path,
-        )
+def _metadata(image: Any) -> dict[str, str]:
+    """At most 64 of the image's metadata entries, 200 characters each (undecodable ones skipped)."""
+    meta: dict[str, str] = {}
+    try:
+        keys = list(image.GetMetaDataKeys())[:64]
+    except (TypeError, UnicodeDecodeError, RuntimeError):
+        return meta
+    for k in keys:
+        try:
+            meta[k] = image.GetMetaData(k)[:200]
+        except (TypeError, UnicodeDecodeError, RuntimeError):
+            continue
+    return meta
 
 
-def read_itk(path: str | PathLike[str]) -> Volume:
+def read_itk(path: str | PathLike[str], isolate: bool | None = None) -> Volume:
     """Read a NRRD or MetaImage file into a :class:`Volume` (RAS affine, ``(i, j, k[, c|t])`` array).
 
     Args:
         path: ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file.
+        isolate: read in a child process with a time limit (:mod:`medseg.io.isolate`); ``None``
+            (default) isolates when the header holds fields medseg does not validate, or when
+            ``MEDSEG_ISOLATE_READS=1``.
 
     Raises:
         ReadError: not what the suffix says, unreadable, truncated, implausible size, 2D or 5D+.
@@ -188,15 +186,23 @@ def read_itk(path: str | PathLike[str]) -> Volume:
     import SimpleITK as sitk
 
     p = Path(path)
-    fmt = _check_content(p)
+    fmt, _, unchecked = _check_content(p)
+    if isolate is None:
+        from medseg.io.isolate import isolate_always
+
+        isolate = bool(unchecked) or isolate_always()
+    if isolate:
+        from medseg.io.isolate import read_itk_isolated
+
+        why = f"header fields not validated by medseg: {', '.join(unchecked)}" if unchecked else "MEDSEG_ISOLATE_READS"
+        return read_itk_isolated(p, why)
     reader = _reader(p)
     affine, shape, warnings = _geometry_from(reader, p)
-    _check_size(reader, shape, p, fmt)
     try:
         image = reader.Execute()
     except RuntimeError as err:
         raise ReadError(f"cannot read voxel data: {_itk_message(err)}", p) from err
-    meta = {k: image.GetMetaData(k)[:200] for k in image.GetMetaDataKeys()[:64]}
+    meta = _metadata(image)
     arr = sitk.GetArrayFromImage(image)  # one copy, then the ITK buffer is freed with `image`
     del image
     if arr.ndim == 4 and len(shape) == 4 and reader.GetDimension() == 4:

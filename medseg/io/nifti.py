@@ -3,10 +3,12 @@
 Headers are parsed by nibabel's header classes; the voxel data is read here, so that every size is
 checked *before* anything is allocated or decompressed:
 
-* the header-implied data size (``prod(dim) * itemsize``) must fit in this machine's memory
-  (:func:`max_voxel_bytes`), and in the file: an uncompressed file must hold ``vox_offset + size``
-  bytes; a gzip file cannot expand more than 1032:1 (deflate's limit), so a header claiming more is
-  refused at once;
+* the header-implied data size (``prod(dim) * itemsize``) must be within the voxel limit
+  (:func:`~medseg.io.limits.max_voxel_bytes`, ``MEDSEG_MAX_VOXEL_BYTES``), and in the file: an
+  uncompressed file must hold ``vox_offset + size`` bytes; a gzip file cannot expand more than 1032:1
+  (deflate's limit), so a header claiming more is refused at once, and above 64 MiB the ratio must be
+  within :func:`~medseg.io.limits.max_inflate_ratio` (``MEDSEG_MAX_INFLATE_RATIO``); ``scan`` (``medseg
+  info``) reports a header beyond these limits with a warning instead;
 * gzip data is decompressed straight into a buffer of exactly the implied size (no unbounded
   ``read()``), then at most :data:`GZIP_TAIL_BYTES` more to reach the end of the stream and check
   its CRC, so a truncated or corrupt ``.nii.gz`` is an error, not silently wrong voxels.
@@ -36,7 +38,7 @@ from medseg.errors import ReadError, WriteError
 from medseg.geometry import orientation_code
 from medseg.io.atomic import atomic_output, full_suffix
 from medseg.io.base import SeriesInfo
-from medseg.io.limits import human_bytes, max_voxel_bytes
+from medseg.io.limits import check_inflate, check_voxel_bytes, human_bytes
 from medseg.io.sniff import describe, kind_of
 from medseg.types import Geometry, SourceInfo, Volume
 
@@ -113,7 +115,9 @@ def _pair_paths(path: Path) -> tuple[Path, Path | None]:
     return path, path
 
 
-def _read_header(path: Path) -> _Layout:
+def _read_header(path: Path, limits: bool = True) -> _Layout:
+    """Parse and check a NIfTI header against the file(s). With ``limits=False`` (``medseg info``) the
+    voxel-size and inflate-ratio limits only add a warning: the header is still reported."""
     import nibabel as nib
 
     if not path.exists():
@@ -198,14 +202,12 @@ def _read_header(path: Path) -> _Layout:
     if dtype.itemsize == 0:
         raise ReadError(f"unsupported NIfTI datatype code {int(hdr['datatype'])}", header_path)
     nbytes = math.prod(stored_shape) * dtype.itemsize
-    cap = max_voxel_bytes()
     dims_txt = "x".join(map(str, stored_shape))
-    if nbytes > cap:
-        raise ReadError(
-            f"header claims a {dims_txt} {dtype.name} volume ({human_bytes(nbytes)} of voxels), more than the "
-            f"{human_bytes(cap)} this machine can hold: the header is corrupt or the volume too large",
-            header_path,
-        )
+    problem = check_voxel_bytes(nbytes, f"a {dims_txt} {dtype.name} volume")
+    if problem and limits:
+        raise ReadError(problem, header_path)
+    if problem:
+        warnings.append(f"cannot be read as is: {problem}")
     vox_offset = float(hdr["vox_offset"])
     if not math.isfinite(vox_offset) or vox_offset < 0 or vox_offset != int(vox_offset):
         raise ReadError(f"invalid NIfTI header: vox_offset = {vox_offset}", header_path)
@@ -224,6 +226,11 @@ def _read_header(path: Path) -> _Layout:
                 f"of {human_bytes(size)} can expand to at most {human_bytes(most)}: the file is truncated or the header corrupt",
                 data_path,
             )
+        ratio_problem = check_inflate(nbytes, size, f"a {dims_txt} {dtype.name} volume")
+        if ratio_problem and limits:
+            raise ReadError(ratio_problem, data_path)
+        if ratio_problem and ratio_problem != problem:
+            warnings.append(f"cannot be read as is: {ratio_problem}")
     elif offset + nbytes > size:
         if size <= offset:
             raise ReadError(
@@ -369,7 +376,7 @@ def _descrip(hdr: Any) -> str | None:
 def scan_nifti(path: str | PathLike[str]) -> SeriesInfo:
     """Describe a NIfTI file from its header only (no voxel data is read)."""
     p = Path(path)
-    layout = _read_header(p)
+    layout = _read_header(p, limits=False)
     affine, code, warn = _affine(layout)
     hdr = layout.header
     try:

@@ -61,7 +61,7 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
         "header_too_short": ("short.nii", good[:200], "too short for a NIfTI header"),
         "huge_nii": ("huge.nii", _huge_header(), r"32000x32000x32000 int16.*more than"),
         "huge_nii2_gz": ("huge2.nii.gz", _gz(_huge_header((60000,) * 3, version=2)), r"60000x60000x60000.*more than"),
-        "beyond_gzip_ratio": ("ratio.nii.gz", _gz(_huge_header((2000, 2000, 1000), np.uint8)), "can expand to at most"),
+        "beyond_gzip_ratio": ("ratio.nii.gz", _gz(_huge_header((1000, 1000, 1000), np.uint8)), "can expand to at most"),
         "png_named_dcm": ("slice.dcm", PNG, "not a DICOM file.*PNG image"),
         "png_without_suffix": ("image", PNG, "not a medical image.*PNG image"),
         "text_named_nrrd": ("vol.nrrd", b"just some text\n", "not a NRRD file.*plain text"),
