@@ -74,6 +74,7 @@ def load_predictor(
     threads: int | None = None,
     sw_batch_size: int | None = None,
     progress: ProgressFn | None = None,
+    modality: str = "auto",
 ) -> Predictor:
     """Build a :class:`Predictor` (loads the network once).
 
@@ -86,6 +87,7 @@ def load_predictor(
         threads: CPU threads during prediction (restored afterwards).
         sw_batch_size: windows per network call override.
         progress: default ``progress(done, total)`` callback for :meth:`Predictor.predict`.
+        modality: ``auto`` | ``ct`` | ``mr`` for models whose preprocessing depends on it (``liver``).
     """
     kwargs = dict(
         device=device, precision=precision, overlap=overlap, tta=tta, threads=threads, sw_batch_size=sw_batch_size,
@@ -96,6 +98,10 @@ def load_predictor(
 
         return load_nnunet_predictor(Path(model), **kwargs)
     spec = model if isinstance(model, ModelSpec) else load_model_spec(model)
+    if spec.pipeline is not None:  # a model-specific pipeline (pyliverlesionseg's liver / lesion cascade)
+        from medseg.liver.predictor import load_liver_predictor
+
+        return load_liver_predictor(spec, modality=modality, **kwargs)
     if spec.network.nnunet:
         from medseg.nnunet.predictor import load_nnunet_predictor
 
