@@ -133,7 +133,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cases", nargs="*", default=[c[0] for c in CASES])
-    ap.add_argument("--crop", choices=["auto", "original", "body-box"], default=None)
+    ap.add_argument("--crop", choices=["auto", "original", "body-box", "none"], default=None)
     ap.add_argument("--pad-value", type=float, default=None)
     ap.add_argument("--lits", action="store_true")
     ap.add_argument("--lits-spacing", type=float, nargs=3, default=[0.8, 0.8, 2.5])

@@ -21,7 +21,8 @@ A spec has these sections (see ``configs/*.yaml`` for complete examples)::
       orientation: RAS             # or null: keep the input's axis order
       spacing: [1.5, 1.5, 2.0]     # mm, or null: no resampling
       spacing_mode: bilinear
-      crop_foreground: null        # {margin: 0, threshold: 0.0}
+      crop_foreground: null        # {margin: 0, threshold: 0.0, source: image | normalized}
+                                   # normalized: select on the normalised image, after normalisation (TAPS)
       resize: null                 # [256, 256, 256]: network input shape
       resize_mode: trilinear       # nearest | nearest-exact | trilinear | area
       normalize:                   # applied in order
@@ -49,6 +50,7 @@ A spec has these sections (see ``configs/*.yaml`` for complete examples)::
       channel_labels: null         # threshold: [[channel, label_id], ...] painted in order
       invert: probabilities        # resample probabilities (linear) or labels (nearest) to the source grid
       postprocess: {largest_component: false, fill_holes: false, min_size_mm3: 0}
+      smooth_sigma: 0              # Gaussian blur (voxels) of the raw outputs on the working grid
     labels:
       - {id: 1, name: spleen, color: [157, 108, 162]}
 """
@@ -273,6 +275,7 @@ class OutputSpec:
     channel_labels: tuple[tuple[int, int], ...] | None = None
     invert: InvertMode = InvertMode.PROBABILITIES
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
+    smooth_sigma: float = 0.0  # Gaussian blur (voxels, mode nearest) of the raw outputs before activation
 
 
 @dataclass(frozen=True)
@@ -555,11 +558,14 @@ def _input(d: Any, path: str, base_dir: str | None) -> InputSpec:
         spacing = _triple(spacing, f"{path}.spacing", kind="float")
     crop = d.get("crop_foreground")
     if crop is not None:
-        _check_keys(crop, f"{path}.crop_foreground", {"margin", "threshold"})
+        _check_keys(crop, f"{path}.crop_foreground", {"margin", "threshold", "source"})
         crop = {
             "margin": _int(crop.get("margin", 0), f"{path}.crop_foreground.margin", 0),
             "threshold": _num(crop.get("threshold", 0.0), f"{path}.crop_foreground.threshold"),
         }
+        source = _str(d["crop_foreground"].get("source", "image"), f"{path}.crop_foreground.source", ("image", "normalized"))
+        if source != "image":
+            crop["source"] = source
     resize = d.get("resize")
     if resize is not None:
         resize = _triple(resize, f"{path}.resize")
@@ -624,7 +630,9 @@ def _inferer(d: Any, path: str) -> InfererSpec:
 
 def _output(d: Any, path: str) -> OutputSpec:
     d = d or {}
-    _check_keys(d, path, {"activation", "decision", "threshold", "channel_labels", "invert", "postprocess"})
+    _check_keys(
+        d, path, {"activation", "decision", "threshold", "channel_labels", "invert", "postprocess", "smooth_sigma"}
+    )
     pp = d.get("postprocess") or {}
     _check_keys(pp, f"{path}.postprocess", {"largest_component", "fill_holes", "min_size_mm3"})
     cl = d.get("channel_labels")
@@ -648,6 +656,7 @@ def _output(d: Any, path: str) -> OutputSpec:
             fill_holes=_bool(pp.get("fill_holes", False), f"{path}.postprocess.fill_holes"),
             min_size_mm3=_num(pp.get("min_size_mm3", 0.0), f"{path}.postprocess.min_size_mm3", 0.0),
         ),
+        smooth_sigma=_num(d.get("smooth_sigma", 0.0), f"{path}.smooth_sigma", 0.0),
     )
 
 
@@ -697,7 +706,7 @@ def _pipeline(d: Any, path: str) -> dict[str, Any]:
     _check_keys(d, path, PIPELINES[kind])
     out: dict[str, Any] = {"kind": kind}
     if kind == "liver":
-        out["crop"] = _str(d.get("crop", "auto"), f"{path}.crop", ("auto", "original", "body-box"))
+        out["crop"] = _str(d.get("crop", "auto"), f"{path}.crop", ("auto", "original", "body-box", "none"))
         out["pad_value"] = _num(d.get("pad_value", 0.0), f"{path}.pad_value", -1.0, 1.0)
     else:
         out["liver_model"] = _str(d.get("liver_model", "liver"), f"{path}.liver_model")

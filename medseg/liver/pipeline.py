@@ -44,7 +44,7 @@ Net = Callable[[np.ndarray], np.ndarray]  # (X, Y, Z) float32 input segment -> (
 
 @dataclass(frozen=True)
 class CropResult:
-    """The abdomen box (LPS array slices) and how it was found (``original`` or ``body-box``)."""
+    """The abdomen box (LPS array slices) and how it was found (``original``, ``original-xy`` or ``body-box``)."""
 
     box: tuple[slice, slice, slice]
     method: str
@@ -82,13 +82,16 @@ def abdomen_crop(vol_lps: np.ndarray, voxsize: Sequence[float], modality: str, m
         vol_lps: ``(X, Y, Z)`` in the original's LPS layout (axis 2 from feet to head).
         voxsize: voxel size in mm.
         modality: ``CT`` or ``MR``.
-        method: ``auto`` (original, body box when it fails or gives a degenerate box), ``original``
-            (errors propagate), ``body-box`` (skip the heuristics).
+        method: ``auto`` (the original's box; its z range only for scans longer than the network's 408 mm
+            reach; a body box when the heuristics fail or give a degenerate box), ``original``
+            (errors propagate), ``body-box`` (skip the heuristics), ``none`` (the whole volume).
     """
     from medseg.liver.crop import crop_ct_image, crop_mr_image
 
-    if method not in ("auto", "original", "body-box"):
-        raise ValueError(f"method must be 'auto', 'original' or 'body-box', got {method!r}.")
+    if method not in ("auto", "original", "body-box", "none"):
+        raise ValueError(f"method must be 'auto', 'original', 'body-box' or 'none', got {method!r}.")
+    if method == "none":
+        return CropResult(tuple(slice(0, n) for n in vol_lps.shape), "none", "requested")  # type: ignore[arg-type]
     vox = np.asarray(voxsize, dtype=np.float64)
     max_mm = [489, 408, 408]
     threshold = -150.0 if modality == "CT" else 0.01 * float(np.max(vol_lps))
@@ -115,6 +118,12 @@ def abdomen_crop(vol_lps: np.ndarray, voxsize: Sequence[float], modality: str, m
     sizes_mm = [(s.stop - s.start) * v for s, v in zip(box, vox)]
     if method == "auto" and min(sizes_mm) < min(100.0, min(n * v for n, v in zip(vol_lps.shape, vox)) * 0.999):
         return fallback(f"original crop too small ({', '.join(f'{s:.0f}' for s in sizes_mm)} mm)")
+    if method == "auto" and vol_lps.shape[2] * vox[2] <= max_mm[2] and (box[2].start > 0 or box[2].stop < vol_lps.shape[2]):
+        # the z crop exists to fit a long scan into the network's 408 mm output; a scan that fits already
+        # only loses liver by it (example_ct: the field of view ends in the liver and the dome heuristic
+        # cut 48 % of it away). Keep every slice, keep the original's x/y box.
+        return CropResult((box[0], box[1], slice(0, vol_lps.shape[2])), "original-xy",
+                          f"z range kept: the scan ({vol_lps.shape[2] * vox[2]:.0f} mm) fits the network's {max_mm[2]} mm")
     return CropResult(box, "original")  # type: ignore[arg-type]
 
 
