@@ -78,8 +78,8 @@ def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.dataobj), img.affine
 
 
-def patched_spec(model: str, tmp: Path, crop: str | None, pad: float | None) -> str:
-    if crop is None and pad is None:
+def patched_spec(model: str, tmp: Path, crop: str | None, pad: float | None, mr_pad: float | None = None) -> str:
+    if crop is None and pad is None and mr_pad is None:
         return model
     import yaml
 
@@ -89,6 +89,8 @@ def patched_spec(model: str, tmp: Path, crop: str | None, pad: float | None) -> 
         d["pipeline"]["crop"] = crop
     if pad is not None:
         d["pipeline"]["pad_value"] = pad
+    if mr_pad is not None:
+        d["pipeline"]["mr_pad_value"] = mr_pad
     p = tmp / f"{model}.yaml"
     p.write_text(yaml.safe_dump(d))
     return str(p)
@@ -135,6 +137,7 @@ def main() -> None:
     ap.add_argument("--cases", nargs="*", default=[c[0] for c in CASES])
     ap.add_argument("--crop", choices=["auto", "original", "body-box", "none"], default=None)
     ap.add_argument("--pad-value", type=float, default=None)
+    ap.add_argument("--mr-pad-value", type=float, default=None)
     ap.add_argument("--lits", action="store_true")
     ap.add_argument("--lits-spacing", type=float, nargs=3, default=[0.8, 0.8, 2.5])
     ap.add_argument("--json", default=None)
@@ -145,7 +148,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        model = patched_spec("liver", tmp, args.crop, args.pad_value)
+        model = patched_spec("liver", tmp, args.crop, args.pad_value, args.mr_pad_value)
         for name, inp, ref, modality in CASES:
             if name not in args.cases:
                 continue

@@ -144,9 +144,14 @@ class LiverPredictor:
         net = _NetCall(self.network, self.device, self.autocast_dtype)
         with torch_settings(self.device, self.threads):
             prob = liver_probabilities(lps, vox, modality, crop, net, self.input_size, self.output_size,
-                                       self.target_voxsize, pad_value=self.spec.pipeline["pad_value"], progress=progress)
+                                       self.target_voxsize, pad_value=self._pad_value(modality), progress=progress)
         mask_lps = liver_mask(prob, lps.shape, crop, self.spec.pipeline["threshold"])
         return np.ascontiguousarray(np.flip(mask_lps, (0, 1))), ras, affine, ornt
+
+    def _pad_value(self, modality: str) -> float:
+        """Value of the network input outside the volume (CT: ``pad_value``; MR: ``mr_pad_value``)."""
+        key = "mr_pad_value" if modality == "MR" else "pad_value"
+        return float(self.spec.pipeline.get(key, self.spec.pipeline.get("pad_value", 0.0)))
 
     def _volume(self, labels_ras: np.ndarray, ornt: np.ndarray, volume: Volume) -> Volume:
         labels = from_ras(labels_ras, ornt)
