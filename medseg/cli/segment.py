@@ -34,12 +34,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--sample", action="store_true", help="segment the bundled sample MRI (offline demo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--modality",
-        choices=["auto", "ct", "mr"],
-        default="auto",
-        help="for models whose preprocessing depends on it (liver): auto = DICOM Modality, else the CT intensity test",
-    )
     p.set_defaults(run=run)
 
 
