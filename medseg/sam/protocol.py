@@ -214,10 +214,15 @@ class LiteMedSAM:
         model_id: identity recorded in sidecars.
     """
 
+    image_size = IMAGE_SIZE
+
     def __init__(self, network: Any, device: str = "cpu", model_id: str = "litemedsam") -> None:
+        from medseg.sam.registry import Family
+
         self.network = network
         self.device = device
         self.model_id = model_id
+        self.family = Family.LITEMEDSAM
         self._pe = None
         self._lock = threading.Lock()
 
@@ -372,6 +377,7 @@ class BoxSession:
         axis: int | str,
         box: Sequence[float],
         window: Sequence[float] | None = None,
+        middle: int | None = None,
         points: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
         stop_when_empty: bool = False,
         progress: Callable[[int, int], None] | None = None,
@@ -383,6 +389,8 @@ class BoxSession:
             axis: slice axis.
             box: the 3D box; x/y are the object's extent on the middle slice.
             window: CT ``(width, level)``; default as :func:`intensity_uint8`.
+            middle: the slice prompted with the 2D box; default the reference's ``int((z1 - z0) / 2 + z0)``
+                (the napari widget passes the slice the box was drawn on).
             points: optional ``{slice: (points (N, 2) x/y, labels (N,))}`` refining the box on those slices.
             stop_when_empty: stop a direction at the first empty slice (default: fall back to the box).
             progress: ``progress(done, total)`` after each slice.
@@ -394,7 +402,9 @@ class BoxSession:
         ax = resolve_axis(axis)
         x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
         box2d = (x0, y0, x1, y1)
-        zm = int((z1 - z0) / 2 + z0)
+        zm = int((z1 - z0) / 2 + z0) if middle is None else int(middle)
+        if not z0 <= zm <= z1:
+            raise ValueError(f"middle slice {zm} is outside the box's slices {z0}..{z1}.")
         out = np.zeros(self.shape, dtype=bool)
         order = [(z, +1) for z in range(zm, z1 + 1)] + [(z, -1) for z in range(zm - 1, z0 - 1, -1)]
         masks: dict[int, np.ndarray] = {}
