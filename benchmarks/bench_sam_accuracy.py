@@ -32,7 +32,8 @@ TS = DATA / "TotalSegmentator/tests/reference_files"
 PYRAD = DATA / "pyradiomics/data"
 DCMQI = DATA / "dcmqi/data/segmentations"
 # TotalSegmentator "total" class map (totalsegmentator/map_to_binary.py)
-TS_TOTAL = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 5, "stomach": 6, "aorta": 52}
+TS_TOTAL = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "gallbladder": 4, "liver": 5, "stomach": 6,
+            "pancreas": 7, "aorta": 52}
 
 
 def cases():
@@ -121,7 +122,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--markdown", default=None, help="also write the table here")
     ap.add_argument("--json", default=None, help="also write the rows here")
-    ap.add_argument("--only", nargs="*", default=None, help="substrings of structure names to run")
+    ap.add_argument("--only", nargs="*", default=None, help="substrings of structure names to run (in this order)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     import torch
@@ -132,9 +133,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     model, ref_net = LiteMedSAM.load(), reference_network()
     rows = []
-    for c in cases():
-        if args.only and not any(s in c[0] for s in args.only):
-            continue
+    todo = cases()
+    if args.only:
+        picked = [c for s in args.only for c in todo if s in c[0]]
+        todo = [c for n, c in enumerate(picked) if c not in picked[:n]]
+    for c in todo:
         r = run_case(*c, model, ref_net)
         rows.append(r)
         print(json.dumps(r), flush=True)

@@ -116,6 +116,9 @@ def litemedsam_screenshot(path: Path, size: tuple[int, int]) -> Path:
     finally:
         sam._updating_shapes = False
     viewer.layers.selection.active = image
+    centre = image.data_to_world(ijk_to_data(np.array([(x0 + x1) / 2, (y0 + y1) / 2, zm]), geom))
+    viewer.camera.center = tuple(np.asarray(centre)[list(viewer.dims.displayed)])
+    viewer.camera.zoom *= 2.2
     _settle(app, 1.0)
     viewer.screenshot(str(path), canvas_only=False)
     viewer.close()
