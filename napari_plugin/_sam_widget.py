@@ -368,6 +368,24 @@ class SamWidget(QWidget):
         index = int(np.clip(np.round(data_to_ijk(pos, geom)[axis]), 0, geom.shape[axis] - 1))
         return axis, index
 
+    def show_slice(self, axis: int, index: int) -> None:
+        """Move the viewer's slider until slice ``index`` along voxel ``axis`` is shown (2D view).
+
+        Raises:
+            ValueError: that slice cannot be reached with the current displayed axes.
+        """
+        hidden = [d for d in range(self.viewer.dims.ndim) if d not in self.viewer.dims.displayed]
+        for dim in reversed(hidden):
+            start = list(self.viewer.dims.current_step)
+            for step in range(int(self.viewer.dims.nsteps[dim])):
+                cur = list(start)
+                cur[dim] = step
+                self.viewer.dims.current_step = tuple(cur)
+                if self.current_slice() == (axis, index):
+                    return
+            self.viewer.dims.current_step = tuple(start)
+        raise ValueError(f"slice {index} along axis {'ijk'[axis]} is not reachable in this view")
+
     def _world_to_ijk(self, world: Any) -> np.ndarray:
         layer = self.image_layer()
         pos = np.asarray(layer.world_to_data(world), dtype=float)[-3:]

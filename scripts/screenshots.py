@@ -58,18 +58,6 @@ def _sam_model(checkpoint: str | None):
         return wrap_network(net, "toy SAM, random weights (no checkpoint available)"), False
 
 
-def goto_slice(viewer, widget, axis: int, index: int) -> None:
-    """Move the viewer's slider until the SAM widget shows slice ``index`` along voxel ``axis``."""
-    (dim,) = [d for d in range(viewer.dims.ndim) if d not in viewer.dims.displayed][-1:]
-    for step in range(int(viewer.dims.nsteps[dim])):
-        cur = list(viewer.dims.current_step)
-        cur[dim] = step
-        viewer.dims.current_step = tuple(cur)
-        if widget.current_slice() == (axis, index):
-            return
-    raise RuntimeError(f"slice {index} along axis {axis} is not reachable in this view")
-
-
 def litemedsam_screenshot(path: Path, size: tuple[int, int]) -> Path:
     """``sam.png``: LiteMedSAM (real weights) on pyradiomics brain1: box on a slice, 3D box, accepted."""
     import napari
@@ -90,11 +78,11 @@ def litemedsam_screenshot(path: Path, size: tuple[int, int]) -> Path:
     image = viewer.add_image(layer_data, **kwargs)
     _, sam = viewer.window.add_plugin_dock_widget("medseg", "SAM prompt")
     sam.model_combo.setCurrentText("litemedsam")
-    _wait(sam.load_selected_model(), app, timeout_s=300)
+    _wait(sam.load_selected_model(), app, timeout_s=1800)
     ks = np.nonzero(lab.any(axis=(0, 1)))[0]
     z0, z1 = int(ks.min()), int(ks.max())
     zm = int((z1 - z0) / 2 + z0)
-    goto_slice(viewer, sam, 2, zm)
+    sam.show_slice(2, zm)
     ys, xs = np.nonzero(plane(lab.astype(np.uint8), 2, zm))
     x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
     geom = image.metadata[GEOMETRY_KEY]
@@ -102,10 +90,10 @@ def litemedsam_screenshot(path: Path, size: tuple[int, int]) -> Path:
     _, shapes = sam._prompt_layers()
     shapes.add_rectangles([ijk_to_data(corners, geom)])
     _settle(app, 0.5)
-    _wait(sam.job, app, timeout_s=300)
+    _wait(sam.job, app, timeout_s=1800)
     sam.z_from.setValue(z0)
     sam.z_to.setValue(z1)
-    _wait(sam.propagate(), app, timeout_s=900)
+    _wait(sam.propagate(), app, timeout_s=3600)
     sam.label_name.setText("tumour")
     status = sam.status.text()
     sam.accept()

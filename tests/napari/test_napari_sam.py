@@ -258,13 +258,8 @@ def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, q
     assert widget.model is not None and widget.model.family.value == "litemedsam", widget.status.text()
 
     zm = 14
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    from screenshots import goto_slice
-
-    goto_slice(viewer, widget, 2, zm)
+    widget.show_slice(2, zm)
+    assert widget.current_slice() == (2, zm)
     ys, xs = np.nonzero(plane(lab.astype(np.uint8), 2, zm))
     x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
     geom = image.metadata[GEOMETRY_KEY]
