@@ -97,7 +97,8 @@ def bench_litemedsam(threads: int, repeats: int) -> None:
     from tests.sam.litemedsam_reference import challenge_uint8, reference_3d, reference_embed, reference_logits, reference_network
 
     torch.set_num_threads(threads)
-    data = (repo / ".." / "shared" / "data" / "pyradiomics" / "data").resolve()
+    shared = os.environ.get("MEDSEG_TEST_DATA") or (repo / ".." / "shared" / "data")
+    data = (Path(shared) / "pyradiomics" / "data").resolve()
     vol = read(data / "brain1_image.nrrd")
     lab = read(data / "brain1_label.nrrd").array > 0
     ks = np.nonzero(lab.any(axis=(0, 1)))[0]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data").resolve()
+DATA = Path(os.environ.get("MEDSEG_TEST_DATA") or (REPO / ".." / "shared" / "data")).resolve()
 TS = DATA / "TotalSegmentator/tests/reference_files"
 PYRAD = DATA / "pyradiomics/data"
 DCMQI = DATA / "dcmqi/data/segmentations"

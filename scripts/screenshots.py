@@ -69,7 +69,8 @@ def litemedsam_screenshot(path: Path, size: tuple[int, int]) -> Path:
     from medseg_napari._layers import GEOMETRY_KEY, ijk_to_data, volume_to_layer_data
 
     app = QApplication.instance()
-    data = (REPO / ".." / "shared" / "data" / "pyradiomics" / "data").resolve()
+    shared = os.environ.get("MEDSEG_TEST_DATA") or (REPO / ".." / "shared" / "data")
+    data = (Path(shared) / "pyradiomics" / "data").resolve()
     vol = read(data / "brain1_image.nrrd")
     lab = read(data / "brain1_label.nrrd").array > 0
     viewer = napari.Viewer(show=False, title="medseg — SAM prompt (LiteMedSAM)")
