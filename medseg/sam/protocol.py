@@ -312,6 +312,7 @@ class BoxSession:
         self._emb: OrderedDict[tuple, PlaneEmbedding] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.RLock()
+        self._inflight: dict[tuple, threading.Event] = {}
         self.encoded = 0  # number of image-encoder runs (for tests and benchmarks)
 
     def intensities(self, window: Sequence[float] | None = None) -> tuple[np.ndarray, IntensityRule]:
@@ -335,20 +336,34 @@ class BoxSession:
         ax = resolve_axis(axis)
         wkey = None if window is None else tuple(float(v) for v in window)
         key = (ax, int(index), wkey)
-        with self._lock:
-            emb = self._emb.get(key)
-            if emb is not None:
-                self._emb.move_to_end(key)
-                return emb
-        u8, _ = self.intensities(window)
-        emb = self.model.embed(plane(u8, ax, index))
-        with self._lock:
-            self.encoded += 1
-            if self._cache_size:
-                self._emb[key] = emb
-                while len(self._emb) > self._cache_size:
-                    self._emb.popitem(last=False)
-        return emb
+        while True:
+            with self._lock:
+                emb = self._emb.get(key)
+                if emb is not None:
+                    self._emb.move_to_end(key)
+                    return emb
+                busy = self._inflight.get(key)
+                if busy is None:  # ours to encode
+                    busy = self._inflight[key] = threading.Event()
+                    break
+            busy.wait()  # another thread (e.g. the background precompute) is encoding this plane
+            if not self._cache_size:
+                break
+        try:
+            u8, _ = self.intensities(window)
+            emb = self.model.embed(plane(u8, ax, index))
+            with self._lock:
+                self.encoded += 1
+                if self._cache_size:
+                    self._emb[key] = emb
+                    while len(self._emb) > self._cache_size:
+                        self._emb.popitem(last=False)
+            return emb
+        finally:
+            with self._lock:
+                ev = self._inflight.pop(key, None)
+            if ev is not None:
+                ev.set()
 
     def slice2d(
         self,
