@@ -294,3 +294,6 @@ def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, q
     np.testing.assert_array_equal(labels == 2, mask & ~other)
     widget.undo()
     np.testing.assert_array_equal(layer_volume(target).array, np.where(other, 9, 0))
+    if widget._precompute is not None:  # let the background embeddings stop before the viewer closes
+        widget._precompute.cancel()
+        widget._precompute.wait(600)
