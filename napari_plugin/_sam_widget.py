@@ -14,6 +14,10 @@ How it works:
   box prompt. Every change re-segments the slice; the candidate shows in the ``SAM preview`` layer.
 * *Propagate* follows the object from every prompted slice (on the current axis) through the volume
   (:meth:`medseg.sam.SamSession.propagate`: SAM 2's video propagation, or slice-by-slice prompting for SAM).
+  With LiteMedSAM (the default model, offline) it is a 3D box: the box drawn on a slice plus the *3D box
+  slices* range (``auto``: the whole volume, stopping where the object ends), propagated as the CVPR 2024
+  challenge's reference inference does it (:class:`medseg.sam.lite_session.LiteSession`, the same planes,
+  intensities and rules as ``medseg prompt``). Points on the box's slice refine it.
 * *Accept* writes the candidate into the target Labels layer as the chosen label id (never over other
   labels; *Refine* replaces that label on the slice instead, and also feeds the existing label to SAM as
   a mask prompt). Accepting is one step in the layer's own undo history: *Undo* (or Ctrl+Z on the layer)
@@ -144,6 +148,11 @@ class SamWidget(QWidget):
         self.label_id.setValue(1)
         self.label_name = QLineEdit("object")
         self.label_id.valueChanged.connect(self._on_label_id_changed)
+        self.z_from, self.z_to = QSpinBox(), QSpinBox()
+        for sb in (self.z_from, self.z_to):
+            sb.setRange(-1, 99999)
+            sb.setValue(-1)
+            sb.setSpecialValueText("auto")
         self.labels_combo.currentIndexChanged.connect(self._on_label_id_changed)
         # --- prompting ---
         self.click_mode = QCheckBox(f"Click to prompt (Shift+click: negative)  [{SHORTCUTS['click to prompt on/off']}]")
@@ -183,6 +192,11 @@ class SamWidget(QWidget):
         id_row.addWidget(self.label_id)
         id_row.addWidget(self.label_name, 1)
         form.addRow(f"Label id / name  [{SHORTCUTS['next label id']}: next]", id_row)
+        z_row = QHBoxLayout()
+        z_row.addWidget(self.z_from)
+        z_row.addWidget(QLabel("to"))
+        z_row.addWidget(self.z_to)
+        form.addRow("3D box slices", z_row)
         grid = QGridLayout()
         grid.addWidget(self.box_button, 0, 0)
         grid.addWidget(self.propagate_button, 0, 1)
@@ -299,15 +313,21 @@ class SamWidget(QWidget):
         self._on_slice_changed()
 
     def ensure_session(self) -> Any:
-        """The SamSession for the chosen image and window (rebuilt when either changes)."""
+        """The SamSession (LiteSession for LiteMedSAM) for the chosen image and window (rebuilt when either changes)."""
         from medseg.sam import SamSession
+        from medseg.sam.registry import Family
 
         layer = self.image_layer()
         if self.model is None or layer is None:
             return None
         key = (*self._image_key(), id(self.model))
         if self.session is None or self._session_key != key:
-            self.session = SamSession(self.model, layer_volume(layer), window=self.window_combo.currentText())
+            if self.model.family is Family.LITEMEDSAM:
+                from medseg.sam.lite_session import LiteSession
+
+                self.session = LiteSession(self.model, layer_volume(layer), window=self.window_combo.currentText())
+            else:
+                self.session = SamSession(self.model, layer_volume(layer), window=self.window_combo.currentText())
             self._session_key = key
         return self.session
 
@@ -347,6 +367,24 @@ class SamWidget(QWidget):
         pos = np.asarray(layer.world_to_data(self.viewer.dims.point), dtype=float)[-3:]
         index = int(np.clip(np.round(data_to_ijk(pos, geom)[axis]), 0, geom.shape[axis] - 1))
         return axis, index
+
+    def show_slice(self, axis: int, index: int) -> None:
+        """Move the viewer's slider until slice ``index`` along voxel ``axis`` is shown (2D view).
+
+        Raises:
+            ValueError: that slice cannot be reached with the current displayed axes.
+        """
+        hidden = [d for d in range(self.viewer.dims.ndim) if d not in self.viewer.dims.displayed]
+        for dim in reversed(hidden):
+            start = list(self.viewer.dims.current_step)
+            for step in range(int(self.viewer.dims.nsteps[dim])):
+                cur = list(start)
+                cur[dim] = step
+                self.viewer.dims.current_step = tuple(cur)
+                if self.current_slice() == (axis, index):
+                    return
+            self.viewer.dims.current_step = tuple(start)
+        raise ValueError(f"slice {index} along axis {'ijk'[axis]} is not reachable in this view")
 
     def _world_to_ijk(self, world: Any) -> np.ndarray:
         layer = self.image_layer()
@@ -686,10 +724,18 @@ class SamWidget(QWidget):
             self.status.setText(f"no prompts on axis {'ijk'[axis]}: click on a slice first")
             return None
 
+        from medseg.sam.registry import Family
+
+        kwargs: dict[str, Any] = {}
+        if self.model.family is Family.LITEMEDSAM:
+            z0, z1 = self.z_from.value(), self.z_to.value()
+            if z0 >= 0 or z1 >= 0:
+                kwargs["z_range"] = (max(z0, 0), z1 if z1 >= 0 else session.num_slices(axis) - 1)
+
         def body(tracker):
             tracker.stage("propagating")
-            # SAM 2 models use their video (memory) propagation, SAM slice-by-slice prompting
-            return session.propagate(axis, seeds, progress=tracker, cancel=tracker.cancel_event)
+            # LiteMedSAM: 3D box protocol; SAM 2: video (memory) propagation; SAM: slice-by-slice prompting
+            return session.propagate(axis, seeds, progress=tracker, cancel=tracker.cancel_event, **kwargs)
 
         def done(result):
             self._set_pending(("volume", result.mask))

@@ -6,11 +6,12 @@ Usage (from the repository root; needs a display, so it re-runs itself under ``x
 
 Writes ``segment.png`` (sample T1 brain + automatic brain mask + Segment widget with its volume table),
 ``labels.png`` (TotalSegmentator's CT and label map, opened as labels with names, + the Labels widget and
-the RAS/LPS/HU cursor readout; needs ../shared/data),
-``sam.png`` (SAM prompt widget with a click on a slice and the candidate mask) and ``workflow.png``
-(both widgets docked). SAM uses a released checkpoint when one is given or cached (``sam_vit_b``); otherwise
-a toy SAM with random weights (seeded), which shows the interaction but not a meaningful mask, and the
-screenshot's SAM widget says so in its model line.
+the RAS/LPS/HU cursor readout; needs ../shared/data), ``workflow.png`` (both widgets docked; SAM clicks with
+a released ``sam_vit_b`` when one is given or cached, else a toy SAM whose candidate is hidden) and
+``sam.png``: the SAM prompt widget with LiteMedSAM's real weights (the default model, offline) on a real scan,
+pyradiomics brain1 (MR) from ``../shared/data``: a box on the tumour's middle slice (taken from the reference
+label, as a user would draw it), then a 3D box propagated over the tumour's slices and accepted into a labels
+layer. ``--only sam`` makes ``sam.png`` alone.
 """
 
 from __future__ import annotations
@@ -89,6 +90,58 @@ def _labels_screenshot(out: Path, size: tuple[int, int], app) -> Path | None:
     widget.table.scrollToItem(widget.table.item(widget._row_of(5), 0))
     _settle(app, 1.0)
     path = out / "labels.png"
+
+def litemedsam_screenshot(path: Path, size: tuple[int, int]) -> Path:
+    """``sam.png``: LiteMedSAM (real weights) on pyradiomics brain1: box on a slice, 3D box, accepted."""
+    import napari
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    from medseg.io import read
+    from medseg.sam.protocol import plane
+    from medseg_napari._layers import GEOMETRY_KEY, ijk_to_data, volume_to_layer_data
+
+    app = QApplication.instance()
+    shared = os.environ.get("MEDSEG_TEST_DATA") or (REPO / ".." / "shared" / "data")
+    data = (Path(shared) / "pyradiomics" / "data").resolve()
+    vol = read(data / "brain1_image.nrrd")
+    lab = read(data / "brain1_label.nrrd").array > 0
+    viewer = napari.Viewer(show=False, title="medseg — SAM prompt (LiteMedSAM)")
+    viewer.window._qt_window.resize(*size)
+    layer_data, kwargs, _ = volume_to_layer_data(vol, name="brain1 MR (pyradiomics)")
+    image = viewer.add_image(layer_data, **kwargs)
+    _, sam = viewer.window.add_plugin_dock_widget("medseg", "SAM prompt")
+    sam.model_combo.setCurrentText("litemedsam")
+    _wait(sam.load_selected_model(), app, timeout_s=1800)
+    ks = np.nonzero(lab.any(axis=(0, 1)))[0]
+    z0, z1 = int(ks.min()), int(ks.max())
+    zm = int((z1 - z0) / 2 + z0)
+    sam.show_slice(2, zm)
+    ys, xs = np.nonzero(plane(lab.astype(np.uint8), 2, zm))
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
+    geom = image.metadata[GEOMETRY_KEY]
+    corners = np.array([[x0, y0, zm], [x0, y1, zm], [x1, y1, zm], [x1, y0, zm]], dtype=float)
+    _, shapes = sam._prompt_layers()
+    shapes.add_rectangles([ijk_to_data(corners, geom)])
+    _settle(app, 0.5)
+    _wait(sam.job, app, timeout_s=1800)
+    sam.z_from.setValue(z0)
+    sam.z_to.setValue(z1)
+    _wait(sam.propagate(), app, timeout_s=3600)
+    sam.label_name.setText("tumour")
+    status = sam.status.text()
+    sam.accept()
+    sam.status.setText(f"{status}  →  accepted as label 1 'tumour' (slices {z0}–{z1}, box drawn on slice {zm})")
+    sam._updating_shapes = True  # show the drawn box again (accepting cleared the prompts) without re-prompting
+    try:
+        shapes.add_rectangles([ijk_to_data(corners, geom)])
+    finally:
+        sam._updating_shapes = False
+    viewer.layers.selection.active = image
+    centre = image.data_to_world(ijk_to_data(np.array([(x0 + x1) / 2, (y0 + y1) / 2, zm]), geom))
+    viewer.camera.center = tuple(np.asarray(centre)[list(viewer.dims.displayed)])
+    viewer.camera.zoom *= 2.2
+    _settle(app, 1.0)
     viewer.screenshot(str(path), canvas_only=False)
     viewer.close()
     return path
@@ -100,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="brain-mri", help="segmentation model (registry name or spec path)")
     parser.add_argument("--sam-checkpoint", default=None, help="sam_vit_b checkpoint file (optional)")
     parser.add_argument("--size", default="1500x950", help="window size WxH in pixels")
+    parser.add_argument("--only", choices=["all", "sam"], default="all", help="which screenshots to make")
     args = parser.parse_args(argv)
 
     if not os.environ.get("DISPLAY") and not os.environ.get("_MEDSEG_XVFB"):
@@ -121,9 +175,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     width, height = (int(v) for v in args.size.lower().split("x"))
+    app = QApplication.instance() or QApplication([])
+    if args.only == "sam":
+        print(litemedsam_screenshot(args.out / "sam.png", (width, height)))
+        return 0
     viewer = napari.Viewer(show=False, title="medseg")
     viewer.window._qt_window.resize(width, height)
-    app = QApplication.instance()
     (image,) = viewer.open_sample("medseg", "brain-t1")
 
     seg_dock, seg = viewer.window.add_plugin_dock_widget("medseg", "Segment")
@@ -171,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     viewer.screenshot(str(args.out / "workflow.png"), canvas_only=False)
     viewer.window.remove_dock_widget(seg_dock)
     _settle(app, 1.0)
-    viewer.screenshot(str(args.out / "sam.png"), canvas_only=False)
+    viewer.close()
+    litemedsam_screenshot(args.out / "sam.png", (width, height))
     for name in ("segment.png", "sam.png", "workflow.png"):
         print(args.out / name)
     return 0

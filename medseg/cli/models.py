@@ -24,10 +24,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_list, json=False)
 
 
+def _sam_rows() -> list[dict]:
+    """Promptable (SAM-family) models: kind, weights present or not, and how to get absent ones."""
+    from medseg.sam.registry import CHECKPOINTS, DEFAULT_SAM, weights_status
+
+    rows = []
+    for spec in CHECKPOINTS.values():
+        present, where = weights_status(spec)
+        rows.append({"name": spec.name, "kind": spec.family.value, "prompt": spec.prompt, "weights_present": present,
+                     "weights": where, "default": spec.name == DEFAULT_SAM})
+    return rows
+
+
 def run_list(args: argparse.Namespace) -> int:
     from medseg.registry import DEFAULT_MODEL, list_models
 
     models = list_models()
+    sam = _sam_rows()
     if getattr(args, "json", False):
         print(
             json.dumps(
@@ -43,7 +56,8 @@ def run_list(args: argparse.Namespace) -> int:
                         "default": m.name == DEFAULT_MODEL,
                     }
                     for m in models
-                ],
+                ]
+                + [{**r, "type": "sam"} for r in sam],
                 indent=2,
             )
         )
@@ -54,6 +68,14 @@ def run_list(args: argparse.Namespace) -> int:
         star = "*" if m.name == DEFAULT_MODEL else " "
         print(f"{m.name + star:<{width}}{m.modality:<10}{m.n_labels:>7}  {m.weights:<10}{m.description}")
     print("* default model; weights: embedded = offline, download = run `medseg models pull NAME` first")
+    print()
+    sw = max(len(r["name"]) for r in sam) + 2
+    print(f"{'SAM MODEL':<{sw}}{'KIND':<12}{'PROMPT':<12}{'WEIGHTS':<9}WHERE / HOW TO GET THEM OFFLINE")
+    for r in sam:
+        star = "*" if r["default"] else " "
+        state = "present" if r["weights_present"] else "absent"
+        print(f"{r['name'] + star:<{sw}}{r['kind']:<12}{r['prompt']:<12}{state:<9}{r['weights']}")
+    print("* default SAM model (`medseg prompt`, napari SAM widget)")
     return 0
 
 

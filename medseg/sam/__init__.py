@@ -2,7 +2,14 @@
 
 No Qt, and no torch at import time: the heavy parts load when a model is built or a slice is encoded.
 
-Typical use (the napari widget does the same through its workers)::
+LiteMedSAM (the default, offline) with the CVPR 2024 challenge's box protocol::
+
+    from medseg.sam import LiteMedSAM, BoxSession
+    session = BoxSession(LiteMedSAM.load(), volume)               # uint8 intensities, SimpleITK planes
+    mask2d = session.slice2d(2, 40, box=(60, 70, 120, 140))       # (J, I) plane mask, box = (i0, j0, i1, j1)
+    mask3d = session.box3d(2, (60, 70, 30, 120, 140, 50))         # (I, J, K) mask, 3D box i0 j0 k0 i1 j1 k1
+
+Other SAM models (the napari widget does the same through its workers)::
 
     from medseg.sam import load_model, SamSession, SlicePrompt, propagate, write_label
     model = load_model("sam_vit_b")                       # registry name; downloads + verifies
@@ -13,6 +20,8 @@ Typical use (the napari widget does the same through its workers)::
     labels = write_label(label_map, obj.mask, label_id=3)
 """
 
+from medseg.sam.lite_session import LiteSession
+from medseg.sam.protocol import BoxSession, LiteMedSAM
 from medseg.sam.embed import Embedding, EmbeddingCache, EmbeddingKey, PrecomputeJob, SliceEncoder, volume_fingerprint
 from medseg.sam.image import SliceFrame, Window, WindowPreset, frame_for, resolve_axis, slice_image, window_for
 from medseg.sam.models import SamModel, build_sam2_network, build_sam_network, load_model, wrap_network
@@ -32,6 +41,7 @@ from medseg.sam.registry import CHECKPOINTS, CheckpointSpec, Family, PixelNorm, 
 from medseg.sam.segment import SamSession, SlicePrompt, SliceResult, decode
 
 __all__ = [
+    "BoxSession", "LiteMedSAM", "LiteSession",
     "CHECKPOINTS", "CarryPrompt", "CheckpointSpec", "Embedding", "EmbeddingCache", "EmbeddingKey", "Family",
     "PixelNorm", "PrecomputeJob", "PropagationResult", "SamModel", "SamSession", "SliceEncoder", "SliceFrame",
     "SlicePrompt", "SliceResult", "StopReason", "StopRule", "Window", "WindowPreset", "build_sam2_network",

@@ -185,10 +185,18 @@ def load_model(
         allow_unverified: accept downloading an entry without a known sha256.
         download: allow a download when the file is not cached.
 
+    Returns:
+        a :class:`SamModel`; for ``"litemedsam"`` a :class:`medseg.sam.protocol.LiteMedSAM` (same
+        ``family``/``image_size``/``model_id``/``device`` attributes), which runs the reference protocol.
+
     Raises:
         ModelError: unavailable or unreadable checkpoint, or one that does not match the architecture.
     """
     spec = get_checkpoint(name)
+    if spec.family is Family.LITEMEDSAM:  # the reference box protocol, see medseg.sam.protocol
+        from medseg.sam.protocol import LiteMedSAM
+
+        return LiteMedSAM.load(None if checkpoint is None else str(checkpoint), device=device)  # type: ignore[return-value]
     path = resolve_checkpoint(spec, checkpoint, cache_dir, allow_unverified=allow_unverified, download=download)
     model_id = f"{spec.name}:{_file_digest(path)}"
     if spec.family is Family.SAM:

