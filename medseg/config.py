@@ -12,8 +12,11 @@ A spec has these sections (see ``configs/*.yaml`` for complete examples)::
       args: {spatial_dims: 3, in_channels: 1, out_channels: 2, ...}
     weights:
       source: https://...          # local path (relative to the spec), URL, or package:DIST/path/in/dist
-      sha256: 0123...              # required for URLs unless the user pulls with --allow-unverified
+      sha256: 0123...              # the file's (or, with archive_member, the archive's) sha256; for URLs
+                                   # required unless a publisher digest is given or --allow-unverified
+      archive_sha1: 0123...        # the archive's sha1 as its publisher lists it (MONAI zoo model_info.json)
       archive_member: a/b/model.pt # file inside a downloaded .zip
+      member_sha256: 0123...       # pinned sha256 of the extracted member (checked at every load)
       state_dict_key: model        # checkpoint dict key holding the state dict (optional)
     input:
       modality: CT                 # CT | MR | PET | any
@@ -181,6 +184,8 @@ class WeightsSpec:
     archive_member: str | None = None
     state_dict_key: str | None = None
     base_dir: str | None = None  # directory of the spec file, for relative paths
+    archive_sha1: str | None = None  # publisher's sha1 of the downloaded archive (MONAI model zoo)
+    member_sha256: str | None = None  # pinned sha256 of the extracted archive member
 
     @property
     def kind(self) -> str:
@@ -445,25 +450,40 @@ def _network(d: Any, path: str) -> NetworkSpec:
 def _weights(d: Any, path: str, base_dir: str | None) -> WeightsSpec:
     if d is None:
         return WeightsSpec(base_dir=base_dir)
-    _check_keys(d, path, {"source", "sha256", "archive_member", "state_dict_key"})
+    _check_keys(d, path, {"source", "sha256", "archive_member", "state_dict_key", "archive_sha1", "member_sha256"})
     src = d.get("source")
     if src is not None:
         _str(src, f"{path}.source")
         if src.startswith("package:") and "/" not in src[len("package:"):]:
             raise _err(f"{path}.source", f"package source must be 'package:DIST/path/in/dist', got {src!r}")
-    sha = d.get("sha256")
-    if sha is not None:
-        _str(sha, f"{path}.sha256")
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
-            raise _err(f"{path}.sha256", f"must be 64 hex digits, got {sha!r}")
-        sha = sha.lower()
+    sha = _hex(d.get("sha256"), f"{path}.sha256", 64)
+    sha1 = _hex(d.get("archive_sha1"), f"{path}.archive_sha1", 40)
+    member_sha = _hex(d.get("member_sha256"), f"{path}.member_sha256", 64)
     member = d.get("archive_member")
     if member is not None:
         _str(member, f"{path}.archive_member")
+        parts = member.replace("\\", "/").split("/")
+        if not member or member.startswith("/") or ".." in parts or ":" in parts[0]:
+            raise _err(f"{path}.archive_member", f"must be a relative path inside the archive, got {member!r}")
+    elif member_sha is not None or sha1 is not None:
+        key = "member_sha256" if member_sha is not None else "archive_sha1"
+        raise _err(f"{path}.{key}", "only meaningful with archive_member")
     key = d.get("state_dict_key")
     if key is not None:
         _str(key, f"{path}.state_dict_key")
-    return WeightsSpec(source=src, sha256=sha, archive_member=member, state_dict_key=key, base_dir=base_dir)
+    return WeightsSpec(
+        source=src, sha256=sha, archive_member=member, state_dict_key=key, base_dir=base_dir,
+        archive_sha1=sha1, member_sha256=member_sha,
+    )
+
+
+def _hex(v: Any, path: str, n: int) -> str | None:
+    if v is None:
+        return None
+    _str(v, path)
+    if not re.fullmatch(f"[0-9a-fA-F]{{{n}}}", v):
+        raise _err(path, f"must be {n} hex digits, got {v[:80]!r}")
+    return v.lower()
 
 
 def _localize(d: Any, path: str, base_dir: str | None) -> LocalizeSpec:

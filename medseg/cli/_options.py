@@ -43,6 +43,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     tta.add_argument("--tta", dest="tta", action="store_const", const=True, default=None, help="test-time flips on (slower)")
     tta.add_argument("--no-tta", dest="tta", action="store_const", const=False, help="test-time flips off")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
+    add_trust_option(p)
 
 
 def add_output_options(p: argparse.ArgumentParser, dicomweb: bool = True) -> None:
@@ -90,3 +91,13 @@ def add_input_options(p: argparse.ArgumentParser, *, checks: bool = True) -> Non
                        help="the scan's modality: auto = DICOM Modality, else an intensity test for Hounsfield units")
         p.add_argument("--force", action="store_true",
                        help="run even when the scan's modality is not the model's (the mismatch is reported as a warning)")
+
+
+def add_trust_option(p: argparse.ArgumentParser) -> None:
+    """``--trust-model-code``: the explicit opt-in to load model files that run code (TorchScript)."""
+    p.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="load TorchScript model files whose sha256 is not pinned (by medseg, your spec, or `medseg models "
+        "pull NAME --trust-model-code`). TorchScript is code and runs when loaded: only for authors you trust",
+    )

@@ -534,13 +534,18 @@ def resolve_nnunet_folder(spec) -> Path:
         if not p.is_file():
             raise ModelError("nnU-Net results folder or archive not found", p)
         archive = p
-    if w.sha256 is not None:
+    # The archive itself is hashed (a ``.sha256`` file next to it is never a source of trust): against the
+    # spec's pin, or the digest recorded outside the cache when it was pulled.
+    from medseg.infer.network import expected_sha256
+
+    expected = expected_sha256(w)
+    if expected is not None:
         from medseg.infer.locate import sha256_file
 
-        side = archive.with_name(archive.name + ".sha256")
-        digest = side.read_text().strip() if side.is_file() else sha256_file(archive)
-        if digest != w.sha256:
-            raise ModelError(f"sha256 {digest} does not match the spec's {w.sha256}", archive)
+        digest = sha256_file(archive)
+        if digest != expected:
+            raise ModelError(f"sha256 {digest} does not match the expected {expected} "
+                             "(run `medseg models pull <model>` to fetch it again)", archive)
     return _safe_extract_results_folder(archive, archive.with_name(archive.name + ".d"))
 
 
