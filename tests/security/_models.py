@@ -59,3 +59,26 @@ def spec_text(weights: Path, sha256: str | None = None) -> str:
         "output: {activation: none}\n"
         "labels: [{id: 1, name: cube}]\n"
     )
+
+
+def hanging_torchscript(path: Path) -> Path:
+    """A real TorchScript segmentation network (1 -> 2 channels) that never returns on inputs whose last
+    spatial size is 7: a hostile model, or a bug, that hangs one case."""
+    import torch
+
+    class Hang(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.tensor([-1.0, 1.0]).reshape(2, 1, 1, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[-1] == 7:
+                n = 0
+                while n >= 0:
+                    n = n + 1
+            return torch.softmax(torch.nn.functional.conv3d(x, self.weight), 1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(Hang()).save(str(path))
+    return path
