@@ -214,13 +214,11 @@ def is_nnunet_folder(path: str | Path) -> bool:
 
 
 def _load_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise ModelError("missing (an nnU-Net results folder needs plans.json and dataset.json)", path) from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"cannot read JSON: {e}", path) from None
+    from medseg.config import parse_json_text, read_config_text
+
+    if not path.is_file():
+        raise ModelError("missing (an nnU-Net results folder needs plans.json and dataset.json)", path)
+    data = parse_json_text(read_config_text(path, path.name), path, path.name)
     if not isinstance(data, dict):
         raise ModelError(f"expected a JSON object, got {type(data).__name__}", path)
     return data
@@ -393,9 +391,25 @@ def read_model_folder(path: str | Path, folds: tuple[str | int, ...] | None = No
         checkpoint_name: file inside each ``fold_N``.
 
     Raises:
-        ModelError: missing/invalid files, unsupported configuration, no fold checkpoints.
+        ModelError: missing/invalid files, unsupported configuration, no fold checkpoints, or a value of an
+            unexpected shape (one line naming the file and the key being read).
     """
+    from medseg.config import MALFORMED, one_line
+
+    stage = ["plans.json"]
     p = Path(path).expanduser()
+    try:
+        return _read_model_folder(p, folds, configuration, checkpoint_name, stage)
+    except ModelError as err:
+        raise ModelError(one_line(err.message, 400), err.path) from None
+    except MALFORMED as err:
+        raise ModelError(f"{stage[0]}: unexpected value ({type(err).__name__}: {one_line(err, 160)})",
+                         p / stage[0].split(" ", 1)[0]) from None
+
+
+def _read_model_folder(p: Path, folds: tuple[str | int, ...] | None, configuration: str | None,
+                       checkpoint_name: str, stage: list[str]) -> NnUNetModel:
+    """The body of :func:`read_model_folder`; ``stage[0]`` names the file and key being read."""
     if not p.is_dir():
         raise ModelError("not a directory (expected an nnU-Net results folder)", p)
     plans = _load_json(p / "plans.json")
@@ -408,9 +422,12 @@ def read_model_folder(path: str | Path, folds: tuple[str | int, ...] | None = No
             raise ModelError(f"folder name is not <Trainer>__<Plans>__<configuration>; pass the configuration "
                              f"explicitly (plans have {configs})", p)
         conf_name = configs[0]
+    stage[0] = f"plans.json configurations.{conf_name}"
     conf = _resolve_configuration(plans, conf_name, p / "plans.json")
     where = p / "plans.json"
+    stage[0] = "dataset.json labels"
     labels = parse_dataset_labels(dataset, p / "dataset.json")
+    stage[0] = f"plans.json configurations.{conf_name}"
     if conf.get("previous_stage"):
         raise ModelError(f"configuration {conf_name!r} is a cascade stage (needs {conf['previous_stage']!r} "
                          f"predictions); medseg runs single-stage configurations only", where)
@@ -418,6 +435,7 @@ def read_model_folder(path: str | Path, folds: tuple[str | int, ...] | None = No
     spacing = tuple(float(x) for x in _req(conf, "spacing", where))
     if len(patch) != 3 or len(spacing) != 3:
         raise ModelError(f"configuration {conf_name!r} is {len(patch)}D; medseg runs 3D configurations only", where)
+    stage[0] = "plans.json transpose_forward/transpose_backward"
     tf = tuple(int(x) for x in plans.get("transpose_forward", (0, 1, 2)))
     tb = tuple(int(x) for x in plans.get("transpose_backward", (0, 1, 2)))
     if sorted(tf) != [0, 1, 2] or sorted(tb) != [0, 1, 2] or tuple(tf[i] for i in tb) != (0, 1, 2):
@@ -426,6 +444,7 @@ def read_model_folder(path: str | Path, folds: tuple[str | int, ...] | None = No
     if rw not in ("SimpleITKIO", "NibabelIO", "NibabelIOWithReorient", "SimpleITKIOWithReorient"):
         raise ModelError(f"image_reader_writer {rw!r} is not supported (medseg feeds volumes in SimpleITK/"
                          f"nibabel axis order)", where)
+    stage[0] = f"plans.json configurations.{conf_name}"
     config = Configuration(
         name=conf_name,
         patch_size=patch,
