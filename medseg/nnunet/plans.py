@@ -275,7 +275,28 @@ def _architecture(conf: dict, where: Path) -> Architecture:
         value = kwargs.get(key)
         if value is not None and value not in ALLOWED_LAYERS:
             raise ModelError(f"arch_kwargs[{key!r}] = {value!r} is not on medseg's allow-list of layer types", where)
+    _check_arch_sizes(kwargs, where)
     return Architecture(cls, kwargs, req)
+
+
+#: bounds on the architecture numbers a plans file may give (a crafted plans must not allocate gigabytes)
+_ARCH_BOUNDS = {"n_stages": 12, "features_per_stage": 4096, "kernel_sizes": 15, "strides": 8,
+                "n_conv_per_stage": 16, "n_blocks_per_stage": 16, "n_conv_per_stage_decoder": 16}
+
+
+def _check_arch_sizes(kwargs: dict, where: Path) -> None:
+    """Every integer under the keys of :data:`_ARCH_BOUNDS` must be in ``1..bound``."""
+    for key, bound in _ARCH_BOUNDS.items():
+        if key not in kwargs:
+            continue
+        stack = [kwargs[key]]
+        while stack:
+            v = stack.pop()
+            if isinstance(v, (list, tuple)):
+                stack.extend(v)
+            elif isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= bound:
+                raise ModelError(f"configurations.architecture.arch_kwargs.{key}: values must be integers in "
+                                 f"1..{bound}, got {str(v)[:40]!r}", where)
 
 
 def _normalisation(conf: dict, plans: dict, n_channels: int, where: Path) -> tuple[ChannelNormalization, ...]:
@@ -509,8 +530,11 @@ def build_network(model: NnUNetModel):  # -> torch.nn.Module
         if kwargs.get(key) is not None:
             kwargs[key] = _resolve(kwargs[key], ALLOWED_LAYERS)
     kwargs["deep_supervision"] = False
+    from medseg.config import MALFORMED, one_line
+
     try:
         net = cls(input_channels=model.num_input_channels, num_classes=model.labels.num_heads, **kwargs)
-    except TypeError as e:
-        raise ModelError(f"cannot build {arch.class_name} from arch_kwargs: {e}", model.path / "plans.json") from None
+    except (*MALFORMED, AssertionError, RuntimeError) as e:
+        raise ModelError(f"cannot build {arch.class_name} from arch_kwargs: {type(e).__name__}: {one_line(e, 200)}",
+                         model.path / "plans.json") from None
     return net.eval()
