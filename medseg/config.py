@@ -404,7 +404,7 @@ def parse_json_text(text: str, file: str | PathLike[str], what: str) -> Any:
     except RecursionError:
         raise ModelError(f"{what} is nested too deeply to parse", file) from None
     except ValueError as err:
-        raise ModelError(f"invalid JSON in {what}: {one_line(err)}", file) from None
+        raise ModelError(f"cannot read JSON: {one_line(err)}", file) from None
     return check_tree(data, file, what)
 
 

@@ -34,6 +34,8 @@ __all__ = [
     "record_key",
     "get_record",
     "put_record",
+    "put_records",
+    "member_records",
     "code_trust_reason",
 ]
 
@@ -119,12 +121,31 @@ def get_record(source: str, member: str | None = None) -> DigestRecord | None:
     return rec if len(rec.sha256) == 64 else None
 
 
+def member_records(source: str, prefix: str) -> dict[str, str]:
+    """``{member: sha256}`` of every record of ``source`` whose member starts with ``prefix``."""
+    out = {}
+    for raw in _load().values():
+        member = str(raw.get("member", ""))
+        if raw.get("source") == source and member.startswith(prefix) and isinstance(raw.get("sha256"), str):
+            out[member[len(prefix):]] = raw["sha256"].lower()
+    return out
+
+
 def put_record(rec: DigestRecord) -> None:
     """Store ``rec`` (replacing the record of the same source/member), atomically."""
+    put_records([rec])
+
+
+def put_records(recs: list[DigestRecord]) -> None:
+    """Store several records in one atomic write (each replaces the record of the same source/member)."""
+    if not recs:
+        return
     path = trust_file()
     entries = _load()
-    stamped = DigestRecord(**{**asdict(rec), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    entries[record_key(rec.source, rec.member or None)] = asdict(stamped)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for r in recs:
+        stamped = DigestRecord(**{**asdict(r), "time": now})
+        entries[record_key(r.source, r.member or None)] = asdict(stamped)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -72,6 +72,19 @@ def resolve_weights(weights: WeightsSpec) -> LoadedWeights | None:
     return LoadedWeights(path, digest, data)
 
 
+def _unpickle_message(err: BaseException) -> str:
+    """One line for a checkpoint ``torch.load(weights_only=True)`` refused or could not read."""
+    text = str(err)
+    if text.startswith("Weights only load failed"):
+        lines = [ln.strip() for ln in text.split("WeightsUnpickler error:", 1)[-1].splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the doc"))),
+                      "a disallowed object")
+        return (f"refused: the checkpoint pickles more than tensors ({detail[:200]}); medseg loads checkpoints "
+                "with weights_only=True and never runs code from them (re-save its state_dict from a trusted copy)")
+    first = (text.strip().splitlines() or [type(err).__name__])[0]
+    return f"cannot load checkpoint (weights_only=True): {first[:300]}"
+
+
 def _state_dict(obj: Any, key: str | None, path: Path) -> dict[str, Any]:
     import torch
 
@@ -155,7 +168,7 @@ def build_network(
             try:
                 obj = torch.load(io.BytesIO(loaded.data), map_location="cpu", weights_only=True)
             except Exception as err:  # unpickling errors come in many types
-                raise ModelError(f"cannot load checkpoint (weights_only=True): {str(err).splitlines()[0]}", path) from None
+                raise ModelError(_unpickle_message(err), path) from None
             sd = _state_dict(obj, weights.state_dict_key, path)
             try:
                 module.load_state_dict(sd, strict=True)

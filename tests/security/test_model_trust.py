@@ -175,3 +175,26 @@ def test_archive_member_torchscript_chain_of_trust(tmp_path, evil, monkeypatch, 
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_pickle_with_code_is_refused_by_weights_only(tmp_path):
+    """A checkpoint whose pickle calls os.system: refused with one line, nothing runs."""
+    import torch
+
+    from medseg.config import load_spec
+    from medseg.errors import ModelError
+    from medseg.infer.network import build_network
+
+    marker = tmp_path / "pickle_pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Evil()}, tmp_path / "evil.pt")
+    (tmp_path / "s.yaml").write_text("name: e\nnetwork: {class: BasicUNet, args: {spatial_dims: 3, in_channels: 1, "
+                                     "out_channels: 2}}\nweights: {source: evil.pt}\nlabels: [{id: 1, name: x}]\n")
+    s = load_spec(tmp_path / "s.yaml")
+    with pytest.raises(ModelError, match="never runs code") as info:
+        build_network(s.network, s.weights)
+    assert "posix.system" in str(info.value) and "\n" not in str(info.value) and not marker.exists()
