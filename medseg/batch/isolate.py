@@ -281,12 +281,7 @@ class CaseWorker:
             CaseFailed: the case's one-line reason (a read/model/write error, a time limit, a crash).
                 After a time limit or a crash the worker is restarted before this returns.
         """
-        if self._proc is None:
-            self.restarts += 1
-            try:
-                self.start()
-            except CaseFailed as err:
-                raise MedsegError(f"cannot restart the batch worker: {err}") from None
+        self.ensure_started()
         t0 = time.monotonic()
         read_limit = min(self.limits.read_timeout, self.limits.case_timeout)  # type: ignore[type-var]
         try:
@@ -307,6 +302,19 @@ class CaseWorker:
         if msg[0] == "failed":
             raise CaseFailed(msg[1])
         raise CaseFailed(f"batch worker sent an unexpected message {msg[0]!r}")  # pragma: no cover
+
+    def ensure_started(self) -> None:
+        """Start a fresh worker (model loaded again) if the last one was stopped after a crash or time-out.
+
+        Raises:
+            MedsegError: the new worker cannot load the model.
+        """
+        if self._proc is None:
+            self.restarts += 1
+            try:
+                self.start()
+            except CaseFailed as err:
+                raise MedsegError(f"cannot restart the batch worker: {err}") from None
 
     def _restart_quietly(self) -> None:
         """Mark the worker for a lazy restart (the next case starts a fresh child)."""

@@ -585,6 +585,7 @@ def run_isolated(
     for planned in todo:
         case = planned.case
         rel_out = planned.output.relative_to(state.output_dir).as_posix()
+        worker.ensure_started()  # a restart after a crash is not this case's time
         t0 = time.perf_counter()
         try:
             ensure_inside(state.output_dir, PurePosixPath(rel_out))
