@@ -135,7 +135,7 @@ def _worker_main(conn: Any, model: str, predictor_kwargs: dict[str, Any]) -> Non
         try:
             volume = read_case(case, settings.irregular, settings.formats)
             conn.send(("read", time.perf_counter() - t0))
-            labels, vols = predict_case(predictor, volume)
+            labels, vols = predict_case(predictor, volume, settings.force, settings.modality)
             if settings.roi:
                 from medseg.pipeline import select_labels
                 from medseg.postprocess import label_volumes_ml
