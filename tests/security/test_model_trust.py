@@ -93,7 +93,8 @@ def test_bundle_torchscript_is_refused_without_trust(tmp_path, evil, capsys):
     (bundle / "configs" / "metadata.json").write_text(json.dumps(SPLEEN_METADATA))
     (bundle / "models" / "model.ts").write_bytes(ts.read_bytes())
     img = tiny_volume(tmp_path / "img.nii.gz")
-    code = main(["segment", str(img), "-o", str(tmp_path / "seg.nii.gz"), "-m", str(bundle), "--device", "cpu"])
+    code = main(["segment", str(img), "-o", str(tmp_path / "seg.nii.gz"), "-m", str(bundle), "--device", "cpu",
+                 "--force"])  # the bundle is a CT model; the tiny test volume is not CT
     err = capsys.readouterr().err
     assert code == 2 and not marker.exists(), err
     assert "model.ts" in err and "--trust-model-code" in err
