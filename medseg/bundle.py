@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medseg.config import ModelSpec, spec_from_dict
+from medseg.config import MALFORMED, ModelSpec, one_line, parse_json_text, parse_yaml_text, read_config_text, spec_from_dict
 from medseg.errors import ModelError
 
 __all__ = ["spec_from_bundle", "is_bundle"]
@@ -41,14 +41,12 @@ def _load_config(root: Path) -> tuple[dict[str, Any], Path]:
     for name in ("inference.json", "inference.yaml", "inference.yml"):
         f = root / "configs" / name
         if f.is_file():
-            try:
-                if f.suffix == ".json":
-                    return json.loads(f.read_text(encoding="utf-8")), f
-                import yaml
-
-                return yaml.safe_load(f.read_text(encoding="utf-8")), f
-            except Exception as err:  # json / yaml errors
-                raise ModelError(f"cannot parse bundle config: {err}", f) from None
+            text = read_config_text(f, "bundle config")
+            data = parse_json_text(text, f, "bundle config") if f.suffix == ".json" else parse_yaml_text(
+                text, f, "bundle config")
+            if not isinstance(data, dict):
+                raise ModelError(f"bundle config must be a mapping, got {type(data).__name__}", f)
+            return data, f
     raise ModelError("not a MONAI bundle: no configs/inference.json or configs/inference.yaml", root)
 
 
@@ -58,8 +56,12 @@ class _Resolver:
     def __init__(self, config: dict[str, Any], file: Path) -> None:
         self.config = config
         self.file = file
+        self._active: list[str] = []  # references being resolved (cycle detection)
 
     def get(self, ref: str, where: str) -> Any:
+        if ref in self._active or len(self._active) > 32:
+            chain = " -> ".join(f"@{r}" for r in [*self._active, ref])
+            raise ModelError(f"{where}: circular or too deep references ({one_line(chain, 200)})", self.file)
         node: Any = self.config
         for part in ref.split("#"):
             if isinstance(node, dict) and part in node:
@@ -67,8 +69,12 @@ class _Resolver:
             elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
             else:
-                raise ModelError(f"{where}: reference @{ref} not found", self.file)
-        return self.value(node, where)
+                raise ModelError(f"{where}: reference @{one_line(ref, 120)} not found", self.file)
+        self._active.append(ref)
+        try:
+            return self.value(node, where)
+        finally:
+            self._active.pop()
 
     def value(self, v: Any, where: str) -> Any:
         if isinstance(v, str):
@@ -79,9 +85,12 @@ class _Resolver:
                     return ast.literal_eval(v[1:].strip())
                 except (ValueError, SyntaxError):
                     raise ModelError(
-                        f"{where}: expression {v!r} is not a literal; medseg does not execute bundle code",
+                        f"{where}: expression {one_line(repr(v), 120)} is not a literal; medseg does not execute "
+                        "bundle code",
                         self.file,
                     ) from None
+                except MALFORMED:  # e.g. a literal nested too deeply for the parser
+                    raise ModelError(f"{where}: expression is too complex to read as a literal", self.file) from None
             return v
         if isinstance(v, list):
             return [self.value(x, where) for x in v]
@@ -90,8 +99,8 @@ class _Resolver:
         return v
 
 
-def _target(t: dict[str, Any]) -> str:
-    name = str(dict.get(t, "_target_", ""))
+def _target(t: Any) -> str:
+    name = str(dict.get(t, "_target_", "")) if isinstance(t, dict) else ""
     return name.rsplit(".", 1)[-1]
 
 
@@ -131,10 +140,22 @@ def spec_from_bundle(root: str | Path) -> ModelSpec:
     """Translate a MONAI bundle directory into a validated :class:`ModelSpec` (weights from ``models/``).
 
     Raises:
-        ModelError: missing files, unsupported transforms/inferers, or non-literal expressions.
+        ModelError: missing files, unsupported transforms/inferers, non-literal expressions, or a value of
+            an unexpected shape (one line naming the config file and the section).
     """
     root = Path(root)
     config, cfile = _load_config(root)
+    stage = ["network_def"]
+    try:
+        return _translate(root, config, cfile, stage)
+    except ModelError as err:
+        raise ModelError(one_line(err.message, 400), err.path) from None
+    except MALFORMED as err:
+        raise ModelError(f"{stage[0]}: unexpected value ({type(err).__name__}: {one_line(err, 160)})", cfile) from None
+
+
+def _translate(root: Path, config: dict[str, Any], cfile: Path, stage: list[str]) -> ModelSpec:
+    """The body of :func:`spec_from_bundle`; ``stage[0]`` names the section being read (for errors)."""
     r = _Resolver(config, cfile)
     if "network_def" not in config:
         raise ModelError("bundle config has no network_def", cfile)
@@ -156,9 +177,11 @@ def spec_from_bundle(root: str | Path) -> ModelSpec:
     # preprocessing
     inp: dict[str, Any] = {"orientation": None, "normalize": []}
     seen_intensity = None
+    stage[0] = "preprocessing"
     for i, t in enumerate(_transforms(config.get("preprocessing", []), "preprocessing", r)):
         name = _target(t)
-        where = f"preprocessing[{i}] {name}"
+        where = f"preprocessing[{i}] {one_line(name, 80)}"
+        stage[0] = where
         if name in _NOOP_PRE:
             continue
         if name in _SPATIAL and seen_intensity:
@@ -214,6 +237,7 @@ def spec_from_bundle(root: str | Path) -> ModelSpec:
             raise ModelError(f"{where}: transform not supported by medseg's bundle translation", cfile)
 
     # inferer
+    stage[0] = "inferer"
     inf_node = r.value(config.get("inferer", {"_target_": "SimpleInferer"}), "inferer")
     iname = _target(inf_node)
     if iname == "SlidingWindowInferer":
@@ -229,14 +253,17 @@ def spec_from_bundle(root: str | Path) -> ModelSpec:
     elif iname == "SimpleInferer":
         inferer = {"mode": "whole"}
     else:
-        raise ModelError(f"inferer: {iname} is not supported (SlidingWindowInferer or SimpleInferer)", cfile)
+        raise ModelError(f"inferer: {one_line(repr(iname), 80)} is not supported (SlidingWindowInferer or "
+                         "SimpleInferer)", cfile)
 
     # postprocessing
     output: dict[str, Any] = {"activation": "none", "decision": "argmax", "invert": "probabilities", "postprocess": {}}
     decided = False
+    stage[0] = "postprocessing"
     for i, t in enumerate(_transforms(config.get("postprocessing", []), "postprocessing", r)):
         name = _target(t)
-        where = f"postprocessing[{i}] {name}"
+        where = f"postprocessing[{i}] {one_line(name, 80)}"
+        stage[0] = where
         if name in _NOOP_POST:
             continue
         if name == "Activationsd":
@@ -267,11 +294,11 @@ def spec_from_bundle(root: str | Path) -> ModelSpec:
     meta_file = root / "configs" / "metadata.json"
     channel_def: dict[str, str] = {}
     meta: dict[str, Any] = {}
+    stage[0] = "metadata.json"
     if meta_file.is_file():
-        try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        except ValueError as err:
-            raise ModelError(f"cannot parse metadata.json: {err}", meta_file) from None
+        meta = parse_json_text(read_config_text(meta_file, "metadata.json"), meta_file, "metadata.json")
+        if not isinstance(meta, dict):
+            raise ModelError(f"metadata.json must be a mapping, got {type(meta).__name__}", meta_file)
         pred = ((meta.get("network_data_format") or {}).get("outputs") or {}).get("pred") or {}
         channel_def = {str(k): str(v) for k, v in (pred.get("channel_def") or {}).items()}
         inputs = ((meta.get("network_data_format") or {}).get("inputs") or {}).get("image") or {}
@@ -303,6 +330,7 @@ def spec_from_bundle(root: str | Path) -> ModelSpec:
         "output": output,
         "labels": labels,
     }
+    stage[0] = "bundle translation"
     try:
         return spec_from_dict(d, base_dir=str(root.resolve()), source_path=str(cfile.resolve()))
     except ModelError as err:

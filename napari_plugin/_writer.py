@@ -8,6 +8,9 @@ by :func:`medseg.io.sidecar.write_label_sidecars`.
 
 napari's *File > Save Layers* dialog asks before replacing an existing file, so :func:`write_labels`
 (called after that confirmation) overwrites; :func:`save_labels` itself refuses unless ``overwrite=True``.
+The dialog only asked about the label map itself: a sidecar name that is taken by a file medseg did not
+write for this label map (``report.json``, ``report.txt`` next to ``report.nii.gz``) is never replaced,
+with or without ``overwrite``; the save stops before writing anything and names that file.
 """
 
 from __future__ import annotations
@@ -59,11 +62,19 @@ def save_labels(volume: Any, path: str | os.PathLike[str], overwrite: bool = Fal
     from medseg.io.sidecar import sidecar_paths, write_label_sidecars
     from medseg.postprocess import label_volumes_ml
 
+    from medseg.io.sidecar import is_medseg_sidecar
+
     out = _nifti_path(path)
     if not overwrite:  # check everything first: never leave a NIfTI without its sidecars
         for p in (out, *sidecar_paths(out).values()):
-            if Path(p).exists():
+            if Path(p).exists() or Path(p).is_symlink():
                 raise WriteError("already exists; tick 'Overwrite' (or choose another name) to replace it", p)
+    for p in sidecar_paths(out).values():  # never replace a file the user made that happens to share the name
+        if (Path(p).exists() or Path(p).is_symlink()) and (Path(p).is_symlink() or not is_medseg_sidecar(p, out.name)):
+            raise WriteError(
+                f"a file medseg did not write for {out.name} is in the way of its sidecar; not replacing it "
+                "(move it, or save under another name)", p,
+            )
     write(volume, out, overwrite=overwrite)
     sidecars = write_label_sidecars(volume, out, label_volumes_ml(volume), overwrite=overwrite)
     return [str(out), *(str(p) for p in sidecars.values())]

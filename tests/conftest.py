@@ -31,3 +31,9 @@ def _torch_threads():
         return
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_trust_records(tmp_path_factory, monkeypatch):
+    """Each test gets its own trust-record file (``medseg.trust``), never the user's ~/.config one."""
+    monkeypatch.setenv("MEDSEG_TRUST_FILE", str(tmp_path_factory.mktemp("trust") / "trusted_models.json"))

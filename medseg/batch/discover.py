@@ -11,6 +11,12 @@
 * ``.zip`` archives are scanned as DICOM containers: one case per image series inside.
 * Hidden files and folders (leading dot) and OUTPUT_DIR (when it lies inside INPUT_DIR) are skipped;
   symlinked folders are followed once (loop-safe).
+* **Every input found is accounted for** (:attr:`Discovery.entries`): a file that is not an image (a
+  ``.txt``, a data file of a header, a DICOM SEG...) is a ``skipped`` entry with its reason; a DICOM file
+  or series that cannot be read is a ``failed`` entry, never silently dropped.
+* A symlink (file or folder) whose target lies outside INPUT_DIR is not followed unless
+  ``follow_outside_links`` is set; either way it is reported (an entry when not followed, a note on each
+  case read through it when followed).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from medseg.errors import MedsegError, ReadError
 from medseg.batch.naming import series_label
 
-__all__ = ["CaseKind", "Case", "Discovery", "discover_cases", "IMAGE_SUFFIXES"]
+__all__ = ["CaseKind", "Case", "Discovery", "Entry", "discover_cases", "IMAGE_SUFFIXES"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,7 @@ class Case:
     series_label: str | None = None
     description: str | None = None
     problem: str | None = None
+    note: str | None = None  # e.g. read through a symlink leaving INPUT_DIR (shown in the summary)
 
     @property
     def display(self) -> str:
@@ -75,12 +82,26 @@ class Case:
         return str(self.rel) if self.series is None else f"{self.rel} [{self.description or self.series}]"
 
 
+@dataclass(frozen=True)
+class Entry:
+    """An input that is not a case: ``status`` is ``"skipped"`` or ``"failed"``, ``reason`` one line."""
+
+    rel: str
+    status: str
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return f"input:{self.rel}"
+
+
 @dataclass
 class Discovery:
-    """Cases found (sorted by key) and notes about anything skipped."""
+    """Cases found (sorted by key), the other inputs found (skipped/failed entries) and log notes."""
 
     cases: list[Case]
     notes: list[str] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
 
 
 def _suffix(name: str) -> str:
@@ -91,31 +112,80 @@ def _suffix(name: str) -> str:
     return os.path.splitext(low)[1]
 
 
-def _walk(root: Path, exclude: list[Path]) -> tuple[list[Path], list[str]]:
-    """Regular, non-hidden files under ``root`` (sorted), following symlinked folders once."""
-    files: list[Path] = []
-    notes: list[str] = []
+def _inside(real: str, root_real: str) -> bool:
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+@dataclass
+class _Walk:
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    via_link: dict[Path, str] = field(default_factory=dict)  # file -> note (reached through an outside link)
+
+
+def _walk(root: Path, exclude: list[Path], follow_outside_links: bool = False) -> _Walk:
+    """Regular, non-hidden files under ``root`` (sorted), following symlinked folders once; every other
+    entry (hidden, special, unreadable, a link leaving ``root``) becomes an :class:`Entry`."""
+    out = _Walk()
     seen_dirs: set[str] = set()
     excluded = {os.path.realpath(e) for e in exclude}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    root_real = os.path.realpath(root)
+    link_of: dict[str, str] = {}  # walked dirpath -> note of the outside link it was reached through
+
+    def rel(p: str) -> str:
+        return str(_rel(root, Path(p)))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=lambda e: out.entries.append(
+            Entry(rel(e.filename or str(root)), "failed", f"cannot list folder: {e.strerror or e}"))):
         real = os.path.realpath(dirpath)
         if real in seen_dirs or real in excluded:
             dirnames[:] = []
             continue
         seen_dirs.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
+        inherited = next((n for d, n in link_of.items() if dirpath == d or dirpath.startswith(d + os.sep)), None)
+        keep = []
+        for d in sorted(dirnames):
+            full = os.path.join(dirpath, d)
+            if d.startswith("."):
+                out.entries.append(Entry(rel(full) + "/", "skipped", "hidden folder"))
                 continue
-            full = Path(dirpath) / name
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if not _inside(target, root_real):
+                    if not follow_outside_links:
+                        out.entries.append(Entry(rel(full) + "/", "skipped", f"symlink leaves the input folder "
+                                                 f"(-> {target}); not followed (--follow-outside-symlinks reads it)"))
+                        continue
+                    link_of[full] = f"read through symlink {rel(full)} -> {target} (outside the input folder, followed)"
+            keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            if name.startswith("."):
+                out.entries.append(Entry(rel(full), "skipped", "hidden file"))
+                continue
+            note = inherited
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if not _inside(target, root_real):
+                    if not follow_outside_links:
+                        out.entries.append(Entry(rel(full), "skipped", f"symlink leaves the input folder (-> "
+                                                 f"{target}); not followed (--follow-outside-symlinks reads it)"))
+                        continue
+                    note = f"read through symlink {rel(full)} -> {target} (outside the input folder, followed)"
             try:
                 st = os.stat(full)
             except OSError as err:
-                notes.append(f"skipped {full}: {err.strerror or err}")
+                out.entries.append(Entry(rel(full), "failed", f"cannot read: {err.strerror or err}"))
                 continue
             if stat.S_ISREG(st.st_mode):  # an empty image file is still a case (it fails clearly)
-                files.append(full)
-    return files, notes
+                out.files.append(Path(full))
+                if note:
+                    out.via_link[Path(full)] = note
+            else:
+                out.entries.append(Entry(rel(full), "skipped", "not a regular file"))
+    return out
 
 
 def _series_key(path: Path) -> tuple[str, str] | None:
@@ -126,8 +196,8 @@ def _series_key(path: Path) -> tuple[str, str] | None:
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
-    except OSError:
-        return False
+    except OSError as err:
+        return ("bad", f"cannot read: {err.strerror or err}")
     if not looks_like_dicom(head):
         return None
     import pydicom
@@ -145,8 +215,9 @@ def _series_key(path: Path) -> tuple[str, str] | None:
         number = ds.get("SeriesNumber")
         number = "" if number in (None, "") else str(int(number))
         return ("nouid", f"{number}|{str(ds.get('SeriesDescription', '') or '').strip()}")
-    except Exception:  # noqa: BLE001 - any parse failure: not a usable DICOM file
-        return None
+    except Exception as err:  # noqa: BLE001 - any parse failure: an unreadable DICOM file (a failed entry)
+        first = (str(err).splitlines() or [""])[0][:200]
+        return ("bad", f"unreadable DICOM file: {type(err).__name__}: {first}")
 
 
 def _common_dir(paths: list[Path]) -> Path:
@@ -170,12 +241,15 @@ def _describe(info) -> str:  # noqa: ANN001 - SeriesInfo
     return " ".join(bits)
 
 
-def discover_cases(input_dir: str | os.PathLike[str], exclude: list[Path] | None = None) -> Discovery:
+def discover_cases(
+    input_dir: str | os.PathLike[str], exclude: list[Path] | None = None, follow_outside_links: bool = False
+) -> Discovery:
     """Every case under ``input_dir`` (see the module doc), sorted by key.
 
     Args:
         input_dir: folder to search recursively.
         exclude: folders to skip (e.g. OUTPUT_DIR inside INPUT_DIR).
+        follow_outside_links: read through symlinks whose target lies outside ``input_dir``.
 
     Raises:
         ReadError: ``input_dir`` is missing or not a folder.
@@ -187,7 +261,8 @@ def discover_cases(input_dir: str | os.PathLike[str], exclude: list[Path] | None
     root = Path(input_dir).expanduser()
     if not root.is_dir():
         raise ReadError("input is not a folder" if root.exists() else "no such folder", root)
-    files, notes = _walk(root, list(exclude or []))
+    walked = _walk(root, list(exclude or []), follow_outside_links)
+    files, notes, entries = walked.files, walked.notes, walked.entries
 
     cases: list[Case] = []
     by_uid: dict[str, list[Path]] = defaultdict(list)
@@ -197,15 +272,22 @@ def discover_cases(input_dir: str | os.PathLike[str], exclude: list[Path] | None
         suffix = _suffix(f.name)
         if suffix in IMAGE_SUFFIXES:
             rel = _rel(root, f)
-            cases.append(Case(key=f"file:{rel}", kind=CaseKind.FILE, path=f, series=None, rel=rel))
+            cases.append(Case(key=f"file:{rel}", kind=CaseKind.FILE, path=f, series=None, rel=rel,
+                              note=walked.via_link.get(f)))
             continue
         if suffix == ".zip":
             zips.append(f)
             continue
         if suffix in _NOT_DICOM:
+            entries.append(Entry(str(_rel(root, f)), "skipped", f"not an image ({suffix} file)"))
             continue
         key = _series_key(f)
         if key is None:
+            entries.append(Entry(str(_rel(root, f)), "skipped", "not an image (neither a NIfTI/NRRD/MetaImage "
+                                 "file nor DICOM)"))
+            continue
+        if key[0] == "bad":
+            entries.append(Entry(str(_rel(root, f)), "failed", key[1]))
             continue
         (by_uid if key[0] == "uid" else no_uid)[key[1]].append(f)
 
@@ -214,18 +296,25 @@ def discover_cases(input_dir: str | os.PathLike[str], exclude: list[Path] | None
 
     scans: dict[Path, list] = {}
 
+    scan_errors: dict[Path, str] = {}
+
     def scan(folder: Path) -> list:
         if folder not in scans:
             try:
                 scans[folder] = scan_dicom(folder)
             except MedsegError as err:
-                notes.append(f"skipped DICOM in {folder}: {err.message}")
+                scan_errors[folder] = err.message
+                scans[folder] = []
+            except Exception as err:  # noqa: BLE001 - a reader bug must fail this series, not the batch
+                scan_errors[folder] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
                 scans[folder] = []
         return scans[folder]
 
     def add_series(folder_or_zip: Path, info, key_prefix: str, rel: PurePosixPath, problem: str | None = None) -> None:  # noqa: ANN001
         if not info.extra.get("readable", True) and info.extra.get("kind"):
             notes.append(f"skipped {folder_or_zip} series {info.uid}: {info.extra['kind']}, not an image")
+            entries.append(Entry(f"{_rel(root, folder_or_zip)} [{info.uid or info.description or 'no UID'}]", "skipped",
+                                 f"{info.extra['kind']}, not an image"))
             return
         cases.append(
             Case(
@@ -244,7 +333,9 @@ def discover_cases(input_dir: str | os.PathLike[str], exclude: list[Path] | None
         folder = _common_dir(paths)
         matching = [s for s in scan(folder) if s.uid == uid or (s.uid or "").startswith(uid + ".s")]
         if not matching:
-            notes.append(f"skipped DICOM series {uid} in {folder}: not listed by the DICOM reader")
+            why = scan_errors.get(folder) or "not listed by the DICOM reader"
+            entries.append(Entry(f"{_rel(root, folder)} [{uid}]", "failed",
+                                 f"unreadable DICOM series ({len(paths)} file(s)): {why}"))
         for info in matching:
             add_series(folder, info, "dicom:", _rel(root, folder))
     for group, paths in sorted(no_uid.items()):
@@ -252,6 +343,10 @@ def discover_cases(input_dir: str | os.PathLike[str], exclude: list[Path] | None
         listed = scan(folder)
         n_images = sum(1 for s in listed if s.extra.get("readable", True) or not s.extra.get("kind"))
         number, _, description = group.partition("|")
+        if not listed:
+            entries.append(Entry(f"{_rel(root, folder)} [series {group}]", "failed",
+                                 f"unreadable DICOM series ({len(paths)} file(s)): "
+                                 f"{scan_errors.get(folder) or 'not listed by the DICOM reader'}"))
         for i, info in enumerate(listed):
             if info.uid or str(info.number if info.number is not None else "") != number:
                 continue
@@ -269,8 +364,13 @@ def discover_cases(input_dir: str | os.PathLike[str], exclude: list[Path] | None
         try:
             infos = scan_dicom(z)
         except MedsegError as err:
-            notes.append(f"skipped {z}: {err.message}")
+            entries.append(Entry(str(_rel(root, z)), "failed", f"unreadable zip: {err.message}"))
             continue
+        except Exception as err:  # noqa: BLE001 - a reader bug must fail this input, not the batch
+            entries.append(Entry(str(_rel(root, z)), "failed", f"unreadable zip: {type(err).__name__}: {err}"))
+            continue
+        if not infos:
+            entries.append(Entry(str(_rel(root, z)), "skipped", "zip holds no DICOM image series"))
         rel = _rel(root, z)
         rel_dir = rel.with_name(rel.name[: -len(".zip")] or "_")
         for info in infos:
@@ -281,4 +381,6 @@ def discover_cases(input_dir: str | os.PathLike[str], exclude: list[Path] | None
         unique.setdefault(case.key, case)
     for note in notes:
         log.debug("%s", note)
-    return Discovery(cases=sorted(unique.values(), key=lambda c: c.key), notes=notes)
+    uniq_entries = {e.key: e for e in entries}
+    return Discovery(cases=sorted(unique.values(), key=lambda c: c.key), notes=notes,
+                     entries=sorted(uniq_entries.values(), key=lambda e: e.rel))

@@ -1,6 +1,12 @@
 """Run a batch: plan (discover, name, resume state), execute (local pipeline or Ray), summarise.
 
-Local execution is a three-stage pipeline, nnU-Net style, with bounded queues so memory stays flat:
+Local execution (default) runs each case in a supervised worker process that keeps the model loaded
+(:mod:`medseg.batch.isolate`): a case that hangs (per-case time limits) or crashes its process becomes
+that case's ``failed`` row and the batch goes on with a fresh worker. Every input found is in the
+summary: done, failed (with its reason) or skipped (with its reason).
+
+:func:`run_local` is the in-process alternative for library use (no isolation): a three-stage pipeline,
+nnU-Net style, with bounded queues so memory stays flat:
 
     reader thread ──Queue(read_ahead)──▶ main thread: predictor.predict ──Queue(write_queue)──▶ writer thread
 
@@ -53,13 +59,18 @@ class BatchSettings:
         force: segment cases whose modality is not the model's (else such a case fails with the reason).
         modality: ``auto``, ``ct`` or ``mr``: the cases' modality (see :mod:`medseg.modality`).
         overwrite: replace outputs this tool did not write, or wrote with another model/settings.
-        read_ahead: cases read ahead of inference (queue bound, >= 1).
-        write_queue: results waiting for the writer (queue bound, >= 1).
+        read_ahead: cases read ahead of inference (queue bound, >= 1) in the in-process pipeline
+            (:func:`run_local`); the default isolated run reads each case in its worker process.
+        write_queue: results waiting for the writer (queue bound, >= 1), in-process pipeline only.
         formats: outputs besides the NIfTI label map (``"dicom-seg"``, ``"rtstruct"``; DICOM cases only).
         roi: keep only these label names.
         split: also write ``<output stem>/<label>.nii.gz`` per label.
         stats: also write per-label statistics (``<output stem>.stats.json``; all in ``batch_stats.csv``).
         seg_type: DICOM SEG type, ``"binary"`` or ``"fractional"``.
+        trust_model_code: load TorchScript whose sha256 nothing pins (``--trust-model-code``).
+        read_timeout: seconds allowed to read one case (``None``: ``$MEDSEG_READ_TIMEOUT`` or 60).
+        case_timeout: seconds allowed for one whole case (``None``: ``$MEDSEG_CASE_TIMEOUT`` or 1800).
+        follow_outside_links: read inputs reached through symlinks that leave INPUT_DIR (reported either way).
     """
 
     model: str = "brain-mri"
@@ -79,8 +90,16 @@ class BatchSettings:
     split: bool = False
     stats: bool = False
     seg_type: str = "binary"
+    trust_model_code: bool = False
+    read_timeout: float | None = None
+    case_timeout: float | None = None
+    follow_outside_links: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("read_timeout", "case_timeout"):
+            value = getattr(self, name)
+            if value is not None and not float(value) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {value}.")
         if self.overlap is not None and not 0.0 <= float(self.overlap) < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}.")
         if self.threads is not None and int(self.threads) < 1:
@@ -97,6 +116,7 @@ class BatchSettings:
             "overlap": self.overlap,
             "tta": self.tta,
             "threads": self.threads,
+            "trust_model_code": self.trust_model_code,
         }
 
     def output_settings(self) -> dict[str, Any]:
@@ -163,6 +183,7 @@ def plan_batch(
     output_dir: Path,
     fingerprint: str,
     overwrite: bool = False,
+    follow_outside_links: bool = False,
 ) -> tuple[BatchPlan, BatchState]:
     """Discover cases, name outputs, take the output folder's lock, sort cases into done / to do.
 
@@ -180,8 +201,8 @@ def plan_batch(
     output_dir = output_dir.resolve()
     if output_dir == input_dir or output_dir in input_dir.parents:
         raise WriteError("the output folder must not be the input folder or contain it", output_dir)
-    found = discover_cases(input_dir, exclude=[output_dir])
-    if not found.cases:
+    found = discover_cases(input_dir, exclude=[output_dir], follow_outside_links=follow_outside_links)
+    if not found.cases and not any(e.status == "failed" for e in found.entries):
         raise MedsegError("no images found (NIfTI, NRRD, MetaImage files or DICOM series)", input_dir)
     outputs = output_paths([(c.key, c.rel, c.series_label) for c in found.cases], output_dir)
     state = BatchState(output_dir, fingerprint)
@@ -205,7 +226,7 @@ def _sort_cases(found, outputs, state, input_dir, output_dir, overwrite) -> Batc
         if rec is not None:
             known[case.key] = CaseResult(
                 case.key, str(case.rel), case.description, rel_out, CaseStatus.SKIPPED,
-                rec.seconds or 0.0, dict(rec.volumes_ml),
+                rec.seconds or 0.0, dict(rec.volumes_ml), _with_note("done earlier with the same model and settings", case),
             )
             continue
         exists = out.exists() or out.is_symlink()
@@ -233,7 +254,19 @@ def _sort_cases(found, outputs, state, input_dir, output_dir, overwrite) -> Batc
             output_dir,
         )
     _remove_stale_temporaries(output_dir, [p.output for p in todo])
-    return BatchPlan(input_dir, output_dir, todo, known, [c.key for c in found.cases], list(found.notes))
+    order = [c.key for c in found.cases]
+    for entry in found.entries:  # every other input found: skipped or failed, with its reason
+        status = CaseStatus.FAILED if entry.status == "failed" else CaseStatus.SKIPPED
+        known[entry.key] = CaseResult(entry.key, entry.rel, None, "", status, 0.0, {}, entry.reason)
+        order.append(entry.key)
+    return BatchPlan(input_dir, output_dir, todo, known, order, list(found.notes))
+
+
+def _with_note(text: str, case: Case) -> str:
+    """``text`` plus the case's discovery note (e.g. read through a symlink leaving INPUT_DIR)."""
+    if not case.note:
+        return text
+    return f"{text}; {case.note}" if text else case.note
 
 
 _TMP_RE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{6,}\.tmp")
@@ -531,6 +564,45 @@ def run_local(
 
 
 # -------------------------------------------------------------------------------------------------
+# isolated execution (default): each case in a supervised worker process
+
+
+def run_isolated(
+    worker: Any,
+    todo: Sequence[PlannedCase],
+    state: BatchState,
+    on_result: Callable[[CaseResult], None],
+    settings: BatchSettings | None = None,
+) -> dict[str, float]:
+    """Run ``todo`` one case at a time in ``worker`` (a started :class:`medseg.batch.isolate.CaseWorker`).
+
+    A case that fails, runs over its time limit or crashes the worker becomes a ``failed`` row with its
+    reason, and the batch goes on (the worker is restarted when needed). Returns ``{"wall": seconds}``.
+    """
+    from medseg.batch.isolate import CaseFailed
+
+    t_start = time.perf_counter()
+    for planned in todo:
+        case = planned.case
+        rel_out = planned.output.relative_to(state.output_dir).as_posix()
+        worker.ensure_started()  # a restart after a crash is not this case's time
+        t0 = time.perf_counter()
+        try:
+            ensure_inside(state.output_dir, PurePosixPath(rel_out))
+            state.mark_pending(case.key, planned.output)
+            vols, _ = worker.run_case(case, planned.output, planned.overwrite, settings or BatchSettings())
+            seconds = time.perf_counter() - t0
+            state.mark_done(case.key, planned.output, seconds, vols)
+            res = CaseResult(case.key, str(case.rel), case.description, rel_out, CaseStatus.OK, seconds, vols,
+                             _with_note("", case))
+        except (CaseFailed, WriteError) as err:
+            res = CaseResult(case.key, str(case.rel), case.description, rel_out, CaseStatus.FAILED,
+                             time.perf_counter() - t0, {}, _with_note(str(err), case))
+        on_result(res)
+    return {"wall": time.perf_counter() - t_start}
+
+
+# -------------------------------------------------------------------------------------------------
 # the whole run
 
 
@@ -607,6 +679,7 @@ def run_batch(
 
         raise ReadError("input is not a folder" if Path(input_dir).exists() else "no such folder", input_dir)
     backend = None
+    worker = None
     state: BatchState | None = None
     try:
         if use_ray:
@@ -616,17 +689,19 @@ def run_batch(
             info = backend.start()
             predictor = None
         else:
-            from medseg.predictor import load_predictor
+            from medseg.batch.isolate import CaseWorker, Limits
 
-            predictor = load_predictor(settings.model, **settings.predictor_kwargs())
-            info = predictor_info(predictor)
+            worker = CaseWorker(settings.model, settings.predictor_kwargs(),
+                                Limits(settings.read_timeout, settings.case_timeout))
+            info = worker.start()
         if settings.roi:
             from medseg.pipeline import check_roi_names
             from medseg.types import Label
 
             check_roi_names(tuple(Label(int(d["id"]), str(d["name"])) for d in info["labels"]), settings.roi)
         fingerprint = run_fingerprint(info["fingerprint"], settings.output_settings())
-        plan, state = plan_batch(Path(input_dir), Path(output_dir), fingerprint, settings.overwrite)
+        plan, state = plan_batch(Path(input_dir), Path(output_dir), fingerprint, settings.overwrite,
+                                 settings.follow_outside_links)
         for note in plan.notes:  # e.g. DICOM SEG/RTSTRUCT objects found next to the images: reported, not read
             log.info("note: %s", note)
         label_names = [lab["name"] for lab in info["labels"]]
@@ -649,12 +724,10 @@ def run_batch(
             if backend is not None:
                 backend.run(plan.todo, state, on_result)
             else:
-                stages = run_local(predictor, plan.todo, state, settings, on_result)
+                stages = run_isolated(worker, plan.todo, state, on_result, settings)
                 if plan.todo:
-                    log.info(
-                        "stage time over %d case(s): read %.1f s, inference %.1f s, write %.1f s; pipeline wall %.1f s",
-                        len(plan.todo), stages["read"], stages["predict"], stages["write"], stages["wall"],
-                    )
+                    log.info("%d case(s) in %.1f s (%d worker restart(s))", len(plan.todo), stages["wall"],
+                             worker.restarts)
         except KeyboardInterrupt as err:
             interrupted = err
         finally:  # the summary and provenance describe whatever was done, also after Ctrl-C or a crash
@@ -683,9 +756,11 @@ def run_batch(
             state.unlock()
         if backend is not None:
             backend.stop()
+        if worker is not None:
+            worker.stop()
     failed = counts["failed"]
     log.info(
-        "done: %d ok, %d skipped (done earlier), %d failed; summary %s",
+        "done: %d ok, %d skipped (done earlier or not an image), %d failed; summary %s",
         counts["ok"], counts["skipped"], failed, plan.output_dir / SUMMARY_NAME,
     )
     return (1 if failed or counts["not_run"] else 0), ordered

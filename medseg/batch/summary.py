@@ -1,8 +1,10 @@
 """The batch's summary table (CSV, one row per case) and provenance file (JSON).
 
-CSV columns: ``input, series, output, status, seconds, volume_ml:<label>... , error``. ``status`` is
-``ok`` (segmented in this run), ``skipped`` (finished by an earlier run with the same model and
-settings; its volumes come from the completion record) or ``failed`` (``error`` says why).
+CSV columns: ``input, series, output, status, seconds, volume_ml:<label>... , error``. One row per input
+found: ``status`` is ``ok`` (segmented in this run), ``skipped`` (finished by an earlier run with the same
+model and settings, its volumes from the completion record; or not a case: not an image, hidden, a symlink
+leaving INPUT_DIR that was not followed) or ``failed``. ``error`` gives the one-line reason of ``failed`` and
+``skipped`` rows, and notes on ``ok`` rows (e.g. read through a followed symlink).
 """
 
 from __future__ import annotations

@@ -18,6 +18,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0 (e.g. seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def overlap(text: str) -> float:
     """argparse type: a sliding-window overlap in [0, 1)."""
     try:
@@ -43,6 +54,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     tta.add_argument("--tta", dest="tta", action="store_const", const=True, default=None, help="test-time flips on (slower)")
     tta.add_argument("--no-tta", dest="tta", action="store_const", const=False, help="test-time flips off")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
+    add_trust_option(p)
 
 
 def add_output_options(p: argparse.ArgumentParser, dicomweb: bool = True) -> None:
@@ -90,3 +102,13 @@ def add_input_options(p: argparse.ArgumentParser, *, checks: bool = True) -> Non
                        help="the scan's modality: auto = DICOM Modality, else an intensity test for Hounsfield units")
         p.add_argument("--force", action="store_true",
                        help="run even when the scan's modality is not the model's (the mismatch is reported as a warning)")
+
+
+def add_trust_option(p: argparse.ArgumentParser) -> None:
+    """``--trust-model-code``: the explicit opt-in to load model files that run code (TorchScript)."""
+    p.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="load TorchScript model files whose sha256 is not pinned (by medseg, your spec, or `medseg models "
+        "pull NAME --trust-model-code`). TorchScript is code and runs when loaded: only for authors you trust",
+    )

@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Any
 
-from medseg.cli._options import add_model_options, add_output_options, positive_int
+from medseg.cli._options import add_model_options, add_output_options, positive_float, positive_int
 
 LOCAL_RAY = "local"
 
@@ -23,7 +23,9 @@ def add_parser(subparsers: Any) -> None:
         help="segment every scan under a folder (resumable, fault tolerant, optional Ray cluster)",
         description="Find every NIfTI/NRRD/MetaImage file and DICOM series under INPUT_DIR, segment each with "
         "one model loaded once, and write OUTPUT_DIR/<same relative path>/<name>_seg.nii.gz plus sidecars, "
-        "batch_summary.csv and batch_provenance.json. Re-running skips finished cases. Exit code: 0 all "
+        "batch_summary.csv and batch_provenance.json. Each case runs in a worker process with time limits: a case "
+        "that fails, hangs or crashes is a failed row and the rest go on. Every input found is listed in the "
+        "summary (ok / failed / skipped, with the reason). Re-running skips finished cases. Exit code: 0 all "
         "cases succeeded, 1 some case failed, 2 the batch could not run, 130 interrupted.",
     )
     p.add_argument("input_dir", metavar="INPUT_DIR", help="folder searched recursively for scans")
@@ -39,7 +41,16 @@ def add_parser(subparsers: Any) -> None:
                    help="segment cases whose modality is not the model's (default: such a case fails with the reason)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace outputs not written by this batch, or written with another model/settings")
-    p.add_argument("--read-ahead", type=positive_int, default=1, help="cases read ahead of inference (default: 1)")
+    p.add_argument("--read-ahead", type=positive_int, default=1, help=argparse.SUPPRESS)  # kept for old scripts
+    p.add_argument("--read-timeout", type=positive_float, default=None, metavar="SECONDS",
+                   help="time allowed to read one case before it is failed and its worker restarted "
+                   "(default: $MEDSEG_READ_TIMEOUT or 60)")
+    p.add_argument("--case-timeout", type=positive_float, default=None, metavar="SECONDS",
+                   help="time allowed for one whole case: read, segment, write (default: $MEDSEG_CASE_TIMEOUT "
+                   "or 1800)")
+    p.add_argument("--follow-outside-symlinks", action="store_true",
+                   help="read inputs reached through symlinks that leave INPUT_DIR (by default they are listed "
+                   "as skipped; either way the summary says which)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar: one log line per case (for log files)")
     p.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: ADDRESS (e.g. 'auto' or 'ray://head:10001'), or a local cluster "
@@ -59,7 +70,8 @@ def _command_line(args: argparse.Namespace) -> list[str]:
         ("--threads", args.threads, None),
         ("--irregular", args.irregular, "error"),
         ("--modality", args.modality, "auto"),
-        ("--read-ahead", args.read_ahead, 1),
+        ("--read-timeout", args.read_timeout, None),
+        ("--case-timeout", args.case_timeout, None),
         ("--ray-workers", args.ray_workers, None),
     ):
         if value != default:
@@ -75,7 +87,9 @@ def _command_line(args: argparse.Namespace) -> list[str]:
             cmd.append(flag)
     if args.tta is not None:
         cmd.append("--tta" if args.tta else "--no-tta")
-    for flag, on in (("--overwrite", args.overwrite), ("--force", args.force), ("--quiet", args.quiet)):
+    for flag, on in (("--overwrite", args.overwrite), ("--force", args.force), ("--quiet", args.quiet),
+                     ("--trust-model-code", args.trust_model_code),
+                     ("--follow-outside-symlinks", args.follow_outside_symlinks)):
         if on:
             cmd.append(flag)
     if args.ray is not None:
@@ -112,6 +126,10 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         stats=args.stats,
         seg_type=args.seg_type,
+        trust_model_code=args.trust_model_code,
+        read_timeout=args.read_timeout,
+        case_timeout=args.case_timeout,
+        follow_outside_links=args.follow_outside_symlinks,
     )
     code, results = run_batch(
         args.input_dir,

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from medseg.cli._options import positive_int
+from medseg.cli._options import add_trust_option, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_trust_option(p)  # SAM checkpoints load with weights_only=True; the flag is accepted for one rule across commands
     p.add_argument("--json", action="store_true", help="print the JSON sidecar document to stdout")
     p.set_defaults(run=run)
 

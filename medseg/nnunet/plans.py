@@ -214,13 +214,11 @@ def is_nnunet_folder(path: str | Path) -> bool:
 
 
 def _load_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise ModelError("missing (an nnU-Net results folder needs plans.json and dataset.json)", path) from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"cannot read JSON: {e}", path) from None
+    from medseg.config import parse_json_text, read_config_text
+
+    if not path.is_file():
+        raise ModelError("missing (an nnU-Net results folder needs plans.json and dataset.json)", path)
+    data = parse_json_text(read_config_text(path, path.name), path, path.name)
     if not isinstance(data, dict):
         raise ModelError(f"expected a JSON object, got {type(data).__name__}", path)
     return data
@@ -277,7 +275,28 @@ def _architecture(conf: dict, where: Path) -> Architecture:
         value = kwargs.get(key)
         if value is not None and value not in ALLOWED_LAYERS:
             raise ModelError(f"arch_kwargs[{key!r}] = {value!r} is not on medseg's allow-list of layer types", where)
+    _check_arch_sizes(kwargs, where)
     return Architecture(cls, kwargs, req)
+
+
+#: bounds on the architecture numbers a plans file may give (a crafted plans must not allocate gigabytes)
+_ARCH_BOUNDS = {"n_stages": 12, "features_per_stage": 4096, "kernel_sizes": 15, "strides": 8,
+                "n_conv_per_stage": 16, "n_blocks_per_stage": 16, "n_conv_per_stage_decoder": 16}
+
+
+def _check_arch_sizes(kwargs: dict, where: Path) -> None:
+    """Every integer under the keys of :data:`_ARCH_BOUNDS` must be in ``1..bound``."""
+    for key, bound in _ARCH_BOUNDS.items():
+        if key not in kwargs:
+            continue
+        stack = [kwargs[key]]
+        while stack:
+            v = stack.pop()
+            if isinstance(v, (list, tuple)):
+                stack.extend(v)
+            elif isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= bound:
+                raise ModelError(f"configurations.architecture.arch_kwargs.{key}: values must be integers in "
+                                 f"1..{bound}, got {str(v)[:40]!r}", where)
 
 
 def _normalisation(conf: dict, plans: dict, n_channels: int, where: Path) -> tuple[ChannelNormalization, ...]:
@@ -393,9 +412,25 @@ def read_model_folder(path: str | Path, folds: tuple[str | int, ...] | None = No
         checkpoint_name: file inside each ``fold_N``.
 
     Raises:
-        ModelError: missing/invalid files, unsupported configuration, no fold checkpoints.
+        ModelError: missing/invalid files, unsupported configuration, no fold checkpoints, or a value of an
+            unexpected shape (one line naming the file and the key being read).
     """
+    from medseg.config import MALFORMED, one_line
+
+    stage = ["plans.json"]
     p = Path(path).expanduser()
+    try:
+        return _read_model_folder(p, folds, configuration, checkpoint_name, stage)
+    except ModelError as err:
+        raise ModelError(one_line(err.message, 400), err.path) from None
+    except MALFORMED as err:
+        raise ModelError(f"{stage[0]}: unexpected value ({type(err).__name__}: {one_line(err, 160)})",
+                         p / stage[0].split(" ", 1)[0]) from None
+
+
+def _read_model_folder(p: Path, folds: tuple[str | int, ...] | None, configuration: str | None,
+                       checkpoint_name: str, stage: list[str]) -> NnUNetModel:
+    """The body of :func:`read_model_folder`; ``stage[0]`` names the file and key being read."""
     if not p.is_dir():
         raise ModelError("not a directory (expected an nnU-Net results folder)", p)
     plans = _load_json(p / "plans.json")
@@ -408,9 +443,12 @@ def read_model_folder(path: str | Path, folds: tuple[str | int, ...] | None = No
             raise ModelError(f"folder name is not <Trainer>__<Plans>__<configuration>; pass the configuration "
                              f"explicitly (plans have {configs})", p)
         conf_name = configs[0]
+    stage[0] = f"plans.json configurations.{conf_name}"
     conf = _resolve_configuration(plans, conf_name, p / "plans.json")
     where = p / "plans.json"
+    stage[0] = "dataset.json labels"
     labels = parse_dataset_labels(dataset, p / "dataset.json")
+    stage[0] = f"plans.json configurations.{conf_name}"
     if conf.get("previous_stage"):
         raise ModelError(f"configuration {conf_name!r} is a cascade stage (needs {conf['previous_stage']!r} "
                          f"predictions); medseg runs single-stage configurations only", where)
@@ -418,6 +456,7 @@ def read_model_folder(path: str | Path, folds: tuple[str | int, ...] | None = No
     spacing = tuple(float(x) for x in _req(conf, "spacing", where))
     if len(patch) != 3 or len(spacing) != 3:
         raise ModelError(f"configuration {conf_name!r} is {len(patch)}D; medseg runs 3D configurations only", where)
+    stage[0] = "plans.json transpose_forward/transpose_backward"
     tf = tuple(int(x) for x in plans.get("transpose_forward", (0, 1, 2)))
     tb = tuple(int(x) for x in plans.get("transpose_backward", (0, 1, 2)))
     if sorted(tf) != [0, 1, 2] or sorted(tb) != [0, 1, 2] or tuple(tf[i] for i in tb) != (0, 1, 2):
@@ -426,6 +465,7 @@ def read_model_folder(path: str | Path, folds: tuple[str | int, ...] | None = No
     if rw not in ("SimpleITKIO", "NibabelIO", "NibabelIOWithReorient", "SimpleITKIOWithReorient"):
         raise ModelError(f"image_reader_writer {rw!r} is not supported (medseg feeds volumes in SimpleITK/"
                          f"nibabel axis order)", where)
+    stage[0] = f"plans.json configurations.{conf_name}"
     config = Configuration(
         name=conf_name,
         patch_size=patch,
@@ -490,8 +530,11 @@ def build_network(model: NnUNetModel):  # -> torch.nn.Module
         if kwargs.get(key) is not None:
             kwargs[key] = _resolve(kwargs[key], ALLOWED_LAYERS)
     kwargs["deep_supervision"] = False
+    from medseg.config import MALFORMED, one_line
+
     try:
         net = cls(input_channels=model.num_input_channels, num_classes=model.labels.num_heads, **kwargs)
-    except TypeError as e:
-        raise ModelError(f"cannot build {arch.class_name} from arch_kwargs: {e}", model.path / "plans.json") from None
+    except (*MALFORMED, AssertionError, RuntimeError) as e:
+        raise ModelError(f"cannot build {arch.class_name} from arch_kwargs: {type(e).__name__}: {one_line(e, 200)}",
+                         model.path / "plans.json") from None
     return net.eval()

@@ -475,14 +475,21 @@ class NnUNetPredictor:
 # ----------------------------------------------------------------------------------- engine entry points
 
 
-def _safe_extract_results_folder(archive: Path, dest: Path) -> Path:
+from medseg.infer.locate import sha256_file  # noqa: E402 - standard library only
+
+
+def _safe_extract_results_folder(archive: Path, dest: Path, record_source: str | None = None) -> Path:
     """Extract the nnU-Net results folder(s) of a ``.zip`` into ``dest`` (once); return the results folder.
 
     Only regular files below a folder holding ``plans.json`` + ``dataset.json`` are extracted; absolute
-    paths and ``..`` are refused. Exactly one results folder must be present.
+    paths and ``..`` are refused. Exactly one results folder must be present. With ``record_source``, the
+    sha256 of every extracted file is recorded (:mod:`medseg.trust`, outside the cache) and checked on every
+    later call: a file changed after extraction is an error, never loaded.
     """
-    import shutil
+    import hashlib
     import zipfile
+
+    from medseg.trust import DigestRecord, member_records, put_records
 
     try:
         z = zipfile.ZipFile(archive)
@@ -498,9 +505,16 @@ def _safe_extract_results_folder(archive: Path, dest: Path) -> Path:
         root = roots[0]
         folder = (dest / root).resolve()
         marker = folder / ".medseg-extracted"
-        if marker.is_file():
+        recorded = member_records(record_source, "nnunet:") if record_source else {}
+        if marker.is_file() and (record_source is None or recorded):
+            for rel, digest in recorded.items():
+                f = dest / rel
+                if not f.is_file() or sha256_file(f) != digest:
+                    raise ModelError("changed since it was extracted from the verified archive; delete "
+                                     f"{dest} and run again to extract it afresh", f)
             return folder
         base = dest.resolve()
+        records = []
         for n in names:
             if not n.startswith(root):
                 continue
@@ -509,9 +523,20 @@ def _safe_extract_results_folder(archive: Path, dest: Path) -> Path:
                 raise ModelError(f"archive member {n!r} escapes the cache directory", archive)
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(target.name + ".part")
-            with z.open(n) as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            h = hashlib.sha256()
+            try:
+                with z.open(n) as src, open(tmp, "wb") as dst:
+                    while block := src.read(1 << 20):
+                        dst.write(block)
+                        h.update(block)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+                tmp.unlink(missing_ok=True)
+                raise ModelError(f"cannot extract {n!r}: {e}", archive) from None
             tmp.replace(target)
+            if record_source:
+                records.append(DigestRecord(record_source, f"nnunet:{n}", h.hexdigest(), True, False,
+                                            "extracted from the checked archive"))
+        put_records(records)
         marker.write_text(str(archive) + "\n")
     return folder
 
@@ -534,14 +559,20 @@ def resolve_nnunet_folder(spec) -> Path:
         if not p.is_file():
             raise ModelError("nnU-Net results folder or archive not found", p)
         archive = p
-    if w.sha256 is not None:
+    # The archive itself is hashed (a ``.sha256`` file next to it is never a source of trust): against the
+    # spec's pin, or the digest recorded outside the cache when it was pulled.
+    from medseg.infer.network import expected_sha256
+
+    expected = expected_sha256(w)
+    if expected is not None:
         from medseg.infer.locate import sha256_file
 
-        side = archive.with_name(archive.name + ".sha256")
-        digest = side.read_text().strip() if side.is_file() else sha256_file(archive)
-        if digest != w.sha256:
-            raise ModelError(f"sha256 {digest} does not match the spec's {w.sha256}", archive)
-    return _safe_extract_results_folder(archive, archive.with_name(archive.name + ".d"))
+        digest = sha256_file(archive)
+        if digest != expected:
+            raise ModelError(f"sha256 {digest} does not match the expected {expected} "
+                             "(run `medseg models pull <model>` to fetch it again)", archive)
+    source = w.source if w.kind in ("url", "package") else str(archive.resolve())
+    return _safe_extract_results_folder(archive, archive.with_name(archive.name + ".d"), source)
 
 
 def load_nnunet_predictor(

@@ -64,7 +64,10 @@ def server():
 def test_good_file(server, tmp_path):
     p = download(f"{server}/model.pt", DIGEST, tmp_path, progress=True)
     assert p == tmp_path / "model.pt" and p.read_bytes() == PAYLOAD
-    assert (tmp_path / "model.pt.sha256").read_text().strip() == DIGEST
+    from medseg.trust import get_record
+
+    rec = get_record(f"{server}/model.pt")  # recorded outside the cache, never as a .sha256 next to it
+    assert rec.sha256 == DIGEST and rec.verified and not (tmp_path / "model.pt.sha256").exists()
     # cached: a second call does not need the server
     assert download(f"{server}/missing.pt", DIGEST, tmp_path, progress=False, filename="model.pt") == p
 
@@ -82,16 +85,50 @@ def test_unknown_checksum_needs_opt_in(server, tmp_path):
     assert p.read_bytes() == PAYLOAD
 
 
-def test_interrupted_download_then_resume(server, tmp_path):
+def test_interrupted_download_leaves_nothing(server, tmp_path):
     _Handler.cut_after["/model.pt"] = 300_000
     with pytest.raises(DownloadError, match="interrupted"):
         download(f"{server}/model.pt", DIGEST, tmp_path, progress=False)
-    assert not (tmp_path / "model.pt").exists()  # never a corrupt file under the final name
-    assert (tmp_path / "model.pt.part").stat().st_size == 300_000
+    assert list(tmp_path.iterdir()) == []  # no final file, no .part
+    # a partial file a killed process left is deleted, never resumed or trusted
+    (tmp_path / ".model.pt.abc123.part").write_bytes(PAYLOAD[:1000])
+    (tmp_path / "model.pt.part").write_bytes(PAYLOAD[:1000])
     p = download(f"{server}/model.pt", DIGEST, tmp_path, progress=False)
     assert p.read_bytes() == PAYLOAD
-    assert _Handler.ranges_seen == ["bytes=300000-"]
-    assert not (tmp_path / "model.pt.part").exists()
+    assert _Handler.ranges_seen == []
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_changed_cache_file_is_never_reblessed(server, tmp_path):
+    """An unverified download is recorded; a cached file that changed afterwards is deleted and fetched again."""
+    url = f"{server}/model.pt"
+    p = download(url, None, tmp_path, progress=False, allow_unverified=True)
+    p.write_bytes(b"swapped")
+    p = download(url, None, tmp_path, progress=False, allow_unverified=True)
+    assert p.read_bytes() == PAYLOAD
+    # the server now sends other bytes: an unverified pull refuses rather than re-recording
+    _Handler.files["/model.pt"] = b"other" * 100
+    p.write_bytes(b"swapped again")
+    with pytest.raises(DownloadError, match="different file"):
+        download(url, None, tmp_path, progress=False, allow_unverified=True)
+    assert not p.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_publisher_sha1_verifies(server, tmp_path):
+    sha1 = hashlib.sha1(PAYLOAD).hexdigest()
+    with pytest.raises(DownloadError, match="sha1 mismatch"):
+        download(f"{server}/model.pt", None, tmp_path, progress=False, sha1="0" * 40)
+    assert list(tmp_path.iterdir()) == []
+    assert download(f"{server}/model.pt", None, tmp_path, progress=False, sha1=sha1).read_bytes() == PAYLOAD
+
+
+def test_cache_is_keyed_by_url_not_base_name(server, tmp_path, monkeypatch):
+    from medseg.infer.locate import member_cache_path, url_cache_path
+
+    monkeypatch.setenv("MEDSEG_CACHE", str(tmp_path))
+    a, b = url_cache_path(f"{server}/a/model.pt"), url_cache_path(f"{server}/b/model.pt")
+    assert a.name == b.name == "model.pt" and a != b
+    assert member_cache_path("u", "x/model.pt") != member_cache_path("u", "y/model.pt")
 
 
 def test_http_error(server, tmp_path):
@@ -119,15 +156,25 @@ def test_models_pull_cli_extracts_archive_member(server, tmp_path, monkeypatch, 
     monkeypatch.setenv("MEDSEG_CONFIGS", str(cfg))
     monkeypatch.setenv("MEDSEG_CACHE", str(tmp_path / "cache"))
     from medseg.cli import main
-    from medseg.infer.locate import locate_weights
-    from medseg.registry import list_models
+    from medseg.infer.locate import locate_weights, member_cache_path
+    from medseg.infer.network import resolve_weights
+    from medseg.config import load_spec
+    from medseg.registry import list_models, resolve_model
 
     assert {m.name: m.weights for m in list_models()}["tiny"] == "download"
     assert main(["models", "pull", "tiny", "--no-progress"]) == 0
-    member = tmp_path / "cache" / "tiny_bundle_v0.1.zip.d" / "tiny_bundle" / "models" / "model.pt"
+    member = member_cache_path(f"{server}/tiny_bundle_v0.1.zip", "tiny_bundle/models/model.pt")
     assert member.read_bytes() == PAYLOAD
     assert locate_weights(f"{server}/tiny_bundle_v0.1.zip", None, "tiny_bundle/models/model.pt") == member
     assert {m.name: m.weights for m in list_models()}["tiny"] == "cached"
+    # the member is hashed after extraction and checked at every load
+    w = load_spec(resolve_model("tiny")).weights
+    assert resolve_weights(w).sha256 == DIGEST
+    member.write_bytes(PAYLOAD[:-1] + b"x")
+    with pytest.raises(Exception, match="sha256 mismatch"):
+        resolve_weights(w)
     # a model without a published checksum refuses without --allow-unverified
-    assert main(["models", "pull", "spleen-ct", "--no-progress"]) == 2
+    (cfg / "nodigest.yaml").write_text(spec.replace("name: tiny", "name: nodigest").replace(
+        f"sha256: {hashlib.sha256(data).hexdigest()}, ", ""))
+    assert main(["models", "pull", "nodigest", "--no-progress"]) == 2
     assert "--allow-unverified" in capsys.readouterr().err
