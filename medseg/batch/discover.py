@@ -33,7 +33,9 @@ from pathlib import Path, PurePosixPath
 from medseg.errors import MedsegError, ReadError
 from medseg.batch.naming import series_label
 
-__all__ = ["CaseKind", "Case", "Discovery", "Entry", "discover_cases", "IMAGE_SUFFIXES"]
+__all__ = [
+    "CaseFilter", "filter_cases", "CaseKind", "Case", "Discovery", "Entry", "discover_cases", "IMAGE_SUFFIXES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -384,3 +386,59 @@ def discover_cases(
     uniq_entries = {e.key: e for e in entries}
     return Discovery(cases=sorted(unique.values(), key=lambda c: c.key), notes=notes,
                      entries=sorted(uniq_entries.values(), key=lambda e: e.rel))
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """Which discovered cases run: ``--include``/``--exclude`` globs and the label-map rule.
+
+    Globs match a case's path relative to INPUT_DIR (POSIX, ``*`` also crosses folders) or its file/folder
+    name; with any ``include``, a case must match one. ``skip_labels`` skips image files that are label maps
+    by :func:`medseg.labels_detect.label_map_reason` (only files whose name or label table hints at it are read).
+    """
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    skip_labels: bool = True
+
+    def why_skipped(self, case: Case) -> str | None:
+        """The one-line reason this case is skipped, or ``None`` when it runs."""
+        from fnmatch import fnmatch
+
+        names = (str(case.rel), case.rel.name, case.path.name)
+        if self.include and not any(fnmatch(n, g) for g in self.include for n in names):
+            return f"not matched by --include {' '.join(self.include)}"
+        hit = next((g for g in self.exclude for n in names if fnmatch(n, g)), None)
+        if hit is not None:
+            return f"excluded by --exclude {hit}"
+        if self.skip_labels and case.kind is CaseKind.FILE:
+            return _label_file_reason(case.path)
+        return None
+
+
+def _label_file_reason(path: Path) -> str | None:
+    from medseg.errors import MedsegError
+    from medseg.label_tables import table_paths
+    from medseg.labels_detect import label_map_reason, label_name_hint
+
+    hinted = label_name_hint(path) or any(p.is_file() and p != path for p in table_paths(path).values())
+    if not hinted:
+        return None
+    try:
+        reason = label_map_reason(path)
+    except MedsegError:
+        return None  # unreadable: the case runs and fails with the reader's message
+    return None if reason is None else f"label map, not a scan ({reason}); add --keep-label-files to segment it"
+
+
+def filter_cases(found: Discovery, flt: CaseFilter) -> Discovery:
+    """``found`` with the cases ``flt`` skips moved to ``skipped`` entries (each with its reason)."""
+    keep: list[Case] = []
+    entries = list(found.entries)
+    for case in found.cases:
+        reason = flt.why_skipped(case)
+        if reason is None:
+            keep.append(case)
+        else:
+            entries.append(Entry(case.display, "skipped", reason))
+    return Discovery(cases=keep, notes=found.notes, entries=sorted(entries, key=lambda e: e.rel))

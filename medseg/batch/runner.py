@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from medseg.batch.discover import Case, discover_cases
+from medseg.batch.discover import Case, CaseFilter, discover_cases, filter_cases
 from medseg.batch.naming import ensure_inside, output_paths
 from medseg.batch.state import STATE_DIRNAME, BatchState, run_fingerprint
 from medseg.batch.summary import PROVENANCE_NAME, SUMMARY_NAME, CaseResult, CaseStatus, write_provenance, write_summary
@@ -71,6 +71,8 @@ class BatchSettings:
         read_timeout: seconds allowed to read one case (``None``: ``$MEDSEG_READ_TIMEOUT`` or 60).
         case_timeout: seconds allowed for one whole case (``None``: ``$MEDSEG_CASE_TIMEOUT`` or 1800).
         follow_outside_links: read inputs reached through symlinks that leave INPUT_DIR (reported either way).
+        include, exclude: ``--include``/``--exclude`` globs (see :class:`medseg.batch.discover.CaseFilter`).
+        skip_labels: skip image files that are label maps (``--keep-label-files`` turns it off).
     """
 
     model: str = "brain-mri"
@@ -94,6 +96,9 @@ class BatchSettings:
     read_timeout: float | None = None
     case_timeout: float | None = None
     follow_outside_links: bool = False
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    skip_labels: bool = True
 
     def __post_init__(self) -> None:
         for name in ("read_timeout", "case_timeout"):
@@ -118,6 +123,10 @@ class BatchSettings:
             "threads": self.threads,
             "trust_model_code": self.trust_model_code,
         }
+
+    def case_filter(self) -> CaseFilter:
+        """The ``--include``/``--exclude``/label-file rule of this batch."""
+        return CaseFilter(tuple(self.include), tuple(self.exclude), self.skip_labels)
 
     def output_settings(self) -> dict[str, Any]:
         """Settings that change outputs beyond the predictor's own fingerprint."""
@@ -184,6 +193,7 @@ def plan_batch(
     fingerprint: str,
     overwrite: bool = False,
     follow_outside_links: bool = False,
+    select: CaseFilter | None = None,
 ) -> tuple[BatchPlan, BatchState]:
     """Discover cases, name outputs, take the output folder's lock, sort cases into done / to do.
 
@@ -202,6 +212,8 @@ def plan_batch(
     if output_dir == input_dir or output_dir in input_dir.parents:
         raise WriteError("the output folder must not be the input folder or contain it", output_dir)
     found = discover_cases(input_dir, exclude=[output_dir], follow_outside_links=follow_outside_links)
+    if select is not None:
+        found = filter_cases(found, select)
     if not found.cases and not any(e.status == "failed" for e in found.entries):
         raise MedsegError("no images found (NIfTI, NRRD, MetaImage files or DICOM series)", input_dir)
     outputs = output_paths([(c.key, c.rel, c.series_label) for c in found.cases], output_dir)
@@ -701,7 +713,7 @@ def run_batch(
             check_roi_names(tuple(Label(int(d["id"]), str(d["name"])) for d in info["labels"]), settings.roi)
         fingerprint = run_fingerprint(info["fingerprint"], settings.output_settings())
         plan, state = plan_batch(Path(input_dir), Path(output_dir), fingerprint, settings.overwrite,
-                                 settings.follow_outside_links)
+                                 settings.follow_outside_links, settings.case_filter())
         for note in plan.notes:  # e.g. DICOM SEG/RTSTRUCT objects found next to the images: reported, not read
             log.info("note: %s", note)
         label_names = [lab["name"] for lab in info["labels"]]
@@ -801,3 +813,24 @@ def predictor_info(predictor: Any) -> dict[str, Any]:
         "labels": [{"id": lab.id, "name": lab.name, "color": list(lab.color)} for lab in spec.labels],
         "spec": spec.to_dict(),
     }
+
+
+def dry_run(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str], settings: BatchSettings) -> list[tuple[str, str, str]]:
+    """What a batch would do, touching nothing: ``(input, "run" | "skipped" | "failed", output or reason)``.
+
+    Nothing is created (not even OUTPUT_DIR) and no model is loaded.
+    """
+    from medseg.errors import ReadError
+
+    root = Path(input_dir).expanduser()
+    if not root.is_dir():
+        raise ReadError("input is not a folder" if root.exists() else "no such folder", root)
+    out = Path(output_dir).expanduser().resolve()
+    found = filter_cases(
+        discover_cases(root.resolve(), exclude=[out], follow_outside_links=settings.follow_outside_links),
+        settings.case_filter(),
+    )
+    outputs = output_paths([(c.key, c.rel, c.series_label) for c in found.cases], out)
+    rows = [(c.display, "run", str(outputs[c.key])) for c in found.cases]
+    rows += [(e.rel, e.status, e.reason) for e in found.entries]
+    return rows

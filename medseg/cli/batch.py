@@ -51,6 +51,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--follow-outside-symlinks", action="store_true",
                    help="read inputs reached through symlinks that leave INPUT_DIR (by default they are listed "
                    "as skipped; either way the summary says which)")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="only cases whose path relative to INPUT_DIR (or name) matches GLOB; repeatable")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="skip cases whose path relative to INPUT_DIR (or name) matches GLOB; repeatable")
+    p.add_argument("--keep-label-files", action="store_true",
+                   help="also segment files that are label maps (by default such files, e.g. *_seg.nii.gz beside "
+                   "scans, are skipped with the reason in the summary)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would run (input -> output) and what would be skipped, then stop; writes nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar: one log line per case (for log files)")
     p.add_argument("--ray", nargs="?", const=LOCAL_RAY, default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: ADDRESS (e.g. 'auto' or 'ray://head:10001'), or a local cluster "
@@ -89,9 +98,13 @@ def _command_line(args: argparse.Namespace) -> list[str]:
         cmd.append("--tta" if args.tta else "--no-tta")
     for flag, on in (("--overwrite", args.overwrite), ("--force", args.force), ("--quiet", args.quiet),
                      ("--trust-model-code", args.trust_model_code),
-                     ("--follow-outside-symlinks", args.follow_outside_symlinks)):
+                     ("--follow-outside-symlinks", args.follow_outside_symlinks),
+                     ("--keep-label-files", args.keep_label_files)):
         if on:
             cmd.append(flag)
+    for flag, globs in (("--include", args.include), ("--exclude", args.exclude)):
+        for glob in globs:
+            cmd += [flag, glob]
     if args.ray is not None:
         cmd += ["--ray"] + ([] if args.ray == LOCAL_RAY else [args.ray])
     return cmd
@@ -130,7 +143,19 @@ def run(args: argparse.Namespace) -> int:
         read_timeout=args.read_timeout,
         case_timeout=args.case_timeout,
         follow_outside_links=args.follow_outside_symlinks,
+        include=tuple(args.include),
+        exclude=tuple(args.exclude),
+        skip_labels=not args.keep_label_files,
     )
+    if args.dry_run:
+        from medseg.batch.runner import dry_run
+
+        rows = dry_run(args.input_dir, args.output_dir, settings)
+        for inp, status, what in rows:
+            print(f"{status:<8} {inp}  ->  {what}" if status == "run" else f"{status:<8} {inp}  ({what})")
+        n_run = sum(r[1] == "run" for r in rows)
+        print(f"dry run: {n_run} case(s) would run, {len(rows) - n_run} input(s) skipped or failed; nothing written")
+        return 0
     code, results = run_batch(
         args.input_dir,
         args.output_dir,

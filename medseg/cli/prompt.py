@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from medseg.cli._options import add_trust_option, positive_int
+from medseg.cli._options import add_trust_option, positive_int, volume_choice
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +30,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="intensity rule: ct = window (default W400/L40), mr = 0.5-99.5 percentiles of non-zero "
                    "voxels; auto = DICOM Modality, else the CT intensity test (default: auto)")
     p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the input holds several")
+    p.add_argument("--irregular", choices=["error", "resample"], default="error",
+                   help="irregular DICOM slice spacing (missing slice, tilt): error (default) or resample onto a regular grid")
+    p.add_argument("--volume", type=volume_choice, default=None, metavar="N|mean",
+                   help="volume of a 4D scan (0-based, as `medseg info` numbers them) or mean")
+    p.add_argument("--format", dest="formats", default="nifti", metavar="FMT[,FMT]",
+                   help="outputs besides the NIfTI label map (always written): dicom-seg (OUT.seg.dcm), rtstruct "
+                   "(OUT.rtstruct.dcm); comma-separated. DICOM formats need a DICOM input")
+    p.add_argument("--seg-type", choices=["binary", "fractional"], default="binary",
+                   help="DICOM SEG segmentation type (default: binary)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -39,9 +48,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medseg.errors import MedsegError
+    from medseg.pipeline import check_dicom_input, parse_formats
     from medseg.sam.prompts import check_prompt_outputs, prompt_file
 
-    check_prompt_outputs(args.input, args.prompts, args.output, args.overwrite)  # before loading anything
+    try:
+        formats = parse_formats(args.formats)
+    except ValueError as err:
+        raise MedsegError(str(err)) from None
+    check_prompt_outputs(args.input, args.prompts, args.output, args.overwrite, formats)  # before loading anything
+    check_dicom_input(args.input, formats)
     if args.threads is not None:
         import torch
 
@@ -50,12 +66,15 @@ def run(args: argparse.Namespace) -> int:
         args.input, args.prompts, args.output, model=args.model, modality=args.modality,
         overwrite=args.overwrite, series=args.series, device=args.device,
         extra={k: v for k, v in vars(args).items() if k != "run"},
+        irregular=args.irregular, volume=args.volume, formats=formats, seg_type=args.seg_type,
     )
     if args.json:
         json.dump(result.document, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print(f"wrote {result.output} ({result.seconds:.1f} s, {result.document['encoder_runs']} slices encoded)")
+        for path in result.extra_outputs.values():
+            print(f"wrote {path}")
         for name, ml in result.document.get("volumes_ml", {}).items():
             print(f"  {name}: {ml:.2f} mL")
     return 0

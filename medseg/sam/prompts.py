@@ -235,19 +235,26 @@ class PromptResult:
     sidecars: dict[str, Path]
     document: dict[str, Any]
     seconds: float
+    extra_outputs: dict[str, Path] = field(default_factory=dict)
 
 
 def check_prompt_outputs(
-    input: str | PathLike[str], prompts: str | PathLike[str], output: str | PathLike[str], overwrite: bool
-) -> tuple[Path, dict[str, Path]]:
-    """Fail before any work: outputs that are the input or the prompts file, or exist without overwrite."""
-    from medseg.pipeline import check_outputs
+    input: str | PathLike[str],
+    prompts: str | PathLike[str],
+    output: str | PathLike[str],
+    overwrite: bool,
+    formats: tuple[Any, ...] | None = None,
+) -> Any:
+    """Fail before any work: outputs that are the input or the prompts file, or exist without overwrite.
+
+    Returns the :class:`medseg.pipeline.OutputPlan` (label map, sidecars, DICOM objects of ``formats``).
+    """
+    from medseg.pipeline import OutputFormat, plan_outputs
 
     out = Path(output).expanduser()
-    from medseg.io.sidecar import sidecar_paths
-
+    plan = plan_outputs(out, overwrite, tuple(formats or (OutputFormat.NIFTI,)))
     protected = {"input": Path(input), "prompts file": Path(prompts)}
-    for target in [out, *sidecar_paths(out).values()]:
+    for target in plan.files():
         for what, src in protected.items():
             same = os.path.abspath(target) == os.path.abspath(src)
             if not same and target.exists() and src.exists():
@@ -255,7 +262,7 @@ def check_prompt_outputs(
                     same = os.path.samefile(target, src)
             if same:
                 raise WriteError(f"output would overwrite the {what}", target)
-    return check_outputs(out, overwrite)
+    return plan
 
 
 def prompt_file(
@@ -269,31 +276,47 @@ def prompt_file(
     device: str = "cpu",
     progress: Callable[[str, int, int], None] | None = None,
     extra: dict[str, Any] | None = None,
+    *,
+    irregular: str = "error",
+    volume: int | str | None = None,
+    formats: tuple[Any, ...] | None = None,
+    seg_type: str = "binary",
 ) -> PromptResult:
     """Read a scan, segment its prompts with LiteMedSAM, write the label map on the input grid + sidecars.
 
-    All outputs are written to temporary files and renamed only when everything succeeded.
+    Outputs go through :func:`medseg.pipeline.write_outputs` (the one writer of ``segment`` and ``batch``):
+    all of them or none, the DICOM SEG / RTSTRUCT of ``formats`` included.
+
+    Args:
+        irregular: ``error`` or ``resample`` for irregular DICOM slice grids.
+        volume: volume of a 4D scan (``--volume N`` or ``"mean"``); a 4D scan without it is an error.
+        formats: :class:`medseg.pipeline.OutputFormat` s (DICOM ones need a DICOM input).
+        seg_type: DICOM SEG type, ``"binary"`` or ``"fractional"``.
 
     Raises:
         ReadError: unreadable scan or invalid prompts file. WriteError: bad output path.
         ModelError: LiteMedSAM unavailable.
     """
     from medseg import __version__
-    from medseg.errors import ModelError
-    from medseg.io import atomic_output, read, write
-    from medseg.io.sidecar import render_sidecars
-    from medseg.postprocess import label_volumes_ml
+    from medseg.errors import InputError, ModelError
+    from medseg.input_checks import select_volume
+    from medseg.io import read
+    from medseg.io.dicom_seg import AlgorithmInfo
+    from medseg.pipeline import write_outputs
     from medseg.sam.protocol import BoxSession, LiteMedSAM
 
     t0 = time.perf_counter()
     if model != "litemedsam":
         raise ModelError(f"medseg prompt runs the LiteMedSAM protocol; unknown model {model!r} (choices: litemedsam)")
-    out, sides = check_prompt_outputs(input, prompts, output, overwrite)
+    plan = check_prompt_outputs(input, prompts, output, overwrite, formats)
     if not Path(input).exists():
         raise ReadError("no such file or directory", input)
-    volume = read(input, series=series)
-    if volume.array.ndim not in (3, 4):
-        raise ReadError(f"SAM prompting needs a 3D volume, got shape {volume.shape}", input)
+    scan = select_volume(read(input, series=series, irregular=irregular), volume)
+    if scan.array.ndim != 3:
+        n = scan.shape[3]
+        raise InputError(f"this scan is 4D with {n} volumes; choose one with --volume N (0..{n - 1}) or --volume mean",
+                         input)
+    volume = scan
     items = load_prompts(prompts, volume.shape)
     try:
         from medseg.modality import resolve_modality
@@ -309,7 +332,6 @@ def prompt_file(
     for p in items:
         seen[p.label] = Label(p.label, p.name, _PALETTE[(p.label - 1) % len(_PALETTE)])
     labels = Volume(arr, volume.geometry, is_label=True, labels=tuple(sorted(seen.values(), key=lambda lb: lb.id)))
-    volumes = label_volumes_ml(labels)
     rules = {"default" if p.window is None else f"window {p.window[0]:g}/{p.window[1]:g}":
              session.intensities(p.window)[1].as_dict() for p in items}
     doc: dict[str, Any] = {
@@ -327,12 +349,10 @@ def prompt_file(
     }
     if extra:
         doc["arguments"] = extra
-    texts = render_sidecars(labels, out.name, volumes, doc)
-    with contextlib.ExitStack() as stack:
-        tmp_label = stack.enter_context(atomic_output(out, overwrite=overwrite))
-        write(labels, tmp_label, overwrite=True)
-        for key, path in sides.items():
-            tmp = stack.enter_context(atomic_output(path, overwrite=overwrite))
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(texts[key])
-    return PromptResult(out, sides, json.loads(texts["json"]), time.perf_counter() - t0)
+    written = write_outputs(
+        labels, plan, provenance=doc, source=input, series=series, image=volume, seg_type=seg_type,
+        algorithm=AlgorithmInfo(sam.model_id, __version__), overwrite=overwrite,
+    )
+    document = json.loads(plan.sidecars["json"].read_text(encoding="utf-8"))
+    extra_outputs = {k: v for k, v in written.items() if k not in ("label_map", "json", "ctbl", "txt")}
+    return PromptResult(plan.label_map, plan.sidecars, document, time.perf_counter() - t0, extra_outputs)
