@@ -34,16 +34,10 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 def read_timeout() -> float:
     """Seconds an isolated read may take (``MEDSEG_READ_TIMEOUT``, default 45)."""
-    env = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not env:
-        return _DEFAULT_TIMEOUT
-    try:
-        value = float(env)
-    except ValueError as err:
-        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds, got {env!r}.") from err
-    if not value > 0:
-        raise ValueError(f"{TIMEOUT_ENV} must be > 0, got {env!r}.")
-    return value
+    from medseg.io.limits import _env_number
+
+    value = _env_number(TIMEOUT_ENV)
+    return _DEFAULT_TIMEOUT if value is None else value
 
 
 def isolate_always() -> bool:
