@@ -49,26 +49,22 @@ PROVENANCE = {"input", "fingerprint", "device", "autocast", "precision", "medseg
               "timings", "runtime", "versions", "created", "command", "arguments", "input_modality", "label_map",
               "provenance"}
 
-# Driver run inside each tree's interpreter: every case in one process (torch and MONAI import once).
+# Driver run inside each tree's interpreter, one process per case (memory and state do not carry over).
 DRIVER = r"""
 import contextlib, io, json, os, sys, traceback
 from medseg.cli import main
-cases = json.load(open(sys.argv[1]))
-results = {}
-for name, argv, cwd in cases:
-    os.makedirs(cwd, exist_ok=True)
-    os.chdir(cwd)
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = main(argv)
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    except Exception:
-        code, _ = 99, err.write(traceback.format_exc())
-    results[name] = {"code": code, "stderr": err.getvalue()[-600:]}
-    print(f"  {name}: exit {code}", flush=True)
-json.dump(results, open(sys.argv[2], "w"), indent=1)
+argv, cwd, result = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+os.makedirs(cwd, exist_ok=True)
+os.chdir(cwd)
+err = io.StringIO()
+try:
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+except SystemExit as e:
+    code = e.code if isinstance(e.code, int) else 1
+except Exception:
+    code, _ = 99, err.write(traceback.format_exc())
+json.dump({"code": code, "stderr": err.getvalue()[-600:]}, open(result, "w"))
 """
 
 
@@ -222,14 +218,21 @@ def build_cases(trees: dict[str, Path], kinds: set[str], work: Path, specs_filte
 
 
 def run_tree(tree: Path, cases: list, work: Path, label: str) -> dict:
-    case_file, result_file = work / f"cases_{label}.json", work / f"results_{label}.json"
-    case_file.write_text(json.dumps(cases))
+    """Run each case in its own interpreter with ``tree`` on the path; {case: {code, stderr}}."""
     driver = work / "driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": str(tree), "MEDSEG_TEST_DATA": str(DATA)}
     print(f"[{label}] {tree}: {len(cases)} cases", flush=True)
-    subprocess.run([sys.executable, str(driver), str(case_file), str(result_file)], env=env, check=True)
-    return json.loads(result_file.read_text())
+    results = {}
+    for name, argv, cwd in cases:
+        result_file = work / f"result_{label}_{name}.json"
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(driver), json.dumps(argv), cwd, str(result_file)], env=env,
+                              capture_output=True, text=True)
+        results[name] = (json.loads(result_file.read_text()) if proc.returncode == 0 and result_file.exists()
+                         else {"code": proc.returncode, "stderr": proc.stderr[-600:] or f"killed ({proc.returncode})"})
+        print(f"  {name}: exit {results[name]['code']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return results
 
 
 def _sidecar(path: Path) -> dict:
