@@ -2,7 +2,9 @@
 
 A *frame* is one 2D slice wherever it is stored: a classic single-frame file, one frame of an enhanced
 multi-frame file (geometry and rescale from the per-frame / shared functional groups), or one tile of
-a Siemens mosaic (geometry rebuilt from the CSA header, as nibabel and dcm2niix do). Series assembly
+a Siemens mosaic (geometry rebuilt from the CSA header, as nibabel and dcm2niix do), or one tile of a
+United Imaging (UIH) "VFRAME" grid (:func:`uih_vframe_grid`: tile count from the private (0065,1050),
+per-tile positions from the private (0065,1051) sequence, as dcm2niix reads them). Series assembly
 (:mod:`medseg.io.dicom`) only sees frames, so all storage variants are stacked by the same code.
 """
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from medseg.errors import ReadError
 from medseg.io.dicom_files import DicomSource
+from medseg.io.dicom_uih import UihGrid, uih_vframe_grid
 
 __all__ = [
     "Frame",
@@ -97,6 +100,7 @@ class Frame:
     frame: int | None = None
     tile: int | None = None
     mosaic_grid: int = 0
+    mosaic_rows: int = 0  # tile rows of the mosaic when not square (UIH grids); 0: as many as mosaic_grid
     bits_allocated: int = 16
     bits_stored: int = 16
     signed: bool = False
@@ -449,6 +453,13 @@ def frames_from_dataset(ds: Any, source: DicomSource, max_frames: int | None = N
         philips_scale_slope=_philips_ss(ds, 0) if is_philips else None,
         problem=(_value_problems(ds) or [None])[0],
     )
+    if n_frames == 1:
+        try:
+            grid = uih_vframe_grid(ds, _item_seconds)
+        except ValueError as err:
+            return [Frame(**{**common, "problem": common["problem"] or str(err)})]
+        if grid is not None:
+            return _uih_frames(common, grid)
     mosaic = _mosaic_info(ds) if n_frames == 1 else None
     if mosaic is not None and common["iop"] and common["ipp"] and common["pixel_spacing"]:
         return _mosaic_frames(common, *mosaic)
@@ -456,6 +467,35 @@ def frames_from_dataset(ds: Any, source: DicomSource, max_frames: int | None = N
         # A classic multi-frame object without functional groups (e.g. old NM/US): frames share geometry.
         return [Frame(**common, frame=f) for f in range(n_frames)]
     return [Frame(**common)]
+
+
+def _item_seconds(item: Any) -> float | None:
+    """Acquisition time (s) of a sequence item: AcquisitionDateTime, else AcquisitionDate + Time."""
+    dt = _str(item.get("AcquisitionDateTime"))
+    if dt:
+        return _seconds(dt, None)
+    if _str(item.get("AcquisitionTime")):
+        return _seconds(item.get("AcquisitionDate"), item.get("AcquisitionTime"))
+    return None
+
+
+def _uih_frames(common: dict[str, Any], grid: UihGrid) -> list[Frame]:
+    """The tiles of a UIH VFRAME grid, each placed by its own VFrame sequence item (no mosaic shift)."""
+    return [
+        Frame(
+            **{
+                **common,
+                "rows": grid.tile_rows,
+                "cols": grid.tile_cols,
+                "ipp": grid.positions[t],
+                "time": grid.times[t] if grid.times[t] is not None else common["time"],
+            },
+            tile=t,
+            mosaic_grid=grid.grid_cols,
+            mosaic_rows=grid.grid_rows,
+        )
+        for t in range(grid.n)
+    ]
 
 
 def _mosaic_frames(common: dict[str, Any], n_images: int, csa_normal: np.ndarray | None) -> list[Frame]:
@@ -528,7 +568,7 @@ def raw_dtype(frame: Frame) -> np.dtype:
 def native_bytes(frame: Frame) -> int:
     """Bytes the pixel data of the file holding ``frame`` takes when stored uncompressed."""
     bits = frame.bits_allocated * frame.samples
-    full_rows = frame.rows * frame.mosaic_grid if frame.mosaic_grid else frame.rows
+    full_rows = frame.rows * (frame.mosaic_rows or frame.mosaic_grid) if frame.mosaic_grid else frame.rows
     full_cols = frame.cols * frame.mosaic_grid if frame.mosaic_grid else frame.cols
     n = full_rows * full_cols * frame.n_frames_in_file
     return (n * bits + 7) // 8
