@@ -280,6 +280,7 @@ class _Series:
     positions: np.ndarray | None = None  # (K,) mm along the normal
     offsets: np.ndarray | None = None  # (K, 3) in-plane shift of each slice origin vs slice 0 (LPS mm)
     regular_step: float | None = None  # mm between resampled slices when problems exist
+    part: str | None = None  # what sets this part of a split SeriesInstanceUID apart (echo, image type, ...)
 
     @property
     def first(self) -> Frame:
@@ -305,6 +306,8 @@ def _orientation_close(a: tuple[float, ...] | None, b: tuple[float, ...] | None)
 
 
 def _split_key_matches(f: Frame, rep: Frame) -> bool:
+    """``f`` can be stacked with ``rep``: same matrix, orientation, pixel spacing, SeriesNumber, echo and
+    image kind (magnitude/phase/field map)."""
     if (f.rows, f.cols, f.mosaic_grid > 0) != (rep.rows, rep.cols, rep.mosaic_grid > 0):
         return False
     if not _orientation_close(f.iop, rep.iop):
@@ -314,7 +317,73 @@ def _split_key_matches(f: Frame, rep: Frame) -> bool:
     if f.pixel_spacing is not None and rep.pixel_spacing is not None:
         if np.max(np.abs(np.subtract(f.pixel_spacing, rep.pixel_spacing))) > 1e-4:
             return False
-    return True
+    if (f.series_number, f.echo_number, f.image_kind) != (rep.series_number, rep.echo_number, rep.image_kind):
+        return False
+    if (f.echo_time is None) != (rep.echo_time is None):
+        return False
+    return f.echo_time is None or rep.echo_time is None or abs(f.echo_time - rep.echo_time) <= 1e-3
+
+
+def _acquisition_parts(frames: list[Frame]) -> list[list[Frame]] | None:
+    """Frames split by AcquisitionNumber when the acquisitions cannot be stacked together, else ``None``.
+
+    Acquisitions that repeat the same slice positions are the volumes of a 4D series, and acquisitions
+    at disjoint positions are chunks of one volume (step-and-shoot CT), so both stay together; only
+    acquisitions that overlap in part (e.g. a re-acquired half of a volume) are split. An acquisition of a
+    single frame (some CT number every slice) never is.
+    """
+    parts: dict[int, list[Frame]] = defaultdict(list)
+    for f in frames:
+        if f.acquisition is None or f.ipp is None or f.iop is None:
+            return None
+        parts[f.acquisition].append(f)
+    if len(parts) < 2 or min(len(p) for p in parts.values()) < 2:
+        return None
+    iop = np.asarray(frames[0].iop, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
+    if np.linalg.norm(normal) < 1e-6:
+        return None
+    normal /= np.linalg.norm(normal)
+    sets = [
+        frozenset(int(v) for v in np.round(np.array([f.ipp for f in p], dtype=np.float64) @ normal / POSITION_TOL_MM))
+        for p in parts.values()
+    ]
+    if all(x == sets[0] for x in sets):
+        return None
+    if sum(len(x) for x in sets) == len(frozenset().union(*sets)):
+        return None
+    return [parts[a] for a in sorted(parts)]
+
+
+def _split_reasons(groups: list[list[Frame]]) -> str:
+    """What differs between the representatives of the parts of one SeriesInstanceUID."""
+    reps = [g[0] for g in groups]
+    checks = [
+        ("orientations", lambda f: tuple(round(v, 3) for v in f.iop) if f.iop else None),
+        ("matrix sizes", lambda f: (f.rows, f.cols)),
+        ("pixel spacings", lambda f: tuple(round(v, 4) for v in f.pixel_spacing) if f.pixel_spacing else None),
+        ("series numbers", lambda f: f.series_number),
+        ("echoes", lambda f: (f.echo_number, None if f.echo_time is None else round(f.echo_time, 3))),
+        ("image types", lambda f: f.image_kind),
+        ("acquisitions", lambda f: f.acquisition),
+    ]
+    found = [name for name, key in checks if len({key(f) for f in reps}) > 1]
+    return ", ".join(found) or "acquisitions"
+
+
+def _part_label(f: Frame, reasons: str) -> str:
+    """Short text naming what sets one part of a split SeriesInstanceUID apart (only what differs)."""
+    bits = []
+    if "echoes" in reasons:
+        if f.echo_number is not None:
+            bits.append(f"echo {f.echo_number}")
+        if f.echo_time is not None:
+            bits.append(f"TE {f.echo_time:g} ms")
+    if "image types" in reasons and f.image_kind:
+        bits.append(f.image_kind.lower().replace("_", " "))
+    if "acquisitions" in reasons and f.acquisition is not None:
+        bits.append(f"acquisition {f.acquisition}")
+    return ", ".join(bits)
 
 
 def _group(frames: list[Frame]) -> list[_Series]:
@@ -337,16 +406,24 @@ def _group(frames: list[Frame]) -> list[_Series]:
                     break
             else:
                 groups.append([f])
-        groups.sort(key=lambda g: (min((f.instance for f in g if f.instance is not None), default=0), -len(g)))
+        groups = [part for g in groups for part in (_acquisition_parts(g) or [g])]
+        groups.sort(key=lambda g: (
+            min((f.instance for f in g if f.instance is not None), default=0),
+            min((f.frame for f in g if f.frame is not None), default=0),
+            -len(g),
+        ))
         if len(groups) == 1:
             out.append(_Series(uid or None, uid, groups[0]))
         elif groups:
+            reasons = _split_reasons(groups)
             note = (
-                f"SeriesInstanceUID {uid or '(none)'} mixes orientations or matrix sizes: "
+                f"SeriesInstanceUID {uid or '(none)'} mixes {reasons}: "
                 f"split into {len(groups)} sub-series {uid}.s1 ... {uid}.s{len(groups)}"
             )
             for n, g in enumerate(groups, start=1):
-                out.append(_Series(f"{uid}.s{n}" if uid else f"s{n}", uid, g, warnings=[note]))
+                sub = _Series(f"{uid}.s{n}" if uid else f"s{n}", uid, g, warnings=[note])
+                sub.part = _part_label(g[0], reasons) or None
+                out.append(sub)
     out.sort(key=lambda s: (s.non_image is not None, s.first.series_number if s.first.series_number is not None
                             else 1 << 30, s.id or ""))
     return out
@@ -572,7 +649,10 @@ def _info(s: _Series, path: str, extra_warnings: list[str]) -> SeriesInfo:
         "irregular": bool(s.problems),
         "mosaic": any(f.tile is not None for f in s.frames),
         "multiframe": any(f.n_frames_in_file > 1 for f in s.frames),
+        "uih_grid": any(f.mosaic_rows > 0 for f in s.frames),
     }
+    if s.part:
+        extra["part"] = s.part
     if s.non_image:
         extra["kind"] = s.non_image
     return SeriesInfo(
@@ -630,9 +710,15 @@ def scan_dicom(path: str | PathLike[str]) -> list[SeriesInfo]:
     return [_info(s, p, col.warnings) for s in series]
 
 
+def _line(s: _Series, p: str) -> str:
+    """One series for a listing in an error message (with what sets a split part apart)."""
+    text = _info(s, p, []).one_line()
+    return f"{text}  ({s.part})" if s.part else text
+
+
 def _select(p: str, series: list[_Series], col: _Collected, wanted: str | int | None) -> _Series:
     images = [s for s in series if not s.non_image]
-    listing = "\n  " + "\n  ".join(_info(s, p, []).one_line() for s in series)
+    listing = "\n  " + "\n  ".join(_line(s, p) for s in series)
     if wanted is None:
         if len(images) == 1:
             return images[0]
@@ -658,7 +744,7 @@ def _select(p: str, series: list[_Series], col: _Collected, wanted: str | int | 
     if not exact:
         raise SeriesSelectionError(f"no series matches {key!r}; available:{listing}", p,
                                    series=[_info(s, p, col.warnings) for s in series])
-    sub = "\n  " + "\n  ".join(_info(s, p, []).one_line() for s in exact)
+    sub = "\n  " + "\n  ".join(_line(s, p) for s in exact)
     raise SeriesSelectionError(f"{len(exact)} series match {key!r}; give the full id:{sub}", p,
                                series=[_info(s, p, col.warnings) for s in exact])
 

@@ -112,6 +112,9 @@ class Frame:
     problem: str | None = None  # an impossible value (NaN rescale, spacing <= 0, ...): the series cannot be read
     manufacturer: str | None = None
     philips_scale_slope: float | None = None  # private (2005,100E) "MR Scale Slope", reported only
+    echo_number: int | None = None  # EchoNumbers (classic files)
+    echo_time: float | None = None  # EchoTime, or the per-frame EffectiveEchoTime of enhanced MR (ms)
+    image_kind: str | None = None  # magnitude/phase/real/imaginary/field map, from ImageType or FrameType
     pixel_offset: int | None = None  # file offset of the PixelData element (from the header scan)
     pixel_module: Any = None  # small Dataset: the attributes pixel decoding needs (shared per file)
 
@@ -138,6 +141,13 @@ def _float(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def _first(v: Any) -> Any:
+    """The first value of a multi-valued attribute (EchoNumbers may hold several), else ``v``."""
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        return v[0] if len(v) else None
+    return v
 
 
 def _int(v: Any) -> int | None:
@@ -294,6 +304,34 @@ def _philips_ss(owner: Any, depth: int = 2) -> float | None:
     return None
 
 
+#: ImageType / FrameType values that say which component of a complex MR signal (or which map) a frame is
+_KIND_TOKENS = {
+    "M": "MAGNITUDE", "MAG": "MAGNITUDE", "MAGNITUDE": "MAGNITUDE", "P": "PHASE", "PHASE": "PHASE",
+    "PHASE MAP": "PHASE", "R": "REAL", "REAL": "REAL", "I": "IMAGINARY", "IMAGINARY": "IMAGINARY",
+    "FIELD_MAP": "FIELD_MAP", "B0 MAP": "FIELD_MAP", "B0_MAP": "FIELD_MAP",
+}
+
+
+def image_kind(image_type: Any, complex_component: Any = None) -> str | None:
+    """``"MAGNITUDE"``, ``"PHASE"``, ``"REAL"``, ``"IMAGINARY"`` or ``"FIELD_MAP"`` (several joined by
+    ``+``) from ImageType/FrameType values 3 on and ComplexImageComponent; ``None`` when neither says."""
+    found: list[str] = []
+    try:
+        values = [image_type] if isinstance(image_type, str) else list(image_type or [])
+    except TypeError:
+        values = []
+    for v in values[2:]:
+        kind = _KIND_TOKENS.get(str(v).strip().upper())
+        if kind and kind not in found:
+            found.append(kind)
+    if "FIELD_MAP" in found:  # a field map is stored as REAL (Philips): the map is what matters
+        found = ["FIELD_MAP"]
+    cc = _str(complex_component)
+    if cc and not found:
+        found = [_KIND_TOKENS.get(cc.upper(), cc.upper())]
+    return "+".join(found) if found else None
+
+
 def ensure_transfer_syntax(ds: Any) -> str:
     """The dataset's transfer syntax UID; for a file without meta header, the encoding pydicom detected
     is recorded in ``file_meta`` so that pixel decoding works."""
@@ -376,6 +414,9 @@ def frames_from_dataset(ds: Any, source: DicomSource, max_frames: int | None = N
         acquisition=_int(ds.get("AcquisitionNumber")),
         gantry_tilt=_float(ds.get("GantryDetectorTilt")),
         manufacturer=_str(ds.get("Manufacturer")),
+        echo_number=_int(_first(ds.get("EchoNumbers"))),
+        echo_time=_float(ds.get("EchoTime")),
+        image_kind=image_kind(ds.get("ImageType"), ds.get("ComplexImageComponent")),
     )
     is_philips = "PHILIPS" in (base["manufacturer"] or "").upper()
     kind = non_image_kind(sop_class)
@@ -403,6 +444,12 @@ def frames_from_dataset(ds: Any, source: DicomSource, max_frames: int | None = N
                 _fg(per, shared, "PixelMeasuresSequence", "SliceThickness")
             )
             acq = _int(_fg(per, None, "FrameContentSequence", "FrameAcquisitionNumber"))
+            te = _float(_fg(per, shared, "MREchoSequence", "EffectiveEchoTime"))
+            kind = image_kind(
+                _fg(per, shared, "MRImageFrameTypeSequence", "FrameType")
+                or _fg(per, shared, "CTImageFrameTypeSequence", "FrameType"),
+                _fg(per, shared, "MRImageFrameTypeSequence", "ComplexImageComponent"),
+            )
             resolved = {
                 "PixelSpacing": _fg(per, shared, "PixelMeasuresSequence", "PixelSpacing") or ds.get("PixelSpacing"),
                 "ImageOrientationPatient": _fg(per, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
@@ -416,7 +463,12 @@ def frames_from_dataset(ds: Any, source: DicomSource, max_frames: int | None = N
             problems = _value_problems(ds, resolved)
             frames.append(
                 Frame(
-                    **{**base, "acquisition": base["acquisition"] if acq is None else acq},
+                    **{
+                        **base,
+                        "acquisition": base["acquisition"] if acq is None else acq,
+                        "echo_time": base["echo_time"] if te is None else te,
+                        "image_kind": kind or base["image_kind"],
+                    },
                     iop=_floats(_fg(per, shared, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
                     or _floats(ds.get("ImageOrientationPatient"), 6),
                     ipp=_floats(_fg(per, shared, "PlanePositionSequence", "ImagePositionPatient"), 3),
