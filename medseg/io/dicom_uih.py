@@ -167,6 +167,8 @@ def uih_vframe_grid(ds: Any, time_of: Callable[[Any], float | None] | None = Non
     n = _slice_count(ds)
     if n is not None and n > rows * cols:
         raise ValueError(f"UIH (0065,1050) claims {n} slices per volume, more than the {cols}x{rows} image has pixels")
+    if n is not None:
+        _layout(n, rows, cols)  # the claim must fit the matrix before the sequence is even looked at
     items = _items(ds, rows * cols)
     if n is None and items is None:
         return None
