@@ -64,7 +64,9 @@ def _slice_count(ds: Any) -> int | None:
         return None
     value = el.value
     if isinstance(value, (bytes, bytearray)):  # implicit VR or UN: the DS text itself
-        value = bytes(value[:64]).decode("ascii", "replace").strip(" \x00")
+        value = bytes(value[:64]).decode("ascii", "backslashreplace").strip(" \x00")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError("UIH (0065,1050) slices per volume is empty")
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         if len(value) != 1:
             raise ValueError(f"UIH (0065,1050) slices per volume must be one number, got {len(value)} values")
@@ -136,10 +138,9 @@ def _layout(n: int, rows: int, cols: int) -> tuple[int, int]:
     for grid_rows in dict.fromkeys((documented, grid_cols)):
         if grid_rows <= rows and rows % grid_rows == 0:
             return grid_rows, grid_cols
-    raise ValueError(
-        f"UIH (0065,1050) claims {n} slices per volume: neither {documented} nor {grid_cols} tile rows divide "
-        f"the {rows} image rows"
-    )
+    tried = f"neither {documented} nor {grid_cols} tile rows divide" if documented != grid_cols else (
+        f"{grid_cols} tile rows do not divide")
+    raise ValueError(f"UIH (0065,1050) claims {n} slices per volume: {tried} the {rows} image rows")
 
 
 def uih_vframe_grid(ds: Any, time_of: Callable[[Any], float | None] | None = None) -> UihGrid | None:
