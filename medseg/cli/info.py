@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"    warning:     {w}")
     readable = [s for s in series if s.format == "dicom" and (s.extra or {}).get("readable", True)]
     if len(readable) > 1:
-        print(f"{len(readable)} image series: choose one with --series UID (or a unique UID prefix, or a series "
-              "number when it is unique) in convert/segment/prompt")
+        print(f"{len(readable)} image series: choose one with --series UID (or a unique UID prefix, a series number "
+              "when it is unique, or NUMBER.sK for part K of a split series) in convert/segment/prompt")
     return 0
 
 

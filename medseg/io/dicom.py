@@ -27,8 +27,9 @@ How a series is built:
 * **Storage.** Enhanced multi-frame (per-frame functional groups), Siemens mosaics (CSA header) and
   every transfer syntax pydicom has a decoder for (the pylibjpeg plugins add JPEG, JPEG-LS, JPEG 2000);
   a missing decoder is an error naming the package to install.
-* **Selection.** ``series=`` is an exact series id, else a SeriesNumber (digits only), else a unique
-  prefix of a series id.
+* **Selection.** ``series=`` is an exact series id, else a SeriesNumber (digits only), else
+  ``NUMBER.sK`` / ``.sK`` (part ``K`` of a split UID with that SeriesNumber / the only split UID), else a
+  unique prefix of a series id.
 
 Arrays are ``(i=column, j=row, k=slice[, t])``; affines map them to RAS mm (:func:`medseg.geometry.dicom_affine`).
 """
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -726,7 +728,8 @@ def _select(p: str, series: list[_Series], col: _Collected, wanted: str | int | 
             kinds = sorted({s.non_image for s in series if s.non_image})
             raise ReadError(f"this is {' and '.join(kinds)}, not an image that can be read as a volume", p)
         raise SeriesSelectionError(
-            f"{len(images)} image series found; choose one with --series (a UID, a unique UID prefix or a series number):{listing}",
+            f"{len(images)} image series found; choose one with --series (a UID, a unique UID prefix, a series "
+            f"number, or NUMBER.sK for part K of a split series):{listing}",
             p,
             series=[_info(s, p, col.warnings) for s in images],
         )
@@ -734,6 +737,11 @@ def _select(p: str, series: list[_Series], col: _Collected, wanted: str | int | 
     exact = [s for s in series if s.id is not None and s.id == key]
     if not exact and key.lstrip("-").isdigit():  # before prefixes: "1" is a prefix of most UIDs
         exact = [s for s in series if s.first.series_number == int(key)]
+    part = re.fullmatch(r"(-?\d+)?(\.s\d+)", key)
+    if not exact and part:  # "801.s2": part 2 of series number 801; ".s2": part 2 of the only split UID
+        number, suffix = part.groups()
+        exact = [s for s in series if s.id is not None and s.id.endswith(suffix)
+                 and (number is None or s.first.series_number == int(number))]
     if not exact:
         exact = [s for s in series if s.id is not None and s.id.startswith(key)]
     if len(exact) == 1:
@@ -897,7 +905,8 @@ def read_dicom(
         series: which series when ``path`` holds several, tried in this order: an exact id as
             :func:`scan_dicom` lists it (SeriesInstanceUID, or ``<UID>.s<n>`` for a sub-series of a UID
             that mixed orientations or matrix sizes), a SeriesNumber (digits only), a unique prefix of
-            an id. ``None`` requires a single image series.
+            an id; ``"801.s2"`` is part 2 of series number 801 when its UID was split. ``None`` requires a
+            single image series.
         irregular: ``"error"`` (default) raises :class:`~medseg.errors.GeometryError` for non-uniform
             spacing, missing slices or gantry tilt; ``"resample"`` resamples onto a regular grid (float32)
             and records a warning in ``SourceInfo.warnings``.

@@ -94,6 +94,10 @@ def test_philips_magnitude_and_field_map_are_two_series(shared_data: Path) -> No
         read_dicom(folder, series="801")  # one SeriesNumber for both parts: the id decides
     field_map = read_dicom(folder, series=infos[1].uid)
     assert field_map.source.rescale_intercept == -500.0  # the field map's own scaling (Hz), not the magnitude's
+    for short in ("801.s2", ".s2"):  # series number + part, or the part of the only split UID
+        assert read_dicom(folder, series=short).source.extra["series_id"] == infos[1].uid
+    with pytest.raises(SeriesSelectionError, match="no series matches '7.s2'"):
+        read_dicom(folder, series="7.s2")
 
 
 def test_cli_lists_the_parts_and_takes_one(shared_data: Path, tmp_path: Path) -> None:
@@ -106,8 +110,7 @@ def test_cli_lists_the_parts_and_takes_one(shared_data: Path, tmp_path: Path) ->
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and not out.exists()
     assert "--series" in refused.stderr and "(TE 0 ms, field map)" in refused.stderr
-    uid = next(i.uid for i in scan_dicom(folder) if i.uid.endswith(".s2"))
-    subprocess.run([sys.executable, "-m", "medseg", "convert", str(folder), "--series", uid, "-o", str(out)],
+    subprocess.run([sys.executable, "-m", "medseg", "convert", str(folder), "--series", "801.s2", "-o", str(out)],
                    capture_output=True, text=True, timeout=120, check=True)
     import nibabel as nib
 
