@@ -57,9 +57,26 @@ def is_vframe(ds: Any) -> bool:
         return False
 
 
+#: private creator of the UIH image block (0065,xx50/xx51); usually reserved at (0065,0010), hence 0065,10xx
+UIH_CREATOR = "Image Private Header"
+
+
+def _tag(ds: Any, fixed: int) -> int:
+    """``fixed`` (0065,10xx) moved to the block the "Image Private Header" creator reserves, when the file
+    reserves another block than 0x10 for it (as pydicom's ``private_block`` and GDCM look it up)."""
+    for block in range(0x10, 0x100):
+        el = ds.get(0x00650000 | block)
+        if el is None:
+            continue
+        value = el.value.decode("ascii", "replace") if isinstance(el.value, (bytes, bytearray)) else el.value
+        if str(value).strip(" \x00") == UIH_CREATOR:
+            return 0x00650000 | (block << 8) | (fixed & 0xFF)
+    return fixed
+
+
 def _slice_count(ds: Any) -> int | None:
     """(0065,1050) as an integer, ``None`` when absent. Raises ValueError naming a value that is not one."""
-    el = ds.get(UIH_SLICES_TAG)
+    el = ds.get(_tag(ds, UIH_SLICES_TAG))
     if el is None:
         return None
     value = el.value
@@ -84,7 +101,7 @@ def _slice_count(ds: Any) -> int | None:
 def _items(ds: Any, n_max: int) -> list[Any] | None:
     """The (0065,1051) items, ``None`` when absent. A sequence stored as UN bytes (implicit VR file, or
     an unknown private VR) is parsed as implicit VR little endian, as DICOM encodes UN values."""
-    el = ds.get(UIH_VFRAME_SEQUENCE_TAG)
+    el = ds.get(_tag(ds, UIH_VFRAME_SEQUENCE_TAG))
     if el is None:
         return None
     value = el.value

@@ -49,8 +49,11 @@ def grid_shape(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def vframe_dataset(slices: list[Dataset], order: list[int] | None = None, series_uid: str | None = None) -> Dataset:
-    """One UIH VFRAME dataset holding ``slices`` (tile ``t`` = ``slices[order[t]]``)."""
+def vframe_dataset(
+    slices: list[Dataset], order: list[int] | None = None, series_uid: str | None = None, creator_block: int = 0x10
+) -> Dataset:
+    """One UIH VFRAME dataset holding ``slices`` (tile ``t`` = ``slices[order[t]]``); its private creator
+    reserves ``creator_block`` (0x10: the tags are (0065,1050)/(0065,1051))."""
     order = list(range(len(slices))) if order is None else order
     n = len(order)
     first = slices[order[0]]
@@ -73,6 +76,8 @@ def vframe_dataset(slices: list[Dataset], order: list[int] | None = None, series
         ds.SeriesInstanceUID = series_uid
     ds.Rows, ds.Columns = mosaic.shape
     ds.PixelData = mosaic.tobytes()
+    for other in range(0x10, creator_block):  # other vendors' blocks first
+        ds.add_new((0x0065, other), "LO", f"OTHER CREATOR {other}")
     block = ds.private_block(0x0065, "Image Private Header", create=True)
     block.add_new(0x50, "DS", str(n))
     items = []

@@ -77,6 +77,14 @@ def test_one_uih_file_is_one_volume(shared_data: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(one.array, read_dicom(shared_data / GE).array[..., 4])
 
 
+def test_uih_private_block_found_by_its_creator(shared_data: Path, tmp_path: Path) -> None:
+    slices = source_volumes(shared_data / PHILIPS)[1]
+    ds = vframe_dataset(slices, creator_block=0x12)  # tags at (0065,1250)/(0065,1251)
+    assert 0x00651250 in ds and 0x00651050 not in ds
+    ds.save_as(tmp_path / "moved.dcm", enforce_file_format=True)
+    np.testing.assert_array_equal(read_dicom(tmp_path / "moved.dcm").array, read_dicom(shared_data / PHILIPS).array[..., 1])
+
+
 @pytest.mark.skipif(DCM2NIIX is None, reason="dcm2niix (PyPI) not installed")
 @pytest.mark.parametrize(("src", "keep"), [(PHILIPS, None), (GE, 12)], ids=["philips-3x3", "ge-4x3"])
 def test_uih_matches_live_dcm2niix(shared_data: Path, tmp_path: Path, src: str, keep: int | None) -> None:
