@@ -29,6 +29,7 @@ __all__ = [
     "pixel_dataset",
     "frames_from_dataset",
     "non_image_kind",
+    "image_kind",
     "decoder_problem",
     "decode_frames",
     "raw_dtype",
