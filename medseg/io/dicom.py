@@ -5,8 +5,12 @@ Public entry points: :func:`is_dicom_file`, :func:`scan_dicom` and :func:`read_d
 How a series is built:
 
 * **Grouping.** Frames are grouped by SeriesInstanceUID (by SeriesNumber + description when the UID is
-  empty). One UID that mixes orientations, matrix sizes or pixel spacings is split into sub-series with
-  ids ``<UID>.s1``, ``<UID>.s2``, ... (ordered by their lowest InstanceNumber); each is read on its own.
+  empty). One UID that mixes orientations, matrix sizes, pixel spacings, SeriesNumbers, echoes
+  (EchoNumbers, EchoTime or per-frame EffectiveEchoTime), image kinds (magnitude/phase/real/imaginary/
+  field map, from ImageType/FrameType) or acquisitions that overlap in part is split, as dcm2niix writes
+  separate volumes, into sub-series with ids ``<UID>.s1``, ``<UID>.s2``, ... (ordered by their lowest
+  InstanceNumber, then frame number); each is read on its own and ``extra["part"]`` says what sets it
+  apart. Acquisitions repeating the same positions stay one 4D series; disjoint ones, one volume.
 * **Slice order** is the position along the slice normal (row cosine × column cosine), never
   InstanceNumber or file name. **Spacing** comes from those positions, never from SliceThickness.
 * **4D.** When every slice position holds the same number ``T > 1`` of frames, the series is
@@ -24,7 +28,8 @@ How a series is built:
   smallest of uint8, int8, int16, uint16, int32, uint32, int64 that holds the scaled values (CT: int16);
   any non-integer slope or intercept gives float32. Vendor-private scalings (e.g. Philips "precise"
   floating-point values, which dcm2niix applies by default) are *not* applied.
-* **Storage.** Enhanced multi-frame (per-frame functional groups), Siemens mosaics (CSA header) and
+* **Storage.** Enhanced multi-frame (per-frame functional groups), Siemens mosaics (CSA header), UIH
+  VFRAME grids (:mod:`medseg.io.dicom_uih`) and
   every transfer syntax pydicom has a decoder for (the pylibjpeg plugins add JPEG, JPEG-LS, JPEG 2000);
   a missing decoder is an error naming the package to install.
 * **Selection.** ``series=`` is an exact series id, else a SeriesNumber (digits only), else
