@@ -85,6 +85,19 @@ def test_uih_private_block_found_by_its_creator(shared_data: Path, tmp_path: Pat
     np.testing.assert_array_equal(read_dicom(tmp_path / "moved.dcm").array, read_dicom(shared_data / PHILIPS).array[..., 1])
 
 
+def test_uih_count_taken_from_the_sequence_when_the_tag_is_absent(shared_data: Path, tmp_path: Path) -> None:
+    slices = source_volumes(shared_data / PHILIPS)[2]
+    ds = vframe_dataset(slices)
+    del ds[0x00651050]
+    ds.save_as(tmp_path / "no_count.dcm", enforce_file_format=True)
+    np.testing.assert_array_equal(read_dicom(tmp_path / "no_count.dcm").array, read_dicom(shared_data / PHILIPS).array[..., 2])
+    single = vframe_dataset(slices[4:5])  # one slice: a 1x1 grid placed by its only item
+    single.save_as(tmp_path / "single.dcm", enforce_file_format=True)
+    one = read_dicom(tmp_path / "single.dcm")
+    np.testing.assert_allclose(one.affine[:3, 3], read_dicom(shared_data / PHILIPS).affine[:3, :3] @ [0, 0, 4]
+                               + read_dicom(shared_data / PHILIPS).affine[:3, 3], atol=1e-6)
+
+
 @pytest.mark.skipif(DCM2NIIX is None, reason="dcm2niix (PyPI) not installed")
 @pytest.mark.parametrize(("src", "keep"), [(PHILIPS, None), (GE, 12)], ids=["philips-3x3", "ge-4x3"])
 def test_uih_matches_live_dcm2niix(shared_data: Path, tmp_path: Path, src: str, keep: int | None) -> None:
