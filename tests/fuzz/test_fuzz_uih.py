@@ -42,7 +42,8 @@ def _mutate(base: pydicom.Dataset, rng: random.Random) -> bytes:
         if op == 0:
             ds[0x00651050].value = rng.choice(_COUNTS)
         elif op == 1:
-            ds[0x00651050] = pydicom.DataElement(0x00651050, "UN", bytes(rng.randrange(256) for _ in range(rng.randint(0, 12))))
+            junk = bytes(rng.randrange(256) for _ in range(rng.randint(0, 12)))
+            ds[0x00651050] = pydicom.DataElement(0x00651050, "UN", junk)
         elif op == 2 and len(items):
             del items[rng.randrange(len(items))]
         elif op == 3 and len(items):
@@ -53,7 +54,8 @@ def _mutate(base: pydicom.Dataset, rng: random.Random) -> bytes:
         elif op == 5:
             ds.Rows, ds.Columns = rng.choice([(1, 1), (192, 64), (65535, 65535), (191, 192)])
         elif op == 6:
-            ds[0x00651051] = pydicom.DataElement(0x00651051, "UN", bytes(rng.randrange(256) for _ in range(rng.randint(0, 64))))
+            junk = bytes(rng.randrange(256) for _ in range(rng.randint(0, 64)))
+            ds[0x00651051] = pydicom.DataElement(0x00651051, "UN", junk)
         else:
             ds.PixelData = ds.PixelData[: rng.randrange(len(ds.PixelData))]
     if rng.random() < 0.3:
