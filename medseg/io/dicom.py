@@ -981,6 +981,8 @@ def read_dicom(
             "rescale_intercept_per_volume": _per_volume(s, "intercept"),
             # Philips private MR Scale Slope per volume t (not applied; "precise" value = value / (slope * this))
             "philips_scale_slope": _per_volume(s, "philips_scale_slope"),
+            # one part of a split SeriesInstanceUID: what sets it apart (echo, image type, ...)
+            **({"part": s.part} if s.part else {}),
         },
     )
     return Volume(data, Geometry(s.affine, data.shape[:3]), source)

@@ -115,3 +115,11 @@ def test_cli_lists_the_parts_and_takes_one(shared_data: Path, tmp_path: Path) ->
     import nibabel as nib
 
     assert nib.load(out).shape == (64, 64, 32)
+
+
+def test_napari_reader_opens_each_part_under_its_own_name(shared_data: Path) -> None:
+    from napari_plugin._reader import read_paths
+
+    layers = read_paths(str(shared_data / "dcm_qa_enh" / "In" / "Philips"))
+    assert [meta["name"] for _, meta, _ in layers] == ["#801 B0 NS (TE 1.52 ms, magnitude)",
+                                                       "#801 B0 NS (TE 0 ms, field map)"]
