@@ -98,6 +98,8 @@ def _series_name(volume: Any, fallback: str) -> str:
         parts.append(f"#{src.series_number}")
     if src.series_description:
         parts.append(str(src.series_description))
+    if (src.extra or {}).get("part"):  # one part of a split DICOM series (echo, image type, ...)
+        parts.append(f"({src.extra['part']})")
     return " ".join(parts) or fallback
 
 

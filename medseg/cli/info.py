@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{n}] {s.format}  {s.modality or '-'}  #{s.number if s.number is not None else '-'}  {s.description or ''}")
         if s.uid:
             print(f"    uid:         {s.uid}")
+        if s.extra and s.extra.get("part"):
+            print(f"    part:        {s.extra['part']} (split from one SeriesInstanceUID)")
         print(f"    shape:       {_fmt_shape(s.shape)}")
         if len(s.shape) == 4:
             print(f"    volumes:     {s.shape[3]} (0..{s.shape[3] - 1}; choose one with --volume N or --volume mean)")
@@ -59,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"    scaling:     x {s.extra['scl_slope']:.6g} + {s.extra['scl_inter']:.6g}")
         for w in s.warnings:
             print(f"    warning:     {w}")
+    readable = [s for s in series if s.format == "dicom" and (s.extra or {}).get("readable", True)]
+    if len(readable) > 1:
+        print(f"{len(readable)} image series: choose one with --series UID (or a unique UID prefix, a series number "
+              "when it is unique, or NUMBER.sK for part K of a split series) in convert/segment/prompt")
     return 0
 
 

@@ -5,8 +5,12 @@ Public entry points: :func:`is_dicom_file`, :func:`scan_dicom` and :func:`read_d
 How a series is built:
 
 * **Grouping.** Frames are grouped by SeriesInstanceUID (by SeriesNumber + description when the UID is
-  empty). One UID that mixes orientations, matrix sizes or pixel spacings is split into sub-series with
-  ids ``<UID>.s1``, ``<UID>.s2``, ... (ordered by their lowest InstanceNumber); each is read on its own.
+  empty). One UID that mixes orientations, matrix sizes, pixel spacings, SeriesNumbers, echoes
+  (EchoNumbers, EchoTime or per-frame EffectiveEchoTime), image kinds (magnitude/phase/real/imaginary/
+  field map, from ImageType/FrameType) or acquisitions that overlap in part is split, as dcm2niix writes
+  separate volumes, into sub-series with ids ``<UID>.s1``, ``<UID>.s2``, ... (ordered by their lowest
+  InstanceNumber, then frame number); each is read on its own and ``extra["part"]`` says what sets it
+  apart. Acquisitions repeating the same positions stay one 4D series; disjoint ones, one volume.
 * **Slice order** is the position along the slice normal (row cosine × column cosine), never
   InstanceNumber or file name. **Spacing** comes from those positions, never from SliceThickness.
 * **4D.** When every slice position holds the same number ``T > 1`` of frames, the series is
@@ -24,11 +28,13 @@ How a series is built:
   smallest of uint8, int8, int16, uint16, int32, uint32, int64 that holds the scaled values (CT: int16);
   any non-integer slope or intercept gives float32. Vendor-private scalings (e.g. Philips "precise"
   floating-point values, which dcm2niix applies by default) are *not* applied.
-* **Storage.** Enhanced multi-frame (per-frame functional groups), Siemens mosaics (CSA header) and
+* **Storage.** Enhanced multi-frame (per-frame functional groups), Siemens mosaics (CSA header), UIH
+  VFRAME grids (:mod:`medseg.io.dicom_uih`) and
   every transfer syntax pydicom has a decoder for (the pylibjpeg plugins add JPEG, JPEG-LS, JPEG 2000);
   a missing decoder is an error naming the package to install.
-* **Selection.** ``series=`` is an exact series id, else a SeriesNumber (digits only), else a unique
-  prefix of a series id.
+* **Selection.** ``series=`` is an exact series id, else a SeriesNumber (digits only), else
+  ``NUMBER.sK`` / ``.sK`` (part ``K`` of a split UID with that SeriesNumber / the only split UID), else a
+  unique prefix of a series id.
 
 Arrays are ``(i=column, j=row, k=slice[, t])``; affines map them to RAS mm (:func:`medseg.geometry.dicom_affine`).
 """
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -280,6 +287,7 @@ class _Series:
     positions: np.ndarray | None = None  # (K,) mm along the normal
     offsets: np.ndarray | None = None  # (K, 3) in-plane shift of each slice origin vs slice 0 (LPS mm)
     regular_step: float | None = None  # mm between resampled slices when problems exist
+    part: str | None = None  # what sets this part of a split SeriesInstanceUID apart (echo, image type, ...)
 
     @property
     def first(self) -> Frame:
@@ -305,6 +313,8 @@ def _orientation_close(a: tuple[float, ...] | None, b: tuple[float, ...] | None)
 
 
 def _split_key_matches(f: Frame, rep: Frame) -> bool:
+    """``f`` can be stacked with ``rep``: same matrix, orientation, pixel spacing, SeriesNumber, echo and
+    image kind (magnitude/phase/field map)."""
     if (f.rows, f.cols, f.mosaic_grid > 0) != (rep.rows, rep.cols, rep.mosaic_grid > 0):
         return False
     if not _orientation_close(f.iop, rep.iop):
@@ -314,7 +324,73 @@ def _split_key_matches(f: Frame, rep: Frame) -> bool:
     if f.pixel_spacing is not None and rep.pixel_spacing is not None:
         if np.max(np.abs(np.subtract(f.pixel_spacing, rep.pixel_spacing))) > 1e-4:
             return False
-    return True
+    if (f.series_number, f.echo_number, f.image_kind) != (rep.series_number, rep.echo_number, rep.image_kind):
+        return False
+    if (f.echo_time is None) != (rep.echo_time is None):
+        return False
+    return f.echo_time is None or rep.echo_time is None or abs(f.echo_time - rep.echo_time) <= 1e-3
+
+
+def _acquisition_parts(frames: list[Frame]) -> list[list[Frame]] | None:
+    """Frames split by AcquisitionNumber when the acquisitions cannot be stacked together, else ``None``.
+
+    Acquisitions that repeat the same slice positions are the volumes of a 4D series, and acquisitions
+    at disjoint positions are chunks of one volume (step-and-shoot CT), so both stay together; only
+    acquisitions that overlap in part (e.g. a re-acquired half of a volume) are split. An acquisition of a
+    single frame (some CT number every slice) never is.
+    """
+    parts: dict[int, list[Frame]] = defaultdict(list)
+    for f in frames:
+        if f.acquisition is None or f.ipp is None or f.iop is None:
+            return None
+        parts[f.acquisition].append(f)
+    if len(parts) < 2 or min(len(p) for p in parts.values()) < 2:
+        return None
+    iop = np.asarray(frames[0].iop, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
+    if np.linalg.norm(normal) < 1e-6:
+        return None
+    normal /= np.linalg.norm(normal)
+    sets = [
+        frozenset(int(v) for v in np.round(np.array([f.ipp for f in p], dtype=np.float64) @ normal / POSITION_TOL_MM))
+        for p in parts.values()
+    ]
+    if all(x == sets[0] for x in sets):
+        return None
+    if sum(len(x) for x in sets) == len(frozenset().union(*sets)):
+        return None
+    return [parts[a] for a in sorted(parts)]
+
+
+def _split_reasons(groups: list[list[Frame]]) -> str:
+    """What differs between the representatives of the parts of one SeriesInstanceUID."""
+    reps = [g[0] for g in groups]
+    checks = [
+        ("orientations", lambda f: tuple(round(v, 3) for v in f.iop) if f.iop else None),
+        ("matrix sizes", lambda f: (f.rows, f.cols)),
+        ("pixel spacings", lambda f: tuple(round(v, 4) for v in f.pixel_spacing) if f.pixel_spacing else None),
+        ("series numbers", lambda f: f.series_number),
+        ("echoes", lambda f: (f.echo_number, None if f.echo_time is None else round(f.echo_time, 3))),
+        ("image types", lambda f: f.image_kind),
+        ("acquisitions", lambda f: f.acquisition),
+    ]
+    found = [name for name, key in checks if len({key(f) for f in reps}) > 1]
+    return ", ".join(found) or "acquisitions"
+
+
+def _part_label(f: Frame, reasons: str) -> str:
+    """Short text naming what sets one part of a split SeriesInstanceUID apart (only what differs)."""
+    bits = []
+    if "echoes" in reasons:
+        if f.echo_number is not None:
+            bits.append(f"echo {f.echo_number}")
+        if f.echo_time is not None:
+            bits.append(f"TE {f.echo_time:g} ms")
+    if "image types" in reasons and f.image_kind:
+        bits.append(f.image_kind.lower().replace("_", " "))
+    if "acquisitions" in reasons and f.acquisition is not None:
+        bits.append(f"acquisition {f.acquisition}")
+    return ", ".join(bits)
 
 
 def _group(frames: list[Frame]) -> list[_Series]:
@@ -337,16 +413,24 @@ def _group(frames: list[Frame]) -> list[_Series]:
                     break
             else:
                 groups.append([f])
-        groups.sort(key=lambda g: (min((f.instance for f in g if f.instance is not None), default=0), -len(g)))
+        groups = [part for g in groups for part in (_acquisition_parts(g) or [g])]
+        groups.sort(key=lambda g: (
+            min((f.instance for f in g if f.instance is not None), default=0),
+            min((f.frame for f in g if f.frame is not None), default=0),
+            -len(g),
+        ))
         if len(groups) == 1:
             out.append(_Series(uid or None, uid, groups[0]))
         elif groups:
+            reasons = _split_reasons(groups)
             note = (
-                f"SeriesInstanceUID {uid or '(none)'} mixes orientations or matrix sizes: "
+                f"SeriesInstanceUID {uid or '(none)'} mixes {reasons}: "
                 f"split into {len(groups)} sub-series {uid}.s1 ... {uid}.s{len(groups)}"
             )
             for n, g in enumerate(groups, start=1):
-                out.append(_Series(f"{uid}.s{n}" if uid else f"s{n}", uid, g, warnings=[note]))
+                sub = _Series(f"{uid}.s{n}" if uid else f"s{n}", uid, g, warnings=[note])
+                sub.part = _part_label(g[0], reasons) or None
+                out.append(sub)
     out.sort(key=lambda s: (s.non_image is not None, s.first.series_number if s.first.series_number is not None
                             else 1 << 30, s.id or ""))
     return out
@@ -572,7 +656,10 @@ def _info(s: _Series, path: str, extra_warnings: list[str]) -> SeriesInfo:
         "irregular": bool(s.problems),
         "mosaic": any(f.tile is not None for f in s.frames),
         "multiframe": any(f.n_frames_in_file > 1 for f in s.frames),
+        "uih_grid": any(f.mosaic_rows > 0 for f in s.frames),
     }
+    if s.part:
+        extra["part"] = s.part
     if s.non_image:
         extra["kind"] = s.non_image
     return SeriesInfo(
@@ -630,9 +717,15 @@ def scan_dicom(path: str | PathLike[str]) -> list[SeriesInfo]:
     return [_info(s, p, col.warnings) for s in series]
 
 
+def _line(s: _Series, p: str) -> str:
+    """One series for a listing in an error message (with what sets a split part apart)."""
+    text = _info(s, p, []).one_line()
+    return f"{text}  ({s.part})" if s.part else text
+
+
 def _select(p: str, series: list[_Series], col: _Collected, wanted: str | int | None) -> _Series:
     images = [s for s in series if not s.non_image]
-    listing = "\n  " + "\n  ".join(_info(s, p, []).one_line() for s in series)
+    listing = "\n  " + "\n  ".join(_line(s, p) for s in series)
     if wanted is None:
         if len(images) == 1:
             return images[0]
@@ -640,7 +733,8 @@ def _select(p: str, series: list[_Series], col: _Collected, wanted: str | int | 
             kinds = sorted({s.non_image for s in series if s.non_image})
             raise ReadError(f"this is {' and '.join(kinds)}, not an image that can be read as a volume", p)
         raise SeriesSelectionError(
-            f"{len(images)} image series found; choose one with --series (a UID, a unique UID prefix or a series number):{listing}",
+            f"{len(images)} image series found; choose one with --series (a UID, a unique UID prefix, a series "
+            f"number, or NUMBER.sK for part K of a split series):{listing}",
             p,
             series=[_info(s, p, col.warnings) for s in images],
         )
@@ -648,6 +742,11 @@ def _select(p: str, series: list[_Series], col: _Collected, wanted: str | int | 
     exact = [s for s in series if s.id is not None and s.id == key]
     if not exact and key.lstrip("-").isdigit():  # before prefixes: "1" is a prefix of most UIDs
         exact = [s for s in series if s.first.series_number == int(key)]
+    part = re.fullmatch(r"(-?\d+)?(\.s\d+)", key)
+    if not exact and part:  # "801.s2": part 2 of series number 801; ".s2": part 2 of the only split UID
+        number, suffix = part.groups()
+        exact = [s for s in series if s.id is not None and s.id.endswith(suffix)
+                 and (number is None or s.first.series_number == int(number))]
     if not exact:
         exact = [s for s in series if s.id is not None and s.id.startswith(key)]
     if len(exact) == 1:
@@ -658,7 +757,7 @@ def _select(p: str, series: list[_Series], col: _Collected, wanted: str | int | 
     if not exact:
         raise SeriesSelectionError(f"no series matches {key!r}; available:{listing}", p,
                                    series=[_info(s, p, col.warnings) for s in series])
-    sub = "\n  " + "\n  ".join(_info(s, p, []).one_line() for s in exact)
+    sub = "\n  " + "\n  ".join(_line(s, p) for s in exact)
     raise SeriesSelectionError(f"{len(exact)} series match {key!r}; give the full id:{sub}", p,
                                series=[_info(s, p, col.warnings) for s in exact])
 
@@ -811,7 +910,8 @@ def read_dicom(
         series: which series when ``path`` holds several, tried in this order: an exact id as
             :func:`scan_dicom` lists it (SeriesInstanceUID, or ``<UID>.s<n>`` for a sub-series of a UID
             that mixed orientations or matrix sizes), a SeriesNumber (digits only), a unique prefix of
-            an id. ``None`` requires a single image series.
+            an id; ``"801.s2"`` is part 2 of series number 801 when its UID was split. ``None`` requires a
+            single image series.
         irregular: ``"error"`` (default) raises :class:`~medseg.errors.GeometryError` for non-uniform
             spacing, missing slices or gantry tilt; ``"resample"`` resamples onto a regular grid (float32)
             and records a warning in ``SourceInfo.warnings``.
@@ -881,6 +981,8 @@ def read_dicom(
             "rescale_intercept_per_volume": _per_volume(s, "intercept"),
             # Philips private MR Scale Slope per volume t (not applied; "precise" value = value / (slope * this))
             "philips_scale_slope": _per_volume(s, "philips_scale_slope"),
+            # one part of a split SeriesInstanceUID: what sets it apart (echo, image type, ...)
+            **({"part": s.part} if s.part else {}),
         },
     )
     return Volume(data, Geometry(s.affine, data.shape[:3]), source)

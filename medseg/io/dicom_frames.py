@@ -2,7 +2,9 @@
 
 A *frame* is one 2D slice wherever it is stored: a classic single-frame file, one frame of an enhanced
 multi-frame file (geometry and rescale from the per-frame / shared functional groups), or one tile of
-a Siemens mosaic (geometry rebuilt from the CSA header, as nibabel and dcm2niix do). Series assembly
+a Siemens mosaic (geometry rebuilt from the CSA header, as nibabel and dcm2niix do), or one tile of a
+United Imaging (UIH) "VFRAME" grid (:func:`uih_vframe_grid`: tile count from the private (0065,1050),
+per-tile positions from the private (0065,1051) sequence, as dcm2niix reads them). Series assembly
 (:mod:`medseg.io.dicom`) only sees frames, so all storage variants are stacked by the same code.
 """
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from medseg.errors import ReadError
 from medseg.io.dicom_files import DicomSource
+from medseg.io.dicom_uih import UihGrid, uih_vframe_grid
 
 __all__ = [
     "Frame",
@@ -26,6 +29,7 @@ __all__ = [
     "pixel_dataset",
     "frames_from_dataset",
     "non_image_kind",
+    "image_kind",
     "decoder_problem",
     "decode_frames",
     "raw_dtype",
@@ -97,6 +101,7 @@ class Frame:
     frame: int | None = None
     tile: int | None = None
     mosaic_grid: int = 0
+    mosaic_rows: int = 0  # tile rows of the mosaic when not square (UIH grids); 0: as many as mosaic_grid
     bits_allocated: int = 16
     bits_stored: int = 16
     signed: bool = False
@@ -108,6 +113,9 @@ class Frame:
     problem: str | None = None  # an impossible value (NaN rescale, spacing <= 0, ...): the series cannot be read
     manufacturer: str | None = None
     philips_scale_slope: float | None = None  # private (2005,100E) "MR Scale Slope", reported only
+    echo_number: int | None = None  # EchoNumbers (classic files)
+    echo_time: float | None = None  # EchoTime, or the per-frame EffectiveEchoTime of enhanced MR (ms)
+    image_kind: str | None = None  # magnitude/phase/real/imaginary/field map, from ImageType or FrameType
     pixel_offset: int | None = None  # file offset of the PixelData element (from the header scan)
     pixel_module: Any = None  # small Dataset: the attributes pixel decoding needs (shared per file)
 
@@ -134,6 +142,13 @@ def _float(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def _first(v: Any) -> Any:
+    """The first value of a multi-valued attribute (EchoNumbers may hold several), else ``v``."""
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        return v[0] if len(v) else None
+    return v
 
 
 def _int(v: Any) -> int | None:
@@ -290,6 +305,34 @@ def _philips_ss(owner: Any, depth: int = 2) -> float | None:
     return None
 
 
+#: ImageType / FrameType values that say which component of a complex MR signal (or which map) a frame is
+_KIND_TOKENS = {
+    "M": "MAGNITUDE", "MAG": "MAGNITUDE", "MAGNITUDE": "MAGNITUDE", "P": "PHASE", "PHASE": "PHASE",
+    "PHASE MAP": "PHASE", "R": "REAL", "REAL": "REAL", "I": "IMAGINARY", "IMAGINARY": "IMAGINARY",
+    "FIELD_MAP": "FIELD_MAP", "B0 MAP": "FIELD_MAP", "B0_MAP": "FIELD_MAP",
+}
+
+
+def image_kind(image_type: Any, complex_component: Any = None) -> str | None:
+    """``"MAGNITUDE"``, ``"PHASE"``, ``"REAL"``, ``"IMAGINARY"`` or ``"FIELD_MAP"`` (several joined by
+    ``+``) from ImageType/FrameType values 3 on and ComplexImageComponent; ``None`` when neither says."""
+    found: list[str] = []
+    try:
+        values = [image_type] if isinstance(image_type, str) else list(image_type or [])
+    except TypeError:
+        values = []
+    for v in values[2:]:
+        kind = _KIND_TOKENS.get(str(v).strip().upper())
+        if kind and kind not in found:
+            found.append(kind)
+    if "FIELD_MAP" in found:  # a field map is stored as REAL (Philips): the map is what matters
+        found = ["FIELD_MAP"]
+    cc = _str(complex_component)
+    if cc and not found:
+        found = [_KIND_TOKENS.get(cc.upper(), cc.upper())]
+    return "+".join(found) if found else None
+
+
 def ensure_transfer_syntax(ds: Any) -> str:
     """The dataset's transfer syntax UID; for a file without meta header, the encoding pydicom detected
     is recorded in ``file_meta`` so that pixel decoding works."""
@@ -372,6 +415,9 @@ def frames_from_dataset(ds: Any, source: DicomSource, max_frames: int | None = N
         acquisition=_int(ds.get("AcquisitionNumber")),
         gantry_tilt=_float(ds.get("GantryDetectorTilt")),
         manufacturer=_str(ds.get("Manufacturer")),
+        echo_number=_int(_first(ds.get("EchoNumbers"))),
+        echo_time=_float(ds.get("EchoTime")),
+        image_kind=image_kind(ds.get("ImageType"), ds.get("ComplexImageComponent")),
     )
     is_philips = "PHILIPS" in (base["manufacturer"] or "").upper()
     kind = non_image_kind(sop_class)
@@ -399,6 +445,12 @@ def frames_from_dataset(ds: Any, source: DicomSource, max_frames: int | None = N
                 _fg(per, shared, "PixelMeasuresSequence", "SliceThickness")
             )
             acq = _int(_fg(per, None, "FrameContentSequence", "FrameAcquisitionNumber"))
+            te = _float(_fg(per, shared, "MREchoSequence", "EffectiveEchoTime"))
+            kind = image_kind(
+                _fg(per, shared, "MRImageFrameTypeSequence", "FrameType")
+                or _fg(per, shared, "CTImageFrameTypeSequence", "FrameType"),
+                _fg(per, shared, "MRImageFrameTypeSequence", "ComplexImageComponent"),
+            )
             resolved = {
                 "PixelSpacing": _fg(per, shared, "PixelMeasuresSequence", "PixelSpacing") or ds.get("PixelSpacing"),
                 "ImageOrientationPatient": _fg(per, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
@@ -412,7 +464,12 @@ def frames_from_dataset(ds: Any, source: DicomSource, max_frames: int | None = N
             problems = _value_problems(ds, resolved)
             frames.append(
                 Frame(
-                    **{**base, "acquisition": base["acquisition"] if acq is None else acq},
+                    **{
+                        **base,
+                        "acquisition": base["acquisition"] if acq is None else acq,
+                        "echo_time": base["echo_time"] if te is None else te,
+                        "image_kind": kind or base["image_kind"],
+                    },
                     iop=_floats(_fg(per, shared, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
                     or _floats(ds.get("ImageOrientationPatient"), 6),
                     ipp=_floats(_fg(per, shared, "PlanePositionSequence", "ImagePositionPatient"), 3),
@@ -449,6 +506,13 @@ def frames_from_dataset(ds: Any, source: DicomSource, max_frames: int | None = N
         philips_scale_slope=_philips_ss(ds, 0) if is_philips else None,
         problem=(_value_problems(ds) or [None])[0],
     )
+    if n_frames == 1:
+        try:
+            grid = uih_vframe_grid(ds, _item_seconds)
+        except ValueError as err:
+            return [Frame(**{**common, "problem": common["problem"] or str(err)})]
+        if grid is not None:
+            return _uih_frames(common, grid)
     mosaic = _mosaic_info(ds) if n_frames == 1 else None
     if mosaic is not None and common["iop"] and common["ipp"] and common["pixel_spacing"]:
         return _mosaic_frames(common, *mosaic)
@@ -456,6 +520,35 @@ def frames_from_dataset(ds: Any, source: DicomSource, max_frames: int | None = N
         # A classic multi-frame object without functional groups (e.g. old NM/US): frames share geometry.
         return [Frame(**common, frame=f) for f in range(n_frames)]
     return [Frame(**common)]
+
+
+def _item_seconds(item: Any) -> float | None:
+    """Acquisition time (s) of a sequence item: AcquisitionDateTime, else AcquisitionDate + Time."""
+    dt = _str(item.get("AcquisitionDateTime"))
+    if dt:
+        return _seconds(dt, None)
+    if _str(item.get("AcquisitionTime")):
+        return _seconds(item.get("AcquisitionDate"), item.get("AcquisitionTime"))
+    return None
+
+
+def _uih_frames(common: dict[str, Any], grid: UihGrid) -> list[Frame]:
+    """The tiles of a UIH VFRAME grid, each placed by its own VFrame sequence item (no mosaic shift)."""
+    return [
+        Frame(
+            **{
+                **common,
+                "rows": grid.tile_rows,
+                "cols": grid.tile_cols,
+                "ipp": grid.positions[t],
+                "time": grid.times[t] if grid.times[t] is not None else common["time"],
+            },
+            tile=t,
+            mosaic_grid=grid.grid_cols,
+            mosaic_rows=grid.grid_rows,
+        )
+        for t in range(grid.n)
+    ]
 
 
 def _mosaic_frames(common: dict[str, Any], n_images: int, csa_normal: np.ndarray | None) -> list[Frame]:
@@ -528,7 +621,7 @@ def raw_dtype(frame: Frame) -> np.dtype:
 def native_bytes(frame: Frame) -> int:
     """Bytes the pixel data of the file holding ``frame`` takes when stored uncompressed."""
     bits = frame.bits_allocated * frame.samples
-    full_rows = frame.rows * frame.mosaic_grid if frame.mosaic_grid else frame.rows
+    full_rows = frame.rows * (frame.mosaic_rows or frame.mosaic_grid) if frame.mosaic_grid else frame.rows
     full_cols = frame.cols * frame.mosaic_grid if frame.mosaic_grid else frame.cols
     n = full_rows * full_cols * frame.n_frames_in_file
     return (n * bits + 7) // 8

@@ -22,7 +22,7 @@ from medseg.io import dicom as dicom_mod
 from medseg.io.dicom import is_dicom_file, read_dicom, scan_dicom
 from tests.io._dicom_synth import ct_template, write_series
 
-# (input relative to the data root, reference NIfTI, volume index t of the input or None for all)
+# (input relative to the data root, reference NIfTI, the sub-series (".s1", ...) of the input or None)
 REFERENCE_PAIRS = [
     ("dcm_qa/In/Orientation/ax/axasc35", "dcm_qa/Ref/ax_asc_35sl_6.nii", None),
     ("dcm_qa/In/Orientation/ax/axasc36", "dcm_qa/Ref/ax_asc_36sl_9.nii", None),
@@ -36,9 +36,9 @@ REFERENCE_PAIRS = [
     ("dcm_qa_nih/In/20180918Si/mr_0006", "dcm_qa_nih/Ref/EPI_PE=LR_6.nii", None),
     ("dcm_qa_nih/In/20180918GE/mr_0004", "dcm_qa_nih/Ref/DCM2NIIX_regression_test_4.nii", None),  # 150 files
     ("dcm_qa_enh/In/Siemens/XA10", "dcm_qa_enh/Ref/Siemens_REST1_w_SMS_PF7-8_6.nii", None),
-    # dcm2niix splits the Philips enhanced file by echo/image type; medseg stacks both as t = 0, 1
-    ("dcm_qa_enh/In/Philips", "dcm_qa_enh/Ref/Philips_WIP_B0_NS_801_e1.nii", 0),
-    ("dcm_qa_enh/In/Philips", "dcm_qa_enh/Ref/Philips_WIP_B0_NS_801_e2_fieldmaphz.nii", 1),
+    # the Philips enhanced file holds a magnitude and a field map: split by echo/image type as dcm2niix does
+    ("dcm_qa_enh/In/Philips", "dcm_qa_enh/Ref/Philips_WIP_B0_NS_801_e1.nii", ".s1"),
+    ("dcm_qa_enh/In/Philips", "dcm_qa_enh/Ref/Philips_WIP_B0_NS_801_e2_fieldmaphz.nii", ".s2"),
     ("dcm_qa_philips/In", "dcm_qa_philips/Ref/EPI_asc_CLEAR_201.nii", None),
 ] + [(f"dcm_qa_ts/In/{n}.dcm", f"dcm_qa_ts/Ref/{n}.nii", None) for n in range(1, 10)]
 
@@ -47,11 +47,15 @@ def _canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nd
     return reorient_to_canonical(array, affine)
 
 
-@pytest.mark.parametrize(("inp", "ref", "t"), REFERENCE_PAIRS, ids=[Path(r).stem for _, r, _ in REFERENCE_PAIRS])
-def test_matches_dcm2niix_reference(shared_data: Path, inp: str, ref: str, t: int | None) -> None:
-    vol = read_dicom(shared_data / inp)
+@pytest.mark.parametrize(("inp", "ref", "part"), REFERENCE_PAIRS, ids=[Path(r).stem for _, r, _ in REFERENCE_PAIRS])
+def test_matches_dcm2niix_reference(shared_data: Path, inp: str, ref: str, part: str | None) -> None:
+    series = None
+    if part is not None:
+        (series,) = [s.uid for s in scan_dicom(shared_data / inp) if s.uid and s.uid.endswith(part)]
+    vol = read_dicom(shared_data / inp, series=series)
     img = nib.load(shared_data / ref)
-    ours = vol.array if t is None else vol.array[..., t]
+    ours = vol.array
+    t = None
     ours_c, ours_aff = _canonical(ours.astype(np.float64), vol.affine)
     stored = np.asarray(img.dataobj.get_unscaled(), dtype=np.float64)
     ref_scaled = np.asarray(img.dataobj, dtype=np.float64)

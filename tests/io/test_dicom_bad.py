@@ -130,7 +130,7 @@ def test_different_sizes_in_one_uid_are_split(tmp_path: Path) -> None:
     infos = scan_dicom(tmp_path)
     assert [i.uid for i in infos] == [f"{uid}.s1", f"{uid}.s2"]
     assert [i.shape for i in infos] == [(16, 16, 3), (8, 8, 1)]
-    assert "mixes orientations or matrix sizes" in infos[0].warnings[0]
+    assert "mixes matrix sizes: split into 2" in infos[0].warnings[0]
     with pytest.raises(SeriesSelectionError, match=r"\.s2"):
         read_dicom(tmp_path)
     with pytest.raises(SeriesSelectionError, match="2 series match"):
