@@ -146,6 +146,11 @@ def test_mixed_folder_gives_outputs_and_a_failed_row(reference: Path, batch_inpu
         assert sidecar["volumes_ml"] == pytest.approx({n: float(row[f"volume_ml:{n}"]) for n in ("organ a", "organ b")},
                                                       abs=1e-3)
         assert sidecar["fingerprint"] == predictor.fingerprint and sidecar["input"] == str(case_path)
+        # the same provenance record as `medseg segment` writes (medseg.pipeline.provenance_record)
+        from medseg.pipeline import provenance_record
+
+        record = json.loads(json.dumps(provenance_record(case_path, volume, predictor, warnings=sidecar["warnings"])))
+        assert {k: sidecar.get(k) for k in record} == record
         assert (reference / row["output"].replace(".nii.gz", ".ctbl")).exists()
 
     prov = json.loads((reference / PROVENANCE_NAME).read_text())
