@@ -211,14 +211,14 @@ def test_a_failing_output_leaves_no_output_of_the_case(shared_data: Path, tmp_pa
     a = np.zeros(ct.shape, np.uint8)
     a[10:20, 10:20, :] = 1
     labels = ct.replace(array=a, is_label=True, labels=(Label(1, "liver", (200, 0, 0)),))
-    import medseg.pipeline
+    from medseg import pipeline
 
     def plan_then_race(*args, **kwargs):  # another process wins the race for one output after the check
         plan = plan_outputs(*args, **kwargs)
         plan.rtstruct.write_text("appeared after the check")
         return plan
 
-    monkeypatch.setattr(medseg.pipeline, "plan_outputs", plan_then_race)
+    monkeypatch.setattr(pipeline, "plan_outputs", plan_then_race)
     with pytest.raises(WriteError, match="already exists"):
         write_segmentation(labels, tmp_path / "case.nii.gz", formats=BOTH, stats=True, split=True, source=base,
                            algorithm=ALGO, image=ct)
