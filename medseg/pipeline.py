@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from os import PathLike
@@ -22,6 +21,7 @@ from medseg.errors import MedsegError, ReadError, WriteError
 
 if TYPE_CHECKING:  # pragma: no cover
     from medseg.predictor import Predictor
+    from medseg.progress import ProgressFn
     from medseg.types import Volume
 
 __all__ = ["SegmentResult", "Segmentation", "segment_file", "read_case", "segment_case", "provenance_record",
@@ -426,7 +426,7 @@ def segment_case(
     roi: list[str] | tuple[str, ...] | None = None,
     force: bool = False,
     modality: str = "auto",
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> Segmentation:
     """Check that ``volume`` fits the model (channels, modality; see :mod:`medseg.input_checks`), predict,
     keep the ``roi`` labels.
@@ -502,7 +502,7 @@ def segment_file(
     predictor: Predictor,
     overwrite: bool = False,
     series: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
     extra: dict[str, Any] | None = None,
     formats: tuple[OutputFormat, ...] | str | None = None,
     roi: list[str] | tuple[str, ...] | None = None,
