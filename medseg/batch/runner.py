@@ -325,7 +325,7 @@ def run_local(
             if item.error is None:
                 t0 = time.perf_counter()
                 try:
-                    seg = segment_case(predictor, item.volume, roi=settings.roi, force=settings.force,
+                    seg = segment_case(item.volume, predictor, roi=settings.roi, force=settings.force,
                                        modality=settings.modality)
                     for warning in seg.input_warnings:
                         log.warning("%s: %s", item.volume.source.path, warning)
