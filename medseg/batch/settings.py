@@ -3,7 +3,7 @@ sent to every worker process or Ray actor, and recorded in ``batch_provenance.js
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from medseg.pipeline import PREDICTOR_OPTIONS, OutputFormat, parse_formats
@@ -11,7 +11,17 @@ from medseg.pipeline import PREDICTOR_OPTIONS, OutputFormat, parse_formats
 if TYPE_CHECKING:  # pragma: no cover
     from medseg.batch.discover import CaseFilter
 
-__all__ = ["BatchSettings"]
+__all__ = ["BatchSettings", "OUTPUT_OPTIONS"]
+
+#: fields that change a case's outputs beyond the label map (recorded in the resume fingerprint when set)
+OUTPUT_OPTIONS = ("formats", "roi", "split", "stats", "seg_type")
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """An output option as the resume fingerprint records it (formats besides NIfTI, sorted names)."""
+    if name == "formats":
+        return sorted(set(value) - {"nifti"})
+    return sorted(value) if name == "roi" else value
 
 
 @dataclass(frozen=True)
@@ -99,10 +109,11 @@ class BatchSettings:
     def output_settings(self) -> dict[str, Any]:
         """Settings that change outputs beyond the predictor's own fingerprint."""
         out: dict[str, Any] = {"irregular": self.irregular, "format": "nifti-gz"}
-        extras = {"formats": sorted(set(self.formats) - {"nifti"}), "roi": sorted(self.roi), "split": self.split,
-                  "stats": self.stats, "seg_type": self.seg_type}
-        defaults = {"formats": [], "roi": [], "split": False, "stats": False, "seg_type": "binary"}
-        out.update({k: v for k, v in extras.items() if v != defaults[k]})  # unchanged fingerprint by default
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in OUTPUT_OPTIONS:  # only what differs from the default: unchanged fingerprint by default
+            value = _comparable(name, getattr(self, name))
+            if value != _comparable(name, defaults[name]):
+                out[name] = value
         return out
 
     def output_formats(self) -> tuple[OutputFormat, ...]:
