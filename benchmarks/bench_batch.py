@@ -92,13 +92,15 @@ import time; t0 = time.perf_counter()
 from pathlib import Path
 from medseg.batch.discover import discover_cases
 from medseg.batch.naming import output_paths
-from medseg.batch.runner import process_volume
+from medseg.batch.settings import BatchSettings
+from medseg.batch.worker import read_case, segment_case
 from medseg.predictor import load_predictor
 p = load_predictor({model!r}, device="cpu", threads={threads}, precision={precision!r})
 cases = discover_cases({str(root)!r}).cases
 outs = output_paths([(c.key, c.rel, c.series_label) for c in cases], Path({str(out)!r}))
+settings = BatchSettings()
 for c in cases:
-    process_volume(p, c, outs[c.key], False, "error")
+    segment_case(p, c, read_case(c, settings), outs[c.key], False, settings)
 """
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)

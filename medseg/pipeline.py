@@ -1,11 +1,14 @@
-"""File-level segmentation: read → predict → write label map + sidecars, all or nothing."""
+"""Segment a case and write it: read → checks → predict → label map + sidecars, all or nothing.
+
+The one place that does it, for ``medseg segment``, ``medseg batch`` (local workers and Ray actors), ``medseg
+prompt``/``convert`` (their writing) and the napari plugin: :func:`read_case`, :func:`segment_case`,
+:func:`provenance_record` and :func:`write_segmentation`; :func:`segment_file` chains them.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from os import PathLike
@@ -18,10 +21,17 @@ from medseg.errors import MedsegError, ReadError, WriteError
 
 if TYPE_CHECKING:  # pragma: no cover
     from medseg.predictor import Predictor
+    from medseg.progress import ProgressFn
     from medseg.types import Volume
 
-__all__ = ["SegmentResult", "segment_file", "check_outputs", "OutputFormat", "parse_formats", "OutputPlan",
-           "plan_outputs", "write_outputs", "select_labels", "algorithm_info", "is_folder_output", "folder_output"]
+__all__ = ["SegmentResult", "Segmentation", "segment_file", "read_case", "segment_case", "provenance_record",
+           "write_segmentation", "OutputFormat", "parse_formats", "OutputPlan", "plan_outputs", "select_labels",
+           "algorithm_info", "predictor_info", "PREDICTOR_OPTIONS"]
+
+#: keywords of :func:`medseg.predictor.load_predictor` that configure a run, as ``medseg segment`` and
+#: ``medseg batch`` take them (``--device --precision --overlap --tta/--no-tta --threads --trust-model-code``).
+#: ``medseg.engine``'s ``RunOptions`` owns their validation.
+PREDICTOR_OPTIONS = ("device", "precision", "overlap", "tta", "threads", "trust_model_code")
 
 
 @dataclass(frozen=True)
@@ -38,36 +48,7 @@ class SegmentResult:
     timings: dict[str, float] = field(default_factory=dict)
     extra_outputs: dict[str, Path] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
-
-
-def is_folder_output(output: str | PathLike[str]) -> bool:
-    """``-o`` names a folder: it ends with a path separator or is an existing directory."""
-    text = os.fspath(output)
-    return text.endswith(("/", os.sep)) or Path(text).expanduser().is_dir()
-
-
-def folder_output(folder: str | PathLike[str], volume: Volume, sample: bool = False) -> Path:
-    """``-o FOLDER``: ``FOLDER/<name>_seg.nii.gz``, ``<name>`` being the case name ``medseg batch`` gives the input.
-
-    The name is the file stem (``t1.nii.gz`` → ``t1``), the series number and description for DICOM
-    (``s003_Abdomen``), the case of an nnU-Net file set (``case7_0000.nii.gz`` → ``case7``), or ``sample``
-    for the bundled sample.
-    """
-    from medseg.batch.naming import OUTPUT_SUFFIX, case_name
-
-    src = volume.source
-    if sample:
-        name = "sample"
-    elif src.format == "dicom":
-        name = case_name(src.path or "", (src.series_number, src.series_description, src.series_uid or ""))
-    else:
-        name = case_name(src.path or "input")
-        if "channels" in src.extra:  # an nnU-Net case read from CASE_0000.nii.gz ...: the case is CASE
-            from medseg.channels import NNUNET_CHANNEL
-
-            m = NNUNET_CHANNEL.match(Path(src.path or "").name)
-            name = case_name(m.group("case")) if m else name
-    return Path(folder).expanduser() / f"{name}{OUTPUT_SUFFIX}"
+    input_warnings: tuple[str, ...] = ()  # the part of ``warnings`` about the scan not fitting the model
 
 
 class OutputFormat(str, Enum):
@@ -190,12 +171,6 @@ def plan_outputs(
     return plan
 
 
-def check_outputs(output: str | PathLike[str], overwrite: bool = False) -> tuple[Path, dict[str, Path]]:
-    """Fail before any work if the label map or a sidecar cannot be written."""
-    plan = plan_outputs(output, overwrite)
-    return plan.label_map, plan.sidecars
-
-
 def check_dicom_input(input: str | PathLike[str], formats: tuple[OutputFormat, ...]) -> None:
     """DICOM SEG/RTSTRUCT outputs need a DICOM input: fail before inference otherwise."""
     if not any(f in (OutputFormat.DICOM_SEG, OutputFormat.RTSTRUCT) for f in formats):
@@ -254,39 +229,32 @@ def algorithm_info(predictor: Predictor) -> Any:
     return AlgorithmInfo(predictor.spec.name, __version__, str(digest) if digest else None, predictor.fingerprint)
 
 
-def write_outputs(
+def predictor_info(predictor: Predictor) -> dict[str, Any]:
+    """JSON-able description of a loaded predictor (name, spec, fingerprint, labels), for batch provenance
+    and resume fingerprints."""
+    spec = predictor.spec
+    return {
+        "name": spec.name,
+        "spec_path": spec.source_path,
+        "fingerprint": predictor.fingerprint,
+        "labels": [{"id": lab.id, "name": lab.name, "color": list(lab.color)} for lab in spec.labels],
+        "spec": spec.to_dict(),
+    }
+
+
+def _write_planned(
     labels: Volume,
     plan: OutputPlan,
+    provenance: dict[str, Any] | None,
     *,
-    provenance: dict[str, Any] | None = None,
-    source: str | PathLike[str] | None = None,
-    series: str | None = None,
-    algorithm: Any = None,
-    image: Volume | None = None,
-    seg_type: str = "binary",
-    overwrite: bool = False,
+    source: str | PathLike[str] | None,
+    series: str | None,
+    algorithm: Any,
+    image: Volume | None,
+    seg_type: str,
+    overwrite: bool,
 ) -> dict[str, Path]:
-    """Write every output of one case, all or nothing: the label map, its sidecars and, as the plan
-    says, the DICOM SEG, the RTSTRUCT, the statistics and one NIfTI per label (``--split``).
-
-    Everything is built in memory first, then written to hidden temporary files, then renamed; if any
-    step fails, no output of the case is left behind (files that existed before are only replaced
-    with ``overwrite``).
-
-    Args:
-        labels: the label map (on the source grid).
-        plan: from :func:`plan_outputs`.
-        provenance: extra keys of the JSON sidecar.
-        source: the DICOM input (file, folder, zip) the SEG/RTSTRUCT reference.
-        series: its series, when the input holds several.
-        algorithm: :class:`~medseg.io.dicom_seg.AlgorithmInfo` (see :func:`algorithm_info`).
-        image: the scan, for intensity statistics.
-        seg_type: ``"binary"`` (default) or ``"fractional"``.
-
-    Returns:
-        ``{kind: path}`` of every file written (kinds: ``label_map``, ``json``, ``ctbl``, ``txt``, ``seg``,
-        ``rtstruct``, ``stats``, ``split:<label>``).
-    """
+    """Build every output of ``plan`` in memory, write each to a hidden temporary file, then rename them all."""
     import json
 
     from medseg.io import atomic_output, write
@@ -366,13 +334,175 @@ def write_outputs(
     return written
 
 
+def write_segmentation(
+    labels: Volume,
+    path: str | PathLike[str],
+    provenance: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    formats: tuple[OutputFormat, ...] = (OutputFormat.NIFTI,),
+    stats: bool = False,
+    split: bool = False,
+    source: str | PathLike[str] | None = None,
+    series: str | None = None,
+    algorithm: Any = None,
+    image: Volume | None = None,
+    seg_type: str = "binary",
+    make_parents: bool = False,
+) -> dict[str, Path]:
+    """Write a label map and everything that goes with it, all or nothing: the label map, its sidecars
+    (``.json`` with ``provenance``, ``.ctbl``, ``.txt``) and, on request, the DICOM SEG, the RTSTRUCT, the
+    statistics and one NIfTI per label (``--split``). The one writer of ``segment``, ``batch``, ``prompt``,
+    ``convert`` and the napari plugin.
+
+    Every output is checked first (:func:`plan_outputs`), built in memory, written to hidden temporary
+    files, then renamed; if any step fails no output of the case is left behind (files that existed
+    before are only replaced with ``overwrite``).
+
+    Args:
+        labels: the label map (on the source grid).
+        path: the label map's path (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``).
+        provenance: extra keys of the JSON sidecar (see :func:`provenance_record`).
+        overwrite: replace existing outputs.
+        formats: :class:`OutputFormat` s (DICOM ones need ``source``).
+        stats: also write ``OUT.stats.json`` (:func:`medseg.stats.label_statistics`, intensities from ``image``).
+        split: also write ``OUT/<label>.nii.gz`` per label.
+        source: the DICOM input (file, folder, zip) the SEG/RTSTRUCT reference.
+        series: its series, when the input holds several.
+        algorithm: :class:`~medseg.io.dicom_seg.AlgorithmInfo` (see :func:`algorithm_info`).
+        image: the scan, for intensity statistics.
+        seg_type: ``"binary"`` (default) or ``"fractional"``.
+        make_parents: create the label map's missing parent folders first.
+
+    Returns:
+        ``{kind: path}`` of every file written (kinds: ``label_map``, ``json``, ``ctbl``, ``txt``, ``seg``,
+        ``rtstruct``, ``stats``, ``split:<label>``).
+
+    Raises:
+        WriteError: unsupported suffix, missing directory, an existing output without ``overwrite``, I/O error.
+    """
+    if make_parents:
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    plan = plan_outputs(path, overwrite, tuple(formats), stats=stats, split=split)
+    return _write_planned(labels, plan, provenance, source=source, series=series, algorithm=algorithm, image=image,
+                          seg_type=seg_type, overwrite=overwrite)
+
+
+def read_case(
+    input: str | PathLike[str],
+    series: str | None = None,
+    irregular: str = "error",
+    formats: tuple[OutputFormat, ...] = (OutputFormat.NIFTI,),
+) -> Volume:
+    """Read one case; DICOM SEG/RTSTRUCT ``formats`` need a DICOM input, checked before reading.
+
+    Raises:
+        ReadError: unreadable input, or a DICOM output format for another input.
+    """
+    from medseg.io import read
+
+    check_dicom_input(input, formats)
+    return read(input, series=series, irregular=irregular)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """What :func:`segment_case` found: the label map on the input's grid and what to report about it."""
+
+    labels: Volume
+    volumes_ml: dict[str, float]
+    input_warnings: tuple[str, ...] = ()  # the scan does not fit the model (e.g. modality, with ``force``)
+    result_warnings: tuple[str, ...] = ()  # the result looks wrong (e.g. nothing found)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.input_warnings + self.result_warnings
+
+
+def segment_case(
+    volume: Volume,
+    predictor: Predictor,
+    *,
+    roi: list[str] | tuple[str, ...] | None = None,
+    force: bool = False,
+    modality: str = "auto",
+    progress: ProgressFn | None = None,
+) -> Segmentation:
+    """Check that ``volume`` fits the model (channels, modality; see :mod:`medseg.input_checks`), predict,
+    keep the ``roi`` labels.
+
+    Raises:
+        InputError: the scan does not fit the model, before inference.
+        MedsegError: an unknown ``roi`` name.
+    """
+    from medseg.input_checks import check_channels, check_modality, result_warnings
+    from medseg.postprocess import label_volumes_ml
+
+    check_roi_names(predictor.spec.labels, roi)
+    check_channels(volume, predictor.spec.input.channels, predictor.spec.name)
+    mismatch = check_modality(volume, predictor.spec, force=force, modality=modality)
+    labels = select_labels(predictor.predict(volume, progress=progress), roi)
+    volumes_ml = label_volumes_ml(labels)
+    return Segmentation(labels, volumes_ml, (mismatch,) if mismatch else (),
+                        tuple(result_warnings(predictor.spec.name, volumes_ml)))
+
+
+def provenance_record(
+    input: str | PathLike[str] | None,
+    volume: Volume | None = None,
+    predictor: Predictor | None = None,
+    *,
+    modality: str = "auto",
+    warnings: tuple[str, ...] | list[str] = (),
+    roi: list[str] | tuple[str, ...] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The provenance keys of a label map's JSON sidecar: the one record every writer uses.
+
+    Args:
+        input: what was segmented (path, URL), or ``None`` when unknown (a layer drawn in napari).
+        volume: the scan that was segmented (its series UID and modality are recorded).
+        predictor: the model that made the labels (``None``: labels edited or drawn by hand).
+        modality: the ``--modality`` choice the modality is resolved with.
+        warnings: what the user was warned about.
+        roi: the ``--roi`` label names kept.
+        extra: the command's arguments (recorded under ``arguments``).
+    """
+    from medseg import __version__
+
+    record: dict[str, Any] = {"input": None if input is None else str(input)}
+    if volume is not None:
+        record["series_uid"] = volume.source.series_uid
+    if predictor is not None:
+        # autocast_dtype is not in the predictor contract (medseg.engine owns it): recorded when present
+        autocast = getattr(predictor, "autocast_dtype", None)
+        record.update({
+            "model": predictor.spec.name,
+            "fingerprint": predictor.fingerprint,
+            "device": str(predictor.device),
+            "autocast": str(autocast).replace("torch.", "") if autocast else "float32",
+        })
+    record["medseg_version"] = __version__
+    if predictor is not None and volume is not None:
+        from medseg.modality import resolve_modality
+
+        record["input_modality"] = resolve_modality(volume, modality).as_dict()
+        record["warnings"] = list(warnings)
+        record["spec"] = predictor.spec.to_dict()
+    if roi:
+        record["roi"] = list(roi)
+    if extra:
+        record["arguments"] = extra
+    return record
+
+
 def segment_file(
     input: str | PathLike[str],
     output: str | PathLike[str],
     predictor: Predictor,
     overwrite: bool = False,
     series: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
     extra: dict[str, Any] | None = None,
     formats: tuple[OutputFormat, ...] | str | None = None,
     roi: list[str] | tuple[str, ...] | None = None,
@@ -384,14 +514,16 @@ def segment_file(
     irregular: str = "error",
     force: bool = False,
     modality: str = "auto",
+    make_parents: bool = False,
 ) -> SegmentResult:
     """Segment one file/series and write the label map with its sidecars (``.json``, ``.ctbl``, ``.txt``)
-    and, on request, a DICOM SEG / RTSTRUCT, statistics and one file per label. All or nothing.
+    and, on request, a DICOM SEG / RTSTRUCT, statistics and one file per label. All or nothing:
+    :func:`read_case` → :func:`segment_case` → :func:`write_segmentation` with :func:`provenance_record`.
 
     Args:
         input: NIfTI/NRRD/MHA file, DICOM file, folder or zip.
         output: label map path (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``); its directory must exist.
-        predictor: from :func:`medseg.predictor.load_predictor`.
+        predictor: any predictor of the contract (``spec``, ``fingerprint``, ``device``, ``predict``).
         overwrite: replace existing outputs.
         series: DICOM SeriesInstanceUID when the input holds several.
         progress: ``progress(done, total)`` callback for the network windows.
@@ -406,64 +538,44 @@ def segment_file(
         irregular: ``error`` or ``resample`` for irregular DICOM slice grids.
         force: run even when the scan's modality is not the model's (the mismatch becomes a warning).
         modality: ``auto``, ``ct`` or ``mr`` (see :mod:`medseg.modality`).
+        make_parents: create the output's missing folders, only once the labels are there (``medseg
+            batch``); otherwise the outputs are checked before any work.
 
     Raises:
         InputError: the scan does not fit the model (modality, channels), before inference.
     """
-    from medseg import __version__
-    from medseg.input_checks import check_channels, check_modality, result_warnings
-    from medseg.io import read
-    from medseg.modality import resolve_modality
-
     fmts = formats if isinstance(formats, tuple) else parse_formats(formats)
     t0 = time.perf_counter()
-    plan = plan_outputs(output, overwrite, fmts, stats=stats, split=split)
+    if not make_parents:
+        plan_outputs(output, overwrite, fmts, stats=stats, split=split)  # fail before any work
     check_dicom_input(input, fmts)
     check_roi_names(predictor.spec.labels, roi)
     if volume is None:
-        volume = read(input, series=series, irregular=irregular)
-    check_channels(volume, predictor.spec.input.channels, predictor.spec.name)
-    warnings = [w for w in [check_modality(volume, predictor.spec, force=force, modality=modality)] if w]
-    t_read = time.perf_counter()
-    labels: Volume = predictor.predict(volume, progress=progress)
-    labels = select_labels(labels, roi)
-    t_pred = time.perf_counter()
-    from medseg.postprocess import label_volumes_ml
+        from medseg.io import read
 
-    volumes_ml = label_volumes_ml(labels)
-    warnings += result_warnings(predictor.spec.name, volumes_ml)
-    provenance = {
-        "input": str(input),
-        "series_uid": volume.source.series_uid,
-        "model": predictor.spec.name,
-        "fingerprint": predictor.fingerprint,
-        "device": str(predictor.device),
-        "autocast": str(predictor.autocast_dtype).replace("torch.", "") if predictor.autocast_dtype else "float32",
-        "medseg_version": __version__,
-        "input_modality": resolve_modality(volume, modality).as_dict(),
-        "warnings": warnings,
-        "spec": predictor.spec.to_dict(),
-    }
-    if roi:
-        provenance["roi"] = list(roi)
-    if extra:
-        provenance["arguments"] = extra
-    written = write_outputs(
-        labels, plan, provenance=provenance, source=input, series=series, algorithm=algorithm_info(predictor),
-        image=volume, seg_type=seg_type, overwrite=overwrite,
+        volume = read(input, series=series, irregular=irregular)
+    t_read = time.perf_counter()
+    seg = segment_case(volume, predictor, roi=roi, force=force, modality=modality, progress=progress)
+    t_pred = time.perf_counter()
+    provenance = provenance_record(input, volume, predictor, modality=modality, warnings=seg.warnings, roi=roi,
+                                   extra=extra)
+    written = write_segmentation(
+        seg.labels, output, provenance, overwrite=overwrite, formats=fmts, stats=stats, split=split, source=input,
+        series=series, algorithm=algorithm_info(predictor), image=volume, seg_type=seg_type,
+        make_parents=make_parents,
     )
-    if not plan.label_map.is_file():  # pragma: no cover - atomic_output guarantees this
-        raise WriteError("label map was not written", plan.label_map)
+    label_map = written["label_map"]
     t_end = time.perf_counter()
     return SegmentResult(
         input=str(input),
-        output=plan.label_map,
-        sidecars=plan.sidecars,
-        volumes_ml=volumes_ml,
+        output=label_map,
+        sidecars={k: written[k] for k in ("json", "ctbl", "txt")},
+        volumes_ml=seg.volumes_ml,
         seconds=t_end - t0,
         model=predictor.spec.name,
         fingerprint=predictor.fingerprint,
         timings={"read": t_read - t0, "predict": t_pred - t_read, "write": t_end - t_pred},
         extra_outputs={k: v for k, v in written.items() if k not in ("label_map", "json", "ctbl", "txt")},
-        warnings=tuple(warnings),
+        warnings=seg.warnings,
+        input_warnings=seg.input_warnings,
     )

@@ -1,7 +1,8 @@
 """**Save** dock widget: a Labels layer → NIfTI (+ label sidecars), in the last folder saved to, next to the
 scan when that folder is writable and outside the package, else ``~/medseg-labels`` (see :mod:`._save_folder`).
 
-Wiring only: :func:`._writer.save_labels` writes through :func:`medseg.io.write` (atomic, source geometry).
+Wiring only: :func:`._writer.save_labels` writes through :func:`medseg.pipeline.write_segmentation` (all or
+nothing, source geometry).
 An existing file is replaced only when *Overwrite* is ticked. Shortcut: ``Alt-S`` saves.
 """
 

@@ -3,8 +3,8 @@
 The geometry comes from ``metadata["medseg_geometry"]`` (layers made by medseg's reader or widgets), so the
 file has exactly the scan's affine and voxel order and lines up with it in any viewer. A labels layer made
 by hand in napari is saved on its own grid, built from its ``scale``/``translate``/``affine``; it lines up
-too. Sidecars (``<stem>.json`` with ids, names, colours and volumes in mL, plus a colour table) are written
-by :func:`medseg.io.sidecar.write_label_sidecars`.
+too. The label map and its sidecars (``<stem>.json`` with ids, names, colours, volumes in mL and provenance,
+plus the colour tables) are written, all or nothing, by :func:`medseg.pipeline.write_segmentation`.
 
 napari's *File > Save Layers* dialog asks before replacing an existing file, so :func:`write_labels`
 (called after that confirmation) overwrites; :func:`save_labels` itself refuses unless ``overwrite=True``.
@@ -52,17 +52,15 @@ def _nifti_path(path: str | os.PathLike[str]) -> Path:
 
 
 def save_labels(volume: Any, path: str | os.PathLike[str], overwrite: bool = False) -> list[str]:
-    """Write ``volume`` (``is_label=True``) to ``path`` (``.nii``/``.nii.gz`` added if missing) + sidecars.
+    """Write ``volume`` (``is_label=True``) to ``path`` (``.nii``/``.nii.gz`` added if missing) + sidecars,
+    all or nothing, through :func:`medseg.pipeline.write_segmentation` (the writer of ``medseg segment``).
 
     Returns:
         The written paths, the NIfTI first.
     """
     from medseg.errors import WriteError
-    from medseg.io import write
-    from medseg.io.sidecar import sidecar_paths, write_label_sidecars
-    from medseg.postprocess import label_volumes_ml
-
-    from medseg.io.sidecar import is_medseg_sidecar
+    from medseg.io.sidecar import is_medseg_sidecar, sidecar_paths
+    from medseg.pipeline import provenance_record, write_segmentation
 
     out = _nifti_path(path)
     if not overwrite:  # check everything first: never leave a NIfTI without its sidecars
@@ -75,9 +73,9 @@ def save_labels(volume: Any, path: str | os.PathLike[str], overwrite: bool = Fal
                 f"a file medseg did not write for {out.name} is in the way of its sidecar; not replacing it "
                 "(move it, or save under another name)", p,
             )
-    write(volume, out, overwrite=overwrite)
-    sidecars = write_label_sidecars(volume, out, label_volumes_ml(volume), overwrite=overwrite)
-    return [str(out), *(str(p) for p in sidecars.values())]
+    source = getattr(getattr(volume, "source", None), "path", None)
+    written = write_segmentation(volume, out, provenance_record(source, volume), overwrite=overwrite)
+    return [str(p) for p in written.values()]
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

@@ -112,7 +112,8 @@ def _worker_main(conn: Any, model: str, predictor_kwargs: dict[str, Any]) -> Non
     """Child process: load the model, then serve ``(case, output, overwrite, settings)`` requests."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
-    from medseg.batch.runner import format_error, predict_case, predictor_info, read_case, sidecar_provenance, write_case
+    from medseg.batch.worker import format_error, read_case, segment_case
+    from medseg.pipeline import predictor_info
 
     try:
         from medseg.predictor import load_predictor
@@ -133,16 +134,9 @@ def _worker_main(conn: Any, model: str, predictor_kwargs: dict[str, Any]) -> Non
         case, output, overwrite, settings = msg
         t0 = time.perf_counter()
         try:
-            volume = read_case(case, settings.irregular, settings.formats)
+            volume = read_case(case, settings)
             conn.send(("read", time.perf_counter() - t0))
-            labels, vols = predict_case(predictor, volume, settings.force, settings.modality)
-            if settings.roi:
-                from medseg.pipeline import select_labels
-                from medseg.postprocess import label_volumes_ml
-
-                vols = label_volumes_ml(select_labels(labels, list(settings.roi)))
-            write_case(labels, vols, Path(output), overwrite, sidecar_provenance(predictor, case), settings=settings,
-                       case=case, predictor=predictor, image=volume if settings.stats else None)
+            vols = segment_case(predictor, case, volume, Path(output), overwrite, settings)
             del volume
             conn.send(("done", vols, time.perf_counter() - t0))
         except Exception as err:  # noqa: BLE001 - per-case error capture (incl. out of memory)
@@ -274,8 +268,8 @@ class CaseWorker:
             raise CaseFailed(f"the worker process died while {doing} ({_signal_name(code)})")
 
     def run_case(self, case: Any, output: Path, overwrite: bool, settings: Any) -> tuple[dict[str, float], float]:
-        """Read, segment and write one case in the child (as :func:`medseg.batch.runner.process_volume` does
-        with ``settings``, a :class:`~medseg.batch.runner.BatchSettings`); returns ``(volumes_ml, seconds)``.
+        """Read, segment and write one case in the child (:mod:`medseg.batch.worker`, with ``settings``, a
+        :class:`~medseg.batch.settings.BatchSettings`); returns ``(volumes_ml, seconds)``.
 
         Raises:
             CaseFailed: the case's one-line reason (a read/model/write error, a time limit, a crash).

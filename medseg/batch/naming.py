@@ -14,16 +14,22 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from os import PathLike
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from medseg.errors import WriteError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from medseg.types import Volume
+
 __all__ = [
     "OUTPUT_SUFFIX", "MAX_COMPONENT", "sanitize_component", "short_hash", "series_label", "case_name", "output_paths",
-    "ensure_inside",
+    "ensure_inside", "is_folder_output", "folder_output",
 ]
 
 #: every batch output ends with this; sidecars become ``<stem>_seg.json`` / ``.ctbl``
@@ -162,3 +168,31 @@ def output_paths(cases: Iterable[tuple[str, PurePosixPath, str | None]], output_
         seen[str(path).lower()] = key
         final[key] = path
     return {key: ensure_inside(output_dir, rel) for key, rel in final.items()}
+
+
+def is_folder_output(output: str | PathLike[str]) -> bool:
+    """``-o`` names a folder: it ends with a path separator or is an existing directory."""
+    text = os.fspath(output)
+    return text.endswith(("/", os.sep)) or Path(text).expanduser().is_dir()
+
+
+def folder_output(folder: str | PathLike[str], volume: Volume, sample: bool = False) -> Path:
+    """``-o FOLDER``: ``FOLDER/<name>_seg.nii.gz``, ``<name>`` being the case name ``medseg batch`` gives the input.
+
+    The name is the file stem (``t1.nii.gz`` → ``t1``), the series number and description for DICOM
+    (``s003_Abdomen``), the case of an nnU-Net file set (``case7_0000.nii.gz`` → ``case7``), or ``sample``
+    for the bundled sample.
+    """
+    src = volume.source
+    if sample:
+        name = "sample"
+    elif src.format == "dicom":
+        name = case_name(src.path or "", (src.series_number, src.series_description, src.series_uid or ""))
+    else:
+        name = case_name(src.path or "input")
+        if "channels" in src.extra:  # an nnU-Net case read from CASE_0000.nii.gz ...: the case is CASE
+            from medseg.channels import NNUNET_CHANNEL
+
+            m = NNUNET_CHANNEL.match(Path(src.path or "").name)
+            name = case_name(m.group("case")) if m else name
+    return Path(folder).expanduser() / f"{name}{OUTPUT_SUFFIX}"

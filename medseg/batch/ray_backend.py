@@ -55,21 +55,23 @@ class SegmentWorker:
         self.predictor = load_predictor(model, **predictor_kwargs)
 
     def info(self) -> dict[str, Any]:
-        from medseg.batch.runner import predictor_info
+        from medseg.pipeline import predictor_info
 
         return {**predictor_info(self.predictor), "host": os.uname().nodename, "pid": os.getpid()}
 
-    def process(self, case: Any, output: str, overwrite: bool, irregular: str, settings: Any = None) -> dict[str, Any]:
-        """Segment one case; never raises for a bad case: ``{"error": str|None, "volumes_ml", "seconds"}``."""
-        from medseg.batch.runner import _free_accelerator_memory, _is_oom, format_error, process_volume
+    def process(self, case: Any, output: str, overwrite: bool, settings: Any) -> dict[str, Any]:
+        """Segment one case (:mod:`medseg.batch.worker`, through :mod:`medseg.pipeline`); never raises for a
+        bad case: ``{"error": str|None, "volumes_ml", "seconds"}``."""
+        from medseg.batch.worker import format_error, free_accelerator_memory, is_oom, read_case, segment_case
 
         t0 = time.perf_counter()
         try:
-            vols, seconds = process_volume(self.predictor, case, Path(output), overwrite, irregular, settings)
-            return {"error": None, "volumes_ml": vols, "seconds": seconds}
+            volume = read_case(case, settings)
+            vols = segment_case(self.predictor, case, volume, Path(output), overwrite, settings)
+            return {"error": None, "volumes_ml": vols, "seconds": time.perf_counter() - t0}
         except Exception as err:  # noqa: BLE001 - per-case error capture (incl. out of memory)
-            if _is_oom(err):
-                _free_accelerator_memory()
+            if is_oom(err):
+                free_accelerator_memory()
             return {"error": format_error(err), "volumes_ml": {}, "seconds": time.perf_counter() - t0}
 
 
@@ -77,11 +79,11 @@ class RayBackend:
     """Start (or join) a Ray cluster, create the model replicas, run planned cases on them.
 
     Args:
-        settings: :class:`~medseg.batch.runner.BatchSettings`.
+        settings: :class:`~medseg.batch.settings.BatchSettings`.
         address: cluster address (``"auto"``, ``"ray://head:10001"``, ``"10.0.0.1:6379"``); ``None`` starts
             a local cluster (or uses the one already initialised in this process).
         workers: number of replicas; default one per GPU when the cluster has GPUs, else one per
-            ``threads`` CPUs (``threads`` defaults to 1).
+            ``threads`` CPUs (``threads`` defaults to 1: one replica per CPU).
     """
 
     def __init__(self, settings: Any, address: str | None = None, workers: int | None = None) -> None:
@@ -164,8 +166,7 @@ class RayBackend:
             rel = PurePosixPath(planned.output.relative_to(state.output_dir).as_posix())
             ensure_inside(state.output_dir, rel)
             state.mark_pending(planned.case.key, planned.output)
-            ref = actor.process.remote(planned.case, str(planned.output), planned.overwrite, self.settings.irregular,
-                                       self.settings)
+            ref = actor.process.remote(planned.case, str(planned.output), planned.overwrite, self.settings)
             in_flight[ref] = (planned, actor, time.perf_counter())
             per_actor[id(actor)].append(ref)
 

@@ -35,112 +35,15 @@ from typing import Any
 
 from medseg.batch.discover import Case, CaseFilter, discover_cases, filter_cases
 from medseg.batch.naming import ensure_inside, output_paths
+from medseg.batch.settings import BatchSettings
 from medseg.batch.state import STATE_DIRNAME, BatchState, run_fingerprint
 from medseg.batch.summary import PROVENANCE_NAME, SUMMARY_NAME, CaseResult, CaseStatus, write_provenance, write_summary
+from medseg.batch.worker import format_error
 from medseg.errors import MedsegError, WriteError
 
-__all__ = ["BatchSettings", "PlannedCase", "BatchPlan", "plan_batch", "run_batch", "process_volume", "format_error"]
+__all__ = ["PlannedCase", "BatchPlan", "plan_batch", "run_batch", "run_local", "run_isolated", "dry_run"]
 
 log = logging.getLogger("medseg.batch")
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """Everything that configures a batch run.
-
-    Args:
-        model: registry name, spec YAML, bundle folder (see :func:`medseg.predictor.load_predictor`).
-        device: ``auto``/``cpu``/``cuda``/``cuda:N``/``mps``.
-        precision: ``auto``/``fp32``/``bf16``/``fp16`` (as the predictor accepts).
-        overlap: sliding-window overlap override in ``[0, 1)``; ``None`` keeps the spec's.
-        tta: test-time flips on/off; ``None`` keeps the spec's.
-        threads: torch CPU threads (``None``: torch's default).
-        irregular: ``error`` or ``resample`` for irregular DICOM slice grids.
-        force: segment cases whose modality is not the model's (else such a case fails with the reason).
-        modality: ``auto``, ``ct`` or ``mr``: the cases' modality (see :mod:`medseg.modality`).
-        overwrite: replace outputs this tool did not write, or wrote with another model/settings.
-        read_ahead: cases read ahead of inference (queue bound, >= 1) in the in-process pipeline
-            (:func:`run_local`); the default isolated run reads each case in its worker process.
-        write_queue: results waiting for the writer (queue bound, >= 1), in-process pipeline only.
-        formats: outputs besides the NIfTI label map (``"dicom-seg"``, ``"rtstruct"``; DICOM cases only).
-        roi: keep only these label names.
-        split: also write ``<output stem>/<label>.nii.gz`` per label.
-        stats: also write per-label statistics (``<output stem>.stats.json``; all in ``batch_stats.csv``).
-        seg_type: DICOM SEG type, ``"binary"`` or ``"fractional"``.
-        trust_model_code: load TorchScript whose sha256 nothing pins (``--trust-model-code``).
-        read_timeout: seconds allowed to read one case (``None``: ``$MEDSEG_READ_TIMEOUT`` or 60).
-        case_timeout: seconds allowed for one whole case (``None``: ``$MEDSEG_CASE_TIMEOUT`` or 1800).
-        follow_outside_links: read inputs reached through symlinks that leave INPUT_DIR (reported either way).
-        include, exclude: ``--include``/``--exclude`` globs (see :class:`medseg.batch.discover.CaseFilter`).
-        skip_labels: skip image files that are label maps (``--keep-label-files`` turns it off).
-    """
-
-    model: str = "brain-mri"
-    device: str = "auto"
-    precision: str = "auto"
-    overlap: float | None = None
-    tta: bool | None = None
-    threads: int | None = None
-    irregular: str = "error"
-    force: bool = False
-    modality: str = "auto"
-    overwrite: bool = False
-    read_ahead: int = 1
-    write_queue: int = 2
-    formats: tuple[str, ...] = ("nifti",)
-    roi: tuple[str, ...] = ()
-    split: bool = False
-    stats: bool = False
-    seg_type: str = "binary"
-    trust_model_code: bool = False
-    read_timeout: float | None = None
-    case_timeout: float | None = None
-    follow_outside_links: bool = False
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    skip_labels: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("read_timeout", "case_timeout"):
-            value = getattr(self, name)
-            if value is not None and not float(value) > 0:
-                raise ValueError(f"{name} must be > 0 seconds, got {value}.")
-        if self.overlap is not None and not 0.0 <= float(self.overlap) < 1.0:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}.")
-        if self.threads is not None and int(self.threads) < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}.")
-        if self.irregular not in ("error", "resample"):
-            raise ValueError(f"irregular must be 'error' or 'resample', got {self.irregular!r}.")
-        if int(self.read_ahead) < 1 or int(self.write_queue) < 1:
-            raise ValueError(f"read_ahead and write_queue must be >= 1, got {self.read_ahead}, {self.write_queue}.")
-
-    def predictor_kwargs(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "precision": self.precision,
-            "overlap": self.overlap,
-            "tta": self.tta,
-            "threads": self.threads,
-            "trust_model_code": self.trust_model_code,
-        }
-
-    def case_filter(self) -> CaseFilter:
-        """The ``--include``/``--exclude``/label-file rule of this batch."""
-        return CaseFilter(tuple(self.include), tuple(self.exclude), self.skip_labels)
-
-    def output_settings(self) -> dict[str, Any]:
-        """Settings that change outputs beyond the predictor's own fingerprint."""
-        out: dict[str, Any] = {"irregular": self.irregular, "format": "nifti-gz"}
-        extras = {"formats": sorted(set(self.formats) - {"nifti"}), "roi": sorted(self.roi), "split": self.split,
-                  "stats": self.stats, "seg_type": self.seg_type}
-        defaults = {"formats": [], "roi": [], "split": False, "stats": False, "seg_type": "binary"}
-        out.update({k: v for k, v in extras.items() if v != defaults[k]})  # unchanged fingerprint by default
-        return out
-
-    @property
-    def extended(self) -> bool:
-        """Outputs beyond the label map and its sidecars are requested."""
-        return bool(set(self.formats) - {"nifti"} or self.roi or self.split or self.stats)
 
 
 @dataclass(frozen=True)
@@ -158,33 +61,6 @@ class BatchPlan:
     results: dict[str, CaseResult]  # already known: skipped (done earlier) or failed before running
     order: list[str]  # case keys in discovery order
     notes: list[str] = field(default_factory=list)
-
-
-def format_error(err: BaseException) -> str:
-    """One line for the summary: medseg errors as ``path: problem``, out-of-memory named as such."""
-    if _is_oom(err):
-        return f"out of memory: {type(err).__name__}: {err}".strip()
-    if isinstance(err, MedsegError):
-        return str(err)
-    return f"{type(err).__name__}: {err}"
-
-
-def _is_oom(err: BaseException) -> bool:
-    if isinstance(err, MemoryError):
-        return True
-    torch = sys.modules.get("torch")
-    oom_types = tuple(
-        t for t in (getattr(torch, "OutOfMemoryError", None), getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)) if t
-    )
-    if oom_types and isinstance(err, oom_types):
-        return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
-
-
-def _free_accelerator_memory() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def plan_batch(
@@ -306,105 +182,6 @@ def _remove_stale_temporaries(output_dir: Path, outputs: Sequence[Path]) -> None
 
 
 # -------------------------------------------------------------------------------------------------
-# per-case steps shared by the local pipeline and the Ray actors
-
-
-def read_case(case: Case, irregular: str, formats: tuple[str, ...] = ()):  # noqa: ANN201 - Volume
-    from medseg.errors import ReadError
-    from medseg.io import read
-
-    if case.problem:
-        raise ReadError(case.problem, case.path)
-    if set(formats) - {"nifti"}:
-        from medseg.pipeline import check_dicom_input, parse_formats
-
-        check_dicom_input(case.path, parse_formats(list(formats)))  # before inference
-    return read(case.path, series=case.series, irregular=irregular)
-
-
-def predict_case(predictor: Any, volume: Any, force: bool = False, modality: str = "auto") -> tuple[Any, dict[str, float]]:
-    """Check that the case fits the model (channels, modality; see :mod:`medseg.input_checks`), then predict."""
-    from medseg.input_checks import check_channels, check_modality
-    from medseg.postprocess import label_volumes_ml
-
-    check_channels(volume, predictor.spec.input.channels, predictor.spec.name)
-    mismatch = check_modality(volume, predictor.spec, force=force, modality=modality)
-    if mismatch:
-        log.warning("%s: %s", volume.source.path, mismatch)
-    labels = predictor.predict(volume)
-    return labels, label_volumes_ml(labels)
-
-
-def sidecar_provenance(predictor: Any, case: Case) -> dict[str, Any]:
-    """What the label map's JSON sidecar records about its making (as ``medseg segment`` does)."""
-    from medseg import __version__
-
-    return {
-        "input": str(case.path),
-        "series_uid": case.series,
-        "model": predictor.spec.name,
-        "fingerprint": predictor.fingerprint,
-        "medseg_version": __version__,
-    }
-
-
-def write_case(
-    labels: Any,
-    volumes_ml: dict[str, float],
-    output: Path,
-    overwrite: bool,
-    extra: dict[str, Any] | None = None,
-    *,
-    settings: BatchSettings | None = None,
-    case: Case | None = None,
-    predictor: Any = None,
-    image: Any = None,
-) -> None:
-    """Every output of a case, all or nothing (:func:`medseg.pipeline.write_outputs`); the parent folders
-    are created (inside OUTPUT_DIR). With ``settings`` asking for them: DICOM SEG/RTSTRUCT (DICOM cases),
-    ``--roi``, ``--split`` and ``--stats`` outputs, named as ``medseg segment`` names them."""
-    from medseg.pipeline import algorithm_info, parse_formats, plan_outputs, select_labels, write_outputs
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if settings is None or not settings.extended:
-        write_outputs(labels, plan_outputs(output, overwrite), provenance=extra, overwrite=overwrite)
-        return
-    formats = parse_formats(list(settings.formats))
-    if case is not None and case.series is None and any(f.value != "nifti" for f in formats):
-        from medseg.errors import ReadError
-        from medseg.io import detect_format
-
-        if detect_format(case.path) != "dicom":
-            raise ReadError("DICOM SEG/RTSTRUCT outputs need a DICOM series; this case is not one", case.path)
-    labels = select_labels(labels, list(settings.roi))
-    plan = plan_outputs(output, overwrite, formats, stats=settings.stats, split=settings.split)
-    write_outputs(
-        labels, plan, provenance={**(extra or {}), **({"roi": list(settings.roi)} if settings.roi else {})},
-        source=case.path if case is not None else None, series=case.series if case is not None else None,
-        algorithm=algorithm_info(predictor) if predictor is not None else None, image=image,
-        seg_type=settings.seg_type, overwrite=overwrite,
-    )
-
-
-def process_volume(
-    predictor: Any, case: Case, output: Path, overwrite: bool, irregular: str, settings: BatchSettings | None = None
-) -> tuple[dict[str, float], float]:
-    """Read, predict and write one case in the calling thread; returns ``(volumes_ml, seconds)``."""
-    from medseg.pipeline import select_labels
-    from medseg.postprocess import label_volumes_ml
-
-    t0 = time.perf_counter()
-    volume = read_case(case, irregular, settings.formats if settings is not None else ())
-    checks = (settings.force, settings.modality) if settings is not None else (False, "auto")
-    labels, vols = predict_case(predictor, volume, *checks)
-    if settings is not None and settings.roi:
-        vols = label_volumes_ml(select_labels(labels, list(settings.roi)))
-    write_case(labels, vols, output, overwrite, sidecar_provenance(predictor, case), settings=settings, case=case,
-               predictor=predictor, image=volume if settings is not None and settings.stats else None)
-    return vols, time.perf_counter() - t0
-
-
-# -------------------------------------------------------------------------------------------------
 # local pipeline
 
 _DONE = object()
@@ -416,6 +193,7 @@ class _Item:
     seconds: float = 0.0
     volume: Any = None
     labels: Any = None
+    provenance: dict[str, Any] = field(default_factory=dict)
     volumes_ml: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
@@ -460,6 +238,9 @@ def run_local(
         Seconds spent in each stage, summed over cases (``read``, ``predict``, ``write``, and ``wall`` for
         the whole pipeline): with overlap, ``wall`` is less than the sum of the stages.
     """
+    from medseg.batch.worker import free_accelerator_memory, is_oom, read_case
+    from medseg.pipeline import algorithm_info, provenance_record, segment_case, write_segmentation
+
     stages = {"read": 0.0, "predict": 0.0, "write": 0.0, "wall": 0.0}
     if not todo:
         return stages
@@ -485,7 +266,7 @@ def run_local(
                 item = _Item(planned)
                 t0 = time.perf_counter()
                 try:
-                    item.volume = read_case(planned.case, settings.irregular, settings.formats)
+                    item.volume = read_case(planned.case, settings)
                 except Exception as err:  # noqa: BLE001 - per-case error capture
                     item.error = format_error(err)
                 item.seconds = time.perf_counter() - t0
@@ -509,9 +290,13 @@ def run_local(
                     try:
                         ensure_inside(state.output_dir, PurePosixPath(item.planned.output.relative_to(state.output_dir).as_posix()))
                         state.mark_pending(item.planned.case.key, item.planned.output)
-                        write_case(item.labels, item.volumes_ml, item.planned.output, item.planned.overwrite,
-                                   sidecar_provenance(predictor, item.planned.case), settings=settings,
-                                   case=item.planned.case, predictor=predictor, image=item.volume)
+                        case = item.planned.case
+                        write_segmentation(
+                            item.labels, item.planned.output, item.provenance, overwrite=item.planned.overwrite,
+                            formats=settings.output_formats(), stats=settings.stats, split=settings.split,
+                            source=case.path, series=case.series, algorithm=algorithm_info(predictor),
+                            image=item.volume, seg_type=settings.seg_type, make_parents=True,
+                        )
                         item.seconds += time.perf_counter() - t0
                         state.mark_done(item.planned.case.key, item.planned.output, item.seconds, item.volumes_ml)
                     except Exception as err:  # noqa: BLE001 - per-case error capture
@@ -540,18 +325,19 @@ def run_local(
             if item.error is None:
                 t0 = time.perf_counter()
                 try:
-                    item.labels, item.volumes_ml = predict_case(
-                        predictor, item.volume, settings.force, settings.modality
+                    seg = segment_case(item.volume, predictor, roi=settings.roi, force=settings.force,
+                                       modality=settings.modality)
+                    for warning in seg.input_warnings:
+                        log.warning("%s: %s", item.volume.source.path, warning)
+                    item.labels, item.volumes_ml = seg.labels, seg.volumes_ml
+                    item.provenance = provenance_record(
+                        item.planned.case.path, item.volume, predictor, modality=settings.modality,
+                        warnings=seg.warnings, roi=settings.roi,
                     )
-                    if settings.roi:
-                        from medseg.pipeline import select_labels
-                        from medseg.postprocess import label_volumes_ml
-
-                        item.volumes_ml = label_volumes_ml(select_labels(item.labels, list(settings.roi)))
                 except Exception as err:  # noqa: BLE001 - per-case error capture (incl. out of memory)
                     item.error = format_error(err)
-                    if _is_oom(err):
-                        _free_accelerator_memory()
+                    if is_oom(err):
+                        free_accelerator_memory()
                 if not settings.stats:  # intensity statistics need the scan in the writer
                     item.volume = None
                 item.seconds += time.perf_counter() - t0
@@ -699,7 +485,6 @@ def run_batch(
 
             backend = RayBackend(settings, address=ray_address, workers=ray_workers)
             info = backend.start()
-            predictor = None
         else:
             from medseg.batch.isolate import CaseWorker, Limits
 
@@ -801,18 +586,6 @@ def write_stats_table(path: Path, results: list[CaseResult]) -> None:
             rows.append({"input": r.input, "series": r.series or "", "output": str(r.output), **row})
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(to_csv(rows, extra_columns=("input", "series", "output")), encoding="utf-8")
-
-
-def predictor_info(predictor: Any) -> dict[str, Any]:
-    """JSON-able description of a loaded predictor for provenance and fingerprints."""
-    spec = predictor.spec
-    return {
-        "name": spec.name,
-        "spec_path": spec.source_path,
-        "fingerprint": predictor.fingerprint,
-        "labels": [{"id": lab.id, "name": lab.name, "color": list(lab.color)} for lab in spec.labels],
-        "spec": spec.to_dict(),
-    }
 
 
 def dry_run(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str], settings: BatchSettings) -> list[tuple[str, str, str]]:

@@ -30,7 +30,8 @@ def positive_float(text: str) -> float:
 
 
 def overlap(text: str) -> float:
-    """argparse type: a sliding-window overlap in [0, 1)."""
+    """argparse type: a sliding-window overlap in [0, 1) (the CLI's only overlap check; the library's is
+    ``medseg.engine``'s ``RunOptions``, which owns it)."""
     try:
         value = float(text)
     except ValueError:
@@ -55,6 +56,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     tta.add_argument("--no-tta", dest="tta", action="store_const", const=False, help="test-time flips off")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
     add_trust_option(p)
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    """The :func:`medseg.predictor.load_predictor` keywords of :func:`add_model_options`' options
+    (:data:`medseg.pipeline.PREDICTOR_OPTIONS`)."""
+    from medseg.pipeline import PREDICTOR_OPTIONS
+
+    return {name: getattr(args, name) for name in PREDICTOR_OPTIONS}
 
 
 def add_output_options(p: argparse.ArgumentParser, dicomweb: bool = True) -> None:

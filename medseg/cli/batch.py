@@ -65,7 +65,8 @@ def add_parser(subparsers: Any) -> None:
                    help="run on a Ray cluster: ADDRESS (e.g. 'auto' or 'ray://head:10001'), or a local cluster "
                    "when omitted. Needs `pip install 'medseg[distributed]'`")
     p.add_argument("--ray-workers", type=positive_int, default=None,
-                   help="model replicas on Ray (default: one per GPU, else one per 2 CPUs)")
+                   help="model replicas on Ray (default: one per GPU, else one per --threads CPUs, i.e. one per CPU "
+                   "without --threads)")
     p.set_defaults(run=run)
 
 
@@ -110,8 +111,33 @@ def _command_line(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
+def _renamed(args: argparse.Namespace, formats: tuple[str, ...]) -> dict[str, Any]:
+    """:class:`~medseg.batch.settings.BatchSettings` fields whose option has another name or form; every other
+    field is the option of the same name (``--device`` -> ``device`` ...)."""
+    return {
+        "formats": formats,
+        "roi": tuple(args.roi or ()),
+        "follow_outside_links": args.follow_outside_symlinks,
+        "include": tuple(args.include),
+        "exclude": tuple(args.exclude),
+        "skip_labels": not args.keep_label_files,
+    }
+
+
+def batch_settings(args: argparse.Namespace, formats: tuple[str, ...]) -> Any:
+    """The :class:`~medseg.batch.settings.BatchSettings` of the parsed options (``formats`` parsed)."""
+    from dataclasses import fields
+
+    from medseg.batch.settings import BatchSettings
+
+    renamed = _renamed(args, formats)
+    values = {f.name: renamed[f.name] if f.name in renamed else getattr(args, f.name)
+              for f in fields(BatchSettings) if f.name in renamed or hasattr(args, f.name)}
+    return BatchSettings(**values)
+
+
 def run(args: argparse.Namespace) -> int:
-    from medseg.batch.runner import BatchSettings, run_batch
+    from medseg.batch.runner import run_batch
     from medseg.errors import MedsegError
     from medseg.pipeline import parse_formats
 
@@ -122,31 +148,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quiet:
         logging.getLogger("medseg.batch").setLevel(logging.INFO)
-    settings = BatchSettings(
-        model=args.model,
-        device=args.device,
-        precision=args.precision,
-        overlap=args.overlap,
-        tta=args.tta,
-        threads=args.threads,
-        irregular=args.irregular,
-        force=args.force,
-        modality=args.modality,
-        overwrite=args.overwrite,
-        read_ahead=args.read_ahead,
-        formats=formats,
-        roi=tuple(args.roi or ()),
-        split=args.split,
-        stats=args.stats,
-        seg_type=args.seg_type,
-        trust_model_code=args.trust_model_code,
-        read_timeout=args.read_timeout,
-        case_timeout=args.case_timeout,
-        follow_outside_links=args.follow_outside_symlinks,
-        include=tuple(args.include),
-        exclude=tuple(args.exclude),
-        skip_labels=not args.keep_label_files,
-    )
+    settings = batch_settings(args, formats)
     if args.dry_run:
         from medseg.batch.runner import dry_run
 

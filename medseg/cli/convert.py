@@ -55,12 +55,12 @@ def run(args: argparse.Namespace) -> int:
 def _convert_seg(args: argparse.Namespace) -> int:
     """DICOM SEG -> label map on its referenced series' grid, with the label sidecars."""
     from medseg.io.dicom_seg import read_seg
-    from medseg.pipeline import plan_outputs, write_outputs
+    from medseg.pipeline import plan_outputs, write_segmentation
 
-    plan = plan_outputs(args.output, args.overwrite)
+    plan_outputs(args.output, args.overwrite)  # fail before reading
     labels = read_seg(args.path, reference=args.reference)
-    write_outputs(labels, plan, provenance={"input": str(args.path), "converted_from": "DICOM SEG"},
-                  overwrite=args.overwrite)
+    written = write_segmentation(labels, args.output, {"input": str(args.path), "converted_from": "DICOM SEG"},
+                                 overwrite=args.overwrite)
     names = ", ".join(lab.name for lab in labels.labels)
-    print(f"wrote {plan.label_map} ({len(labels.labels)} segment(s): {names})")
+    print(f"wrote {written['label_map']} ({len(labels.labels)} segment(s): {names})")
     return 0

@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from medseg.errors import MedsegError
     from medseg.input_checks import check_channels, check_modality
     from medseg.model_input import model_contract, read_input
-    from medseg.pipeline import (
-        OutputFormat, check_dicom_input, folder_output, is_folder_output, parse_formats, plan_outputs,
-    )
+    from medseg.batch.naming import folder_output, is_folder_output
+    from medseg.cli._options import model_kwargs
+    from medseg.pipeline import OutputFormat, check_dicom_input, parse_formats, plan_outputs
 
     if args.sample:
         if args.input or args.channel:
@@ -119,10 +119,7 @@ def run(args: argparse.Namespace) -> int:
             output.parent.mkdir(parents=True, exist_ok=True)
             plan_outputs(output, args.overwrite, formats, stats=args.stats, split=args.split)
         progress = None if args.no_progress or not sys.stderr.isatty() else TqdmProgress(desc=f"{args.model}")
-        predictor = load_predictor(
-            args.model, device=args.device, precision=args.precision, overlap=args.overlap, tta=args.tta,
-            threads=args.threads, modality=args.modality, trust_model_code=args.trust_model_code,
-        )
+        predictor = load_predictor(args.model, modality=args.modality, **model_kwargs(args))
         from medseg.pipeline import segment_file
 
         result = segment_file(

@@ -2,7 +2,7 @@
 
 Used when a header holds fields that :mod:`medseg.io.itk_headers` does not validate (ITK's readers
 trust their headers; see ITK issue #6853), or always with ``MEDSEG_ISOLATE_READS=1``. The child
-(``python -m medseg.io.isolate PATH OUT.npy``) reads with SimpleITK, saves the array to a temporary
+(``python -m medseg.io.isolate_child PATH OUT.npy``, :mod:`medseg.io.isolate_child`) reads with SimpleITK, saves the array to a temporary
 ``.npy`` and prints the geometry as JSON; a crash (signal), a run past ``MEDSEG_READ_TIMEOUT`` seconds
 (default 45) or an error in the child becomes one :class:`~medseg.errors.ReadError` in the parent.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import MedsegError, ReadError
-from medseg.io.limits import human_bytes, max_voxel_bytes
+from medseg.errors import ReadError
+from medseg.io.limits import max_voxel_bytes
 from medseg.types import Geometry, SourceInfo, Volume
 
 __all__ = ["TIMEOUT_ENV", "ISOLATE_ENV", "read_timeout", "isolate_always", "read_itk_isolated"]
@@ -65,7 +64,7 @@ def read_itk_isolated(path: Path, reason: str) -> Volume:
         out = Path(tmp) / "voxels.npy"
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "medseg.io.isolate", str(path), str(out)],
+                [sys.executable, "-m", "medseg.io.isolate_child", str(path), str(out)],
                 capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
@@ -96,48 +95,3 @@ def read_itk_isolated(path: Path, reason: str) -> Volume:
     source = SourceInfo(path=str(path), format=report["format"], warnings=warnings,
                         extra={"metadata": report.get("metadata", {})})
     return Volume(array, geometry, source=source)
-
-
-def _die_with_parent() -> None:
-    """Linux: ask the kernel to kill this process when its parent dies (best effort)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-
-
-def _child(path: str, out: str) -> int:
-    _die_with_parent()
-    limit = int(os.environ.get("MEDSEG_CHILD_AS_BYTES", "0") or 0)
-    cpu = int(os.environ.get("MEDSEG_CHILD_CPU_SECONDS", "0") or 0)
-    for res, value in ((resource.RLIMIT_AS, limit), (resource.RLIMIT_CPU, cpu)):
-        if value > 0:
-            try:
-                resource.setrlimit(res, (value, value))
-            except (OSError, ValueError):
-                pass
-    from medseg.io.itk import read_itk
-
-    try:
-        vol = read_itk(path, isolate=False)
-    except MedsegError as err:
-        print(json.dumps({"error": err.message}))
-        return 3
-    except MemoryError:
-        print(json.dumps({"error": f"not enough memory to read this file (limit {human_bytes(limit)})"}))
-        return 3
-    np.save(out, np.asarray(vol.array), allow_pickle=False)
-    print(json.dumps({
-        "affine": vol.affine.tolist(),
-        "format": vol.source.format,
-        "warnings": list(vol.source.warnings),
-        "metadata": vol.source.extra.get("metadata", {}),
-    }))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1], sys.argv[2]))

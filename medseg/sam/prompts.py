@@ -284,7 +284,7 @@ def prompt_file(
 ) -> PromptResult:
     """Read a scan, segment its prompts with LiteMedSAM, write the label map on the input grid + sidecars.
 
-    Outputs go through :func:`medseg.pipeline.write_outputs` (the one writer of ``segment`` and ``batch``):
+    Outputs go through :func:`medseg.pipeline.write_segmentation` (the one writer of ``segment`` and ``batch``):
     all of them or none, the DICOM SEG / RTSTRUCT of ``formats`` included.
 
     Args:
@@ -302,7 +302,7 @@ def prompt_file(
     from medseg.input_checks import select_volume
     from medseg.io import read
     from medseg.io.dicom_seg import AlgorithmInfo
-    from medseg.pipeline import write_outputs
+    from medseg.pipeline import write_segmentation
     from medseg.sam.protocol import BoxSession, LiteMedSAM
 
     t0 = time.perf_counter()
@@ -349,9 +349,9 @@ def prompt_file(
     }
     if extra:
         doc["arguments"] = extra
-    written = write_outputs(
-        labels, plan, provenance=doc, source=input, series=series, image=volume, seg_type=seg_type,
-        algorithm=AlgorithmInfo(sam.model_id, __version__), overwrite=overwrite,
+    written = write_segmentation(
+        labels, plan.label_map, doc, formats=plan.formats, source=input, series=series, image=volume,
+        seg_type=seg_type, algorithm=AlgorithmInfo(sam.model_id, __version__), overwrite=overwrite,
     )
     document = json.loads(plan.sidecars["json"].read_text(encoding="utf-8"))
     extra_outputs = {k: v for k, v in written.items() if k not in ("label_map", "json", "ctbl", "txt")}

@@ -146,6 +146,11 @@ def test_mixed_folder_gives_outputs_and_a_failed_row(reference: Path, batch_inpu
         assert sidecar["volumes_ml"] == pytest.approx({n: float(row[f"volume_ml:{n}"]) for n in ("organ a", "organ b")},
                                                       abs=1e-3)
         assert sidecar["fingerprint"] == predictor.fingerprint and sidecar["input"] == str(case_path)
+        # the same provenance record as `medseg segment` writes (medseg.pipeline.provenance_record)
+        from medseg.pipeline import provenance_record
+
+        record = json.loads(json.dumps(provenance_record(case_path, volume, predictor, warnings=sidecar["warnings"])))
+        assert {k: sidecar.get(k) for k in record} == record
         assert (reference / row["output"].replace(".nii.gz", ".ctbl")).exists()
 
     prov = json.loads((reference / PROVENANCE_NAME).read_text())
@@ -233,3 +238,28 @@ def test_ray_local_cluster_matches_local_run(reference: Path, batch_input: Path,
     code = _run([str(batch_input), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "--quiet"])
     assert code == 1
     assert sorted(r["status"] for r in _rows(out).values()) == ["failed"] + ["skipped"] * (N_CASES - 1)
+
+
+def test_in_process_pipeline_writes_what_the_isolated_run_writes(reference: Path, batch_input: Path, tiny_model: Path,
+                                                                 tmp_path: Path) -> None:
+    """``run_local`` (threads, library use) and the isolated workers both write through medseg.pipeline."""
+    from medseg.batch.runner import plan_batch, run_local
+    from medseg.batch.settings import BatchSettings
+    from medseg.batch.state import run_fingerprint
+    from medseg.pipeline import predictor_info
+    from medseg.predictor import load_predictor
+
+    settings = BatchSettings(model=str(tiny_model), device="cpu")
+    predictor = load_predictor(settings.model, **settings.predictor_kwargs())
+    fingerprint = run_fingerprint(predictor_info(predictor)["fingerprint"], settings.output_settings())
+    out = tmp_path / "out"
+    plan, state = plan_batch(batch_input, out, fingerprint)
+    results = []
+    try:
+        run_local(predictor, plan.todo, state, settings, results.append)
+    finally:
+        state.unlock()
+    assert sorted(r.status.value for r in results) == ["failed"] + ["ok"] * (N_CASES - 1), [r.error for r in results]
+    _same_label_maps(reference, out)
+    for path in reference.rglob("*_seg.*"):  # the same sidecars, provenance included
+        assert (out / path.relative_to(reference)).read_bytes() == path.read_bytes(), path.name

@@ -95,7 +95,7 @@ def test_one_batch_per_output_folder(tmp_path: Path) -> None:
 def test_out_of_memory_is_named_in_the_error() -> None:
     import torch
 
-    from medseg.batch.runner import format_error
+    from medseg.batch.worker import format_error
     from medseg.errors import ReadError
 
     assert format_error(MemoryError("Unable to allocate 80 GiB")).startswith("out of memory:")

@@ -1,6 +1,6 @@
 """DICOM SEG and RTSTRUCT out, SEG in, on real series from ../shared/data, checked against dcmqi.
 
-Every SEG/RTSTRUCT here is written by :func:`medseg.pipeline.write_outputs`, the code behind
+Every SEG/RTSTRUCT here is written by :func:`medseg.pipeline.write_segmentation`, the code behind
 ``medseg segment --format``.
 """
 
@@ -19,7 +19,7 @@ import medseg.io
 from medseg.errors import WriteError
 from medseg.io.dicom_seg import AlgorithmInfo, read_seg
 from medseg.io.rtstruct import rasterize_rtstruct, read_rtstruct
-from medseg.pipeline import OutputFormat, plan_outputs, write_outputs
+from medseg.pipeline import OutputFormat, plan_outputs, write_segmentation
 from medseg.types import Label
 from tests.interop._util import DCMQI, ENHANCED, TS_DICOM, dice, reference_labels
 
@@ -60,7 +60,7 @@ def ts_written(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     ct, labels = reference_labels(shared_data)
     out = tmp_path_factory.mktemp("ts") / "case.nii.gz"
     plan = plan_outputs(out, formats=BOTH)
-    written = write_outputs(labels, plan, source=shared_data / TS_DICOM, algorithm=ALGO)
+    written = write_segmentation(labels, out, formats=BOTH, source=shared_data / TS_DICOM, algorithm=ALGO)
     return ct, labels, plan, written
 
 
@@ -142,7 +142,7 @@ def test_rtstruct_holes_and_islands(shared_data: Path, tmp_path: Path) -> None:
     a[400:450, 400:420, 2] = 2
     labels = ct.replace(array=a, is_label=True, labels=(Label(1, "liver", (200, 0, 0)), Label(2, "spleen", (0, 200, 0))))
     plan = plan_outputs(tmp_path / "ring.nii.gz", formats=BOTH)
-    write_outputs(labels, plan, source=ct_dir, algorithm=ALGO)
+    write_segmentation(labels, tmp_path / "ring.nii.gz", formats=BOTH, source=ct_dir, algorithm=ALGO)
     masks = rasterize_rtstruct(read_rtstruct(plan.rtstruct), ct.geometry)
     np.testing.assert_array_equal(masks["liver"], a == 1)
     np.testing.assert_array_equal(masks["spleen"], a == 2)
@@ -157,7 +157,8 @@ def test_dcmqi_liver_seg_reads_to_its_nrrd_and_rewrites_identically(shared_data:
     np.testing.assert_array_equal(seg.array > 0, np.asarray(nrrd.array) > 0)
     assert seg.labels[0].name == "Liver"
     plan = plan_outputs(tmp_path / "liver.nii.gz", formats=(OutputFormat.NIFTI, OutputFormat.DICOM_SEG))
-    write_outputs(seg, plan, source=base / "ct-3slice", algorithm=ALGO)
+    write_segmentation(seg, tmp_path / "liver.nii.gz", formats=(OutputFormat.NIFTI, OutputFormat.DICOM_SEG),
+                       source=base / "ct-3slice", algorithm=ALGO)
     np.testing.assert_array_equal(read_seg(plan.seg, reference=base / "ct-3slice").array, seg.array)
     dq = _dcmqi_read(plan.seg, tmp_path / "dq")
     np.testing.assert_array_equal(np.asarray(dq[1].array) > 0, np.asarray(nrrd.array) > 0)
@@ -171,7 +172,8 @@ def test_enhanced_multiframe_seg_references_frames(shared_data: Path, tmp_path: 
     a[40:50, 5:15, 3:6] = 2
     labels = mr.replace(array=a, is_label=True, labels=(Label(1, "brain", (1, 2, 3)), Label(2, "tumour", (4, 5, 6))))
     plan = plan_outputs(tmp_path / "mf.nii.gz", formats=(OutputFormat.NIFTI, OutputFormat.DICOM_SEG, OutputFormat.RTSTRUCT), stats=True)
-    write_outputs(labels, plan, source=src, algorithm=ALGO, image=mr, seg_type="fractional")
+    write_segmentation(labels, tmp_path / "mf.nii.gz", formats=(OutputFormat.NIFTI, OutputFormat.DICOM_SEG,
+                       OutputFormat.RTSTRUCT), stats=True, source=src, algorithm=ALGO, image=mr, seg_type="fractional")
     ds = pydicom.dcmread(plan.seg)
     assert ds.SegmentationType == "FRACTIONAL"
     ref = ds.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
@@ -197,28 +199,36 @@ def test_anonymised_source_without_type2_attributes(shared_data: Path, tmp_path:
     a[200:260, 200:300, :] = 1
     labels = ct.replace(array=a, is_label=True, labels=(Label(1, "liver", (200, 0, 0)),))
     plan = plan_outputs(tmp_path / "anon_seg.nii.gz", formats=BOTH)
-    write_outputs(labels, plan, source=anon, algorithm=ALGO)
+    write_segmentation(labels, tmp_path / "anon_seg.nii.gz", formats=BOTH, source=anon, algorithm=ALGO)
     ds = pydicom.dcmread(plan.seg)
     assert ds.PatientName == "" and ds.PatientID == ""  # type 2: present and empty
     np.testing.assert_array_equal(read_seg(plan.seg, reference=anon).array, a)
 
 
-def test_a_failing_output_leaves_no_output_of_the_case(shared_data: Path, tmp_path: Path) -> None:
+def test_a_failing_output_leaves_no_output_of_the_case(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
     base = _need(shared_data, f"{DCMQI}/ct-3slice")
     ct = medseg.io.read(base)
     a = np.zeros(ct.shape, np.uint8)
     a[10:20, 10:20, :] = 1
     labels = ct.replace(array=a, is_label=True, labels=(Label(1, "liver", (200, 0, 0)),))
-    plan = plan_outputs(tmp_path / "case.nii.gz", formats=BOTH, stats=True, split=True)
-    plan.rtstruct.write_text("appeared after the check")  # another process wins the race for one output
+    from medseg import pipeline
+
+    def plan_then_race(*args, **kwargs):  # another process wins the race for one output after the check
+        plan = plan_outputs(*args, **kwargs)
+        plan.rtstruct.write_text("appeared after the check")
+        return plan
+
+    monkeypatch.setattr(pipeline, "plan_outputs", plan_then_race)
     with pytest.raises(WriteError, match="already exists"):
-        write_outputs(labels, plan, source=base, algorithm=ALGO, image=ct)
+        write_segmentation(labels, tmp_path / "case.nii.gz", formats=BOTH, stats=True, split=True, source=base,
+                           algorithm=ALGO, image=ct)
+    monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case.rtstruct.dcm"]  # nothing else, no temporaries
     # a label map that is not on the source grid is refused before anything is written
-    plan.rtstruct.unlink()
+    (tmp_path / "case.rtstruct.dcm").unlink()
     shifted = labels.replace(array=a[:-1], geometry=ct.geometry.with_shape((511, 512, 3)))
     with pytest.raises(WriteError, match="in-plane"):
-        write_outputs(shifted, plan_outputs(tmp_path / "case.nii.gz", formats=BOTH), source=base, algorithm=ALGO)
+        write_segmentation(shifted, tmp_path / "case.nii.gz", formats=BOTH, source=base, algorithm=ALGO)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -260,7 +270,7 @@ def test_any_orientation(shared_data: Path, tmp_path: Path, name: str, rotation:
     a[350:420, 300:330, 0:2] = 2
     labels = vol.replace(array=a, is_label=True, labels=(Label(1, "liver", (200, 0, 0)), Label(2, "spleen", (0, 200, 0))))
     plan = plan_outputs(tmp_path / "o.nii.gz", formats=BOTH)
-    write_outputs(labels, plan, source=folder, algorithm=ALGO)
+    write_segmentation(labels, tmp_path / "o.nii.gz", formats=BOTH, source=folder, algorithm=ALGO)
     np.testing.assert_array_equal(read_seg(plan.seg, reference=folder).array, a)
     masks = rasterize_rtstruct(read_rtstruct(plan.rtstruct), vol.geometry)
     np.testing.assert_array_equal(masks["liver"], a == 1)
