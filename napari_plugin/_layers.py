@@ -31,7 +31,7 @@ import numpy as np
 from nibabel import orientations as nio
 
 from medseg.types import Geometry, Label, SourceInfo, Volume
-from medseg.modality import resolve_modality
+from medseg.modality import default_window
 
 __all__ = [
     "RAS_TO_WORLD",
@@ -51,7 +51,7 @@ __all__ = [
 #: 3x3 RAS+ → napari world ``(I, P, L)``: ``(x, y, z) -> (-z, -y, -x)``. Its own inverse.
 RAS_TO_WORLD = np.array([[0.0, 0.0, -1.0], [0.0, -1.0, 0.0], [-1.0, 0.0, 0.0]])
 
-#: Default CT display window (HU): soft tissue, width 400, level 40.
+#: Default CT display window (HU): soft tissue, width 400, level 40 (:func:`medseg.modality.default_window`).
 CT_WINDOW = (-160.0, 240.0)
 
 GEOMETRY_KEY = "medseg_geometry"
@@ -162,15 +162,14 @@ def volume_to_layer_data(volume: Volume, name: str | None = None) -> tuple[Any, 
         kwargs["colormap"] = DirectLabelColormap(color_dict=label_colormap(volume.labels))
         kwargs["opacity"] = LABELS_OPACITY
         return data, kwargs, "labels"
-    is_ct = resolve_modality(volume).is_ct
-    metadata[IS_CT_KEY] = is_ct  # the cursor readout says "HU" for CT
-    if is_ct:
-        kwargs["contrast_limits"] = CT_WINDOW
-    elif data.size and np.issubdtype(data.dtype, np.number):
-        sample = data.reshape(-1)[:: max(1, data.size // 200_000)]
-        lo, hi = np.percentile(sample, [0.5, 99.5])
-        if hi > lo:
-            kwargs["contrast_limits"] = (float(lo), float(hi))
+    if np.issubdtype(arr.dtype, np.number):
+        # the same window SAM's model input uses (medseg.modality.default_window): the model sees what you see
+        window = default_window(volume)
+        metadata[IS_CT_KEY] = window.decision.is_ct  # the cursor readout says "HU" for CT
+        if window.high > window.low:
+            kwargs["contrast_limits"] = (window.low, window.high)
+    else:
+        metadata[IS_CT_KEY] = False
     return data, kwargs, "image"
 
 
