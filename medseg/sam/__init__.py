@@ -38,7 +38,8 @@ from medseg.sam.propagate import (
     write_slice_label,
 )
 from medseg.sam.registry import CHECKPOINTS, CheckpointSpec, Family, PixelNorm, get_checkpoint, list_checkpoints, resolve_checkpoint
-from medseg.sam.segment import SamSession, SlicePrompt, SliceResult, decode
+from medseg.sam.segment import SamSession, decode
+from medseg.sam.slices import SlicePrompt, SliceResult
 
 __all__ = [
     "BoxSession", "LiteMedSAM", "LiteSession",

@@ -23,7 +23,7 @@ import numpy as np
 from medseg.sam.embed import PrecomputeJob, neighbours
 from medseg.sam.image import WindowPreset, _CT_WL, resolve_axis
 from medseg.sam.protocol import BoxSession, LiteMedSAM
-from medseg.sam.segment import SlicePrompt
+from medseg.sam.slices import SlicePrompt
 from medseg.types import Volume
 
 __all__ = ["LiteSession", "LiteSliceResult", "LitePropagation", "window_choice"]

@@ -243,7 +243,7 @@ def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, q
     from medseg.io import read
     from medseg.sam.lite_session import LiteSession
     from medseg.sam.protocol import plane
-    from medseg.sam.segment import SlicePrompt
+    from medseg.sam.slices import SlicePrompt
     from medseg_napari._layers import AXES_KEY, GEOMETRY_KEY, data_axes, ijk_to_data, layer_volume, volume_to_layer_data
 
     data = shared_data / "pyradiomics" / "data"
