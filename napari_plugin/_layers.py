@@ -46,6 +46,9 @@ __all__ = [
     "LABELS_OPACITY",
     "data_to_ijk",
     "ijk_to_data",
+    "layer_ijk",
+    "set_label_voxels",
+    "set_layer_labels",
 ]
 
 #: 3x3 RAS+ → napari world ``(I, P, L)``: ``(x, y, z) -> (-z, -y, -x)``. Its own inverse.
@@ -277,3 +280,35 @@ def layer_volume(layer: Any) -> Volume:
         features=getattr(layer, "features", None),
         is_label=isinstance(layer, Labels),
     )
+
+
+def layer_ijk(layer: Any) -> np.ndarray:
+    """A 3D layer's data as an ``(I, J, K)`` *view* (writes go to the layer's data; call ``refresh()``)."""
+    geometry, perm = layer_geometry(np.shape(layer.data), layer.scale, layer.affine.affine_matrix, layer.translate,
+                                    layer.metadata)
+    if np.ndim(layer.data) != 3:
+        raise ValueError(f"layer {layer.name!r} must be 3D, got {np.ndim(layer.data)}D.")
+    return np.asarray(layer.data).transpose(list(np.argsort(perm)))
+
+
+def set_label_voxels(layer: Any, index_ijk: tuple[np.ndarray, np.ndarray, np.ndarray], values: np.ndarray) -> int:
+    """Write ``values`` at voxel indices ``(i, j, k)`` of a 3D Labels layer as ONE step of its undo history
+    (Ctrl+Z on the layer reverts it). The one way widgets write label voxels; returns the voxels written."""
+    n = int(np.size(values))
+    if n:
+        _, perm = layer_geometry(np.shape(layer.data), layer.scale, layer.affine.affine_matrix, layer.translate,
+                                 layer.metadata)
+        with layer.block_history():
+            layer.data_setitem(tuple(np.asarray(index_ijk[p]) for p in perm), np.asarray(values))
+    return n
+
+
+def set_layer_labels(layer: Any, labels: Sequence[Label], hidden: set[int] | None = None) -> None:
+    """Give a Labels layer new label names/colours (and hidden ids): metadata, features and colormap."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    hidden = set(layer.metadata.get(HIDDEN_KEY, ())) if hidden is None else {int(h) for h in hidden}
+    labels = tuple(sorted(labels, key=lambda lab: lab.id))
+    layer.metadata = {**layer.metadata, LABELS_KEY: labels, HIDDEN_KEY: tuple(sorted(hidden))}
+    layer.features = _label_features(labels)
+    layer.colormap = DirectLabelColormap(color_dict=label_colormap(labels, hidden))

@@ -64,6 +64,23 @@ class Prompts:
     def __bool__(self) -> bool:
         return bool(self.points or self.boxes)
 
+    def all_points(self) -> list[tuple[np.ndarray, int]]:
+        """Every point ``(ijk, label)`` on every slice."""
+        return [pt for pts in self.points.values() for pt in pts]
+
+    def box_outlines(self) -> list[np.ndarray]:
+        """Every box as its 4 corners ``(4, 3)`` in voxel ``(i, j, k)``, going round the rectangle."""
+        out = []
+        for (axis, _index), (lo, hi) in self.boxes.items():
+            r_ax, c_ax = [a for a in range(3) if a != axis]
+            corners = []
+            for r, c in ((lo[r_ax], lo[c_ax]), (lo[r_ax], hi[c_ax]), (hi[r_ax], hi[c_ax]), (hi[r_ax], lo[c_ax])):
+                v = lo.copy()
+                v[r_ax], v[c_ax] = r, c
+                corners.append(v)
+            out.append(np.array(corners))
+        return out
+
     def clear(self) -> None:
         self.points.clear()
         self.boxes.clear()
