@@ -548,8 +548,9 @@ class SamWidget(SamLayout):
         def done(cand):
             session.propose(cand)
             self._show_candidate()
+            iou = f", predicted IoU {cand.score:.2f}" if np.isfinite(cand.score) else ""
             self.status.setText(
-                f"slice {index} ({'ijk'[axis]}): {cand.voxels} px, predicted IoU {cand.score:.2f} — "
+                f"slice {index} ({'ijk'[axis]}): {cand.voxels} px{iou} — "
                 f"accept ({SHORTCUTS['accept']}) or propagate ({SHORTCUTS['propagate']})"
             )
 

@@ -44,6 +44,26 @@ def _world_of_voxel(image, ijk):
     return image.data_to_world(ijk_to_data(np.asarray(ijk, float), image.metadata[GEOMETRY_KEY]))
 
 
+def _screenshot_with_candidate(viewer, path):
+    """Save the whole window (canvas and docks) to ``path`` and check the candidate shows: SAM preview
+    pixels (yellow) appear only with the preview layer visible."""
+    from medseg_napari._sam_widget import PREVIEW_NAME
+
+    viewer.window._qt_window.resize(1600, 1000)  # room for the canvas next to the docks
+    viewer.reset_view()
+    shot = viewer.screenshot(path=str(path), canvas_only=False, flash=False)
+    assert path.exists() and path.stat().st_size > 0
+    preview = viewer.layers[PREVIEW_NAME]
+    preview.visible = False
+    without = viewer.screenshot(canvas_only=False, flash=False)
+    preview.visible = True
+    rgb = shot[..., :3].astype(int)
+    changed = np.abs(rgb - without[..., :3].astype(int)).sum(-1) > 30
+    yellowish = (rgb[..., 0] > 120) & (rgb[..., 1] > 120) & (rgb[..., 2] < rgb[..., 0] - 40)
+    assert (changed & yellowish).sum() > 50, (changed.sum(), yellowish.sum())
+    return shot
+
+
 def _wait(qtbot, job, timeout=60_000):
     assert job is not None
     with qtbot.waitSignal(job.done, timeout=timeout):
@@ -236,7 +256,7 @@ def test_sam2_click_and_video_propagation(make_napari_viewer, qtbot):
     assert widget.session.pending.mask.shape == shape and widget.session.pending.mask.dtype == bool
 
 
-def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, qtbot, shared_data):
+def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, qtbot, shared_data, tmp_path):
     """The default model with its real weights on a real MR (brain1): a box on the tumour's slice gives the
     library's answer for that box (same planes and intensities as ``medseg prompt``), a 3D box over three
     slices propagates, and accepting writes the chosen label without erasing another; undo reverts."""
@@ -275,6 +295,9 @@ def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, q
     np.testing.assert_array_equal(mask2d, expected)
     truth = lab[:, :, zm]
     assert 2 * (mask2d & truth).sum() / (mask2d.sum() + truth.sum()) >= 0.8
+    # what the user sees: the viewer with the dock, the yellow box and the yellow-filled candidate
+    shot = _screenshot_with_candidate(viewer, tmp_path / "sam_widget_box.png")
+    assert shot.shape[1] > widget.width()  # the canvas and the dock widget
 
     # a target layer that already holds another label (9), then a 3D box over slices 13..15
     target = widget.target_layer(create=True)
