@@ -2,7 +2,8 @@
 
 Per 2D slice (see issue 20 and bowang-lab/MedSAM ``CVPR24_LiteMedSAM_infer.py``):
 
-1. Intensities of the whole volume → uint8 (:func:`intensity_uint8`): CT window (default W400/L40), or for
+1. Intensities of the whole volume → uint8 (:func:`intensity_uint8`): the one default window
+   (:func:`medseg.modality.default_window`, what napari shows): CT W400/L40, or for
    other modalities the 0.5-99.5 percentiles of the non-zero voxels (zero stays zero); the clipped values
    are min-max scaled to 0-255 and truncated.
 2. The plane (:func:`plane`) as SimpleITK's ``(k, j, i)`` array holds it with the slice axis removed: for
@@ -36,13 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from medseg.modality import DEFAULT_CT_WINDOW, default_window, resolve_modality
+from medseg.modality import default_window, resolve_modality
 from medseg.sam.image import resolve_axis
 from medseg.sam.resize import longest_side_shape, resize_area
 from medseg.types import Volume
 
 __all__ = [
-    "DEFAULT_CT_WINDOW",
     "IntensityRule",
     "intensity_uint8",
     "plane",
