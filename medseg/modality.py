@@ -1,4 +1,5 @@
-"""Which modality a volume is: one rule, shared by SAM's intensity preparation, model input checks and napari.
+"""Which modality a volume is, and the intensity window it is shown with: one rule each, shared by SAM's
+intensity preparation, model input checks and napari (so SAM sees the contrast the user sees).
 
 The DICOM ``Modality`` wins when present. Without it (NIfTI, NRRD, MetaImage) one intensity test decides
 whether values look like Hounsfield units: the volume's 1st percentile lies within 150 of -1000 (air around
@@ -18,7 +19,8 @@ from medseg.types import Volume
 
 __all__ = [
     "Modality", "ModalityDecision", "looks_like_ct", "clearly_not_hu", "resolve_modality", "CT_AIR_HU",
-    "CT_AIR_TOLERANCE", "CT_MAX_ABOVE", "NOT_HU_P1",
+    "CT_AIR_TOLERANCE", "CT_MAX_ABOVE", "NOT_HU_P1", "DEFAULT_CT_WINDOW", "DEFAULT_PERCENTILES", "IntensityWindow",
+    "default_window",
 ]
 
 CT_AIR_HU = -1000.0
@@ -27,6 +29,10 @@ CT_MAX_ABOVE = 300.0
 #: a 1st percentile at or above this is no CT in Hounsfield units (no fat, lung or air at all)
 NOT_HU_P1 = -50.0
 _SAMPLE_VOXELS = 2_000_000
+#: CT soft-tissue window ``(width, level)`` in HU: what CT volumes are shown with and what SAM sees.
+DEFAULT_CT_WINDOW = (400.0, 40.0)
+#: percentiles of the non-zero voxels that bound the window of any other modality.
+DEFAULT_PERCENTILES = (0.5, 99.5)
 
 
 class Modality(str, Enum):
@@ -118,3 +124,60 @@ def resolve_modality(volume: Volume, override: str | Modality = Modality.AUTO) -
     if dicom:
         return ModalityDecision(dicom, "dicom")
     return ModalityDecision("CT" if looks_like_ct(volume.array) else "MR", "intensity")
+
+
+@dataclass(frozen=True)
+class IntensityWindow:
+    """An intensity window ``low..high`` and how it was chosen.
+
+    ``kind`` is ``"window"`` (a CT width/level, then ``width_level`` is set) or ``"percentile"`` (the
+    percentiles of the non-zero voxels). ``low == high == 0`` when a volume has no non-zero voxel.
+    """
+
+    low: float
+    high: float
+    kind: str
+    decision: ModalityDecision
+    width_level: tuple[float, float] | None = None
+
+
+def default_window(
+    volume: Volume, modality: str | Modality = Modality.AUTO,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> IntensityWindow:
+    """The one default intensity window of a volume: napari's display contrast and SAM's model input.
+
+    CT (by :func:`resolve_modality`): the soft-tissue window W400/L40 HU, i.e. ``(-160, 240)``. Any other
+    modality: the ``percentiles`` (default 0.5 and 99.5) of the non-zero voxels, over the whole volume
+    (exact, no subsampling: LiteMedSAM's reference preprocessing does the same). A 4D ``(I, J, K, T)``
+    volume uses its first time point, as SAM does.
+
+    Args:
+        volume: the scan.
+        modality: ``auto`` (default), ``ct`` or ``mr``.
+        percentiles: ``(low, high)`` with ``0 <= low < high <= 100``.
+
+    Raises:
+        ValueError: a bad ``modality`` or ``percentiles``.
+
+    >>> from medseg.types import Geometry, SourceInfo
+    >>> ct = Volume(np.zeros((2, 2, 2)), Geometry(np.eye(4), (2, 2, 2)), SourceInfo(modality="CT"))
+    >>> w = default_window(ct)
+    >>> (w.low, w.high, w.kind)
+    (-160.0, 240.0, 'window')
+    """
+    lo_p, hi_p = (float(v) for v in percentiles)
+    if not 0 <= lo_p < hi_p <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}.")
+    decision = resolve_modality(volume, modality)
+    if decision.is_ct:
+        width, level = DEFAULT_CT_WINDOW
+        return IntensityWindow(level - width / 2.0, level + width / 2.0, "window", decision, (width, level))
+    a = np.asarray(volume.array)
+    if a.ndim == 4:
+        a = a[..., 0]
+    nz = a[a != 0]
+    if nz.size == 0:
+        return IntensityWindow(0.0, 0.0, "percentile", decision)
+    lo, hi = (float(v) for v in np.percentile(nz, [lo_p, hi_p]))
+    return IntensityWindow(lo, hi, "percentile", decision)

@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -33,13 +32,13 @@ from qtpy.QtWidgets import (
 )
 
 from ._cursor import install_cursor_readout
-from ._layers import HIDDEN_KEY, LABELS_KEY, label_colormap, layer_geometry, layer_labels
-from ._workers import docked
+from ._layers import HIDDEN_KEY, layer_geometry, layer_labels, set_layer_labels
+from ._qt import bind_shortcut, fill_combo, hint_label, on_layers_changed, status_label
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["LabelsWidget", "SHORTCUTS", "layer_label_rows", "set_layer_labels", "history_signature"]
+__all__ = ["LabelsWidget", "SHORTCUTS", "layer_label_rows", "history_signature"]
 
 SHORTCUTS = {"fill between slices": "Shift-I"}
 _COLS = ("show", "colour", "id", "mL", "name")
@@ -87,20 +86,6 @@ def layer_label_rows(layer: Any) -> list[tuple[Any, bool, float]]:
     return rows
 
 
-def set_layer_labels(layer: Any, labels: tuple, hidden: set[int] | None = None) -> None:
-    """Give a Labels layer new label names/colours (and hidden ids): metadata, features and colormap."""
-    from napari.utils.colormaps import DirectLabelColormap
-
-    hidden = set(layer.metadata.get(HIDDEN_KEY, ())) if hidden is None else {int(h) for h in hidden}
-    labels = tuple(sorted(labels, key=lambda lab: lab.id))
-    layer.metadata = {**layer.metadata, LABELS_KEY: labels, HIDDEN_KEY: tuple(sorted(hidden))}
-    layer.features = {
-        "index": [0, *(int(lab.id) for lab in labels)],
-        "name": ["background", *(lab.name for lab in labels)],
-    }
-    layer.colormap = DirectLabelColormap(color_dict=label_colormap(labels, hidden))
-
-
 class LabelsWidget(QWidget):
     """Editable label table and slice interpolation for a Labels layer.
 
@@ -140,8 +125,7 @@ class LabelsWidget(QWidget):
             "by shape-based interpolation, label by label. One undo step (Ctrl-Z)."
         )
         self.fill_button.clicked.connect(self.fill_between_slices)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = status_label()
 
         form = QFormLayout()
         form.addRow("Labels layer", self.labels_combo)
@@ -154,36 +138,17 @@ class LabelsWidget(QWidget):
         layout.addWidget(self.add_button)
         layout.addLayout(fill_row)
         layout.addWidget(self.status)
-        hint = QLabel("Double-click a colour to change it; edit names in place; untick 'show' to hide a label.")
-        hint.setWordWrap(True)
-        hint.setStyleSheet("color: gray")
-        layout.addWidget(hint)
+        layout.addWidget(hint_label("Double-click a colour to change it; edit names in place; untick 'show' to hide a label."))
 
-        events = self.viewer.layers.events
-        for ev in (events.inserted, events.removed, events.reordered):
-            ev.connect(self._refresh_combo)
-        self._refresh_combo()
+        on_layers_changed(self.viewer, self._refresh_combo)
         install_cursor_readout(self.viewer)
-        self.viewer.bind_key(
-            SHORTCUTS["fill between slices"],
-            lambda _v: self.fill_between_slices() if docked(self) else None,
-            overwrite=True,
-        )
+        bind_shortcut(self.viewer, self, SHORTCUTS["fill between slices"], self.fill_between_slices)
 
     # ---- layer choice -------------------------------------------------------------------------------
     def _refresh_combo(self, *_: Any) -> None:
         from napari.layers import Labels
 
-        current = self.labels_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
-        self.labels_combo.blockSignals(True)
-        self.labels_combo.clear()
-        self.labels_combo.addItems(names)
-        if current in names:
-            self.labels_combo.setCurrentText(current)
-        elif names:
-            self.labels_combo.setCurrentIndex(len(names) - 1)
-        self.labels_combo.blockSignals(False)
+        fill_combo(self.labels_combo, [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)])
         self._on_layer_changed()
 
     def layer(self) -> Any:

@@ -31,7 +31,7 @@ import numpy as np
 from nibabel import orientations as nio
 
 from medseg.types import Geometry, Label, SourceInfo, Volume
-from medseg.modality import resolve_modality
+from medseg.modality import default_window
 
 __all__ = [
     "RAS_TO_WORLD",
@@ -46,12 +46,15 @@ __all__ = [
     "LABELS_OPACITY",
     "data_to_ijk",
     "ijk_to_data",
+    "layer_ijk",
+    "set_label_voxels",
+    "set_layer_labels",
 ]
 
 #: 3x3 RAS+ → napari world ``(I, P, L)``: ``(x, y, z) -> (-z, -y, -x)``. Its own inverse.
 RAS_TO_WORLD = np.array([[0.0, 0.0, -1.0], [0.0, -1.0, 0.0], [-1.0, 0.0, 0.0]])
 
-#: Default CT display window (HU): soft tissue, width 400, level 40.
+#: Default CT display window (HU): soft tissue, width 400, level 40 (:func:`medseg.modality.default_window`).
 CT_WINDOW = (-160.0, 240.0)
 
 GEOMETRY_KEY = "medseg_geometry"
@@ -162,15 +165,14 @@ def volume_to_layer_data(volume: Volume, name: str | None = None) -> tuple[Any, 
         kwargs["colormap"] = DirectLabelColormap(color_dict=label_colormap(volume.labels))
         kwargs["opacity"] = LABELS_OPACITY
         return data, kwargs, "labels"
-    is_ct = resolve_modality(volume).is_ct
-    metadata[IS_CT_KEY] = is_ct  # the cursor readout says "HU" for CT
-    if is_ct:
-        kwargs["contrast_limits"] = CT_WINDOW
-    elif data.size and np.issubdtype(data.dtype, np.number):
-        sample = data.reshape(-1)[:: max(1, data.size // 200_000)]
-        lo, hi = np.percentile(sample, [0.5, 99.5])
-        if hi > lo:
-            kwargs["contrast_limits"] = (float(lo), float(hi))
+    if np.issubdtype(arr.dtype, np.number):
+        # the same window SAM's model input uses (medseg.modality.default_window): the model sees what you see
+        window = default_window(volume)
+        metadata[IS_CT_KEY] = window.decision.is_ct  # the cursor readout says "HU" for CT
+        if window.high > window.low:
+            kwargs["contrast_limits"] = (window.low, window.high)
+    else:
+        metadata[IS_CT_KEY] = False
     return data, kwargs, "image"
 
 
@@ -278,3 +280,35 @@ def layer_volume(layer: Any) -> Volume:
         features=getattr(layer, "features", None),
         is_label=isinstance(layer, Labels),
     )
+
+
+def layer_ijk(layer: Any) -> np.ndarray:
+    """A 3D layer's data as an ``(I, J, K)`` *view* (writes go to the layer's data; call ``refresh()``)."""
+    geometry, perm = layer_geometry(np.shape(layer.data), layer.scale, layer.affine.affine_matrix, layer.translate,
+                                    layer.metadata)
+    if np.ndim(layer.data) != 3:
+        raise ValueError(f"layer {layer.name!r} must be 3D, got {np.ndim(layer.data)}D.")
+    return np.asarray(layer.data).transpose(list(np.argsort(perm)))
+
+
+def set_label_voxels(layer: Any, index_ijk: tuple[np.ndarray, np.ndarray, np.ndarray], values: np.ndarray) -> int:
+    """Write ``values`` at voxel indices ``(i, j, k)`` of a 3D Labels layer as ONE step of its undo history
+    (Ctrl+Z on the layer reverts it). The one way widgets write label voxels; returns the voxels written."""
+    n = int(np.size(values))
+    if n:
+        _, perm = layer_geometry(np.shape(layer.data), layer.scale, layer.affine.affine_matrix, layer.translate,
+                                 layer.metadata)
+        with layer.block_history():
+            layer.data_setitem(tuple(np.asarray(index_ijk[p]) for p in perm), np.asarray(values))
+    return n
+
+
+def set_layer_labels(layer: Any, labels: Sequence[Label], hidden: set[int] | None = None) -> None:
+    """Give a Labels layer new label names/colours (and hidden ids): metadata, features and colormap."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    hidden = set(layer.metadata.get(HIDDEN_KEY, ())) if hidden is None else {int(h) for h in hidden}
+    labels = tuple(sorted(labels, key=lambda lab: lab.id))
+    layer.metadata = {**layer.metadata, LABELS_KEY: labels, HIDDEN_KEY: tuple(sorted(hidden))}
+    layer.features = _label_features(labels)
+    layer.colormap = DirectLabelColormap(color_dict=label_colormap(labels, hidden))

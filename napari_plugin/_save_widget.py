@@ -18,14 +18,13 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
-from ._workers import docked
+from ._qt import bind_shortcut, fill_combo, on_layers_changed, status_label
 from ._layers import SOURCE_KEY, layer_volume
 
 if TYPE_CHECKING:
@@ -80,8 +79,7 @@ class SaveWidget(QWidget):
         self.overwrite = QCheckBox("Overwrite an existing file")
         self.save_button = QPushButton(f"Save NIfTI  [{SHORTCUTS['save']}]")
         self.save_button.clicked.connect(self.save)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = status_label()
 
         path_row = QHBoxLayout()
         path_row.addWidget(self.path_edit)
@@ -96,26 +94,13 @@ class SaveWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        events = self.viewer.layers.events
-        for ev in (events.inserted, events.removed, events.reordered):
-            ev.connect(self._refresh)
-        self._refresh()
-        self.viewer.bind_key(SHORTCUTS["save"], lambda _v: self.save() if docked(self) else None, overwrite=True)
+        on_layers_changed(self.viewer, self._refresh)
+        bind_shortcut(self.viewer, self, SHORTCUTS["save"], self.save)
 
     def _refresh(self, *_: Any) -> None:
         from napari.layers import Labels
 
-        current = self.labels_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
-        self.labels_combo.blockSignals(True)
-        self.labels_combo.clear()
-        self.labels_combo.addItems(names)
-        if current in names:
-            self.labels_combo.setCurrentText(current)
-        elif names:
-            self.labels_combo.setCurrentIndex(len(names) - 1)
-        self.labels_combo.blockSignals(False)
-        if current not in names:
+        if not fill_combo(self.labels_combo, [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]):
             self._suggest_path()
 
     def layer(self) -> Any:

@@ -22,7 +22,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -30,7 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._workers import docked
+from ._qt import bind_shortcut, fill_combo, on_layers_changed, progress_bar, status_label
 from ._layers import layer_volume, volume_to_layer_data
 from ._workers import Job
 
@@ -113,12 +112,8 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setTextVisible(False)
-        self.status = QLabel("ready")
-        self.status.setWordWrap(True)
+        self.progress = progress_bar()
+        self.status = status_label("ready")
         self.labels_combo = QComboBox()
         self.labels_combo.currentIndexChanged.connect(self._on_table_layer_changed)
         self.table = QTableWidget(0, 3)
@@ -152,37 +147,23 @@ class SegmentWidget(QWidget):
         hint.setStyleSheet("color: gray")
         layout.addWidget(hint)
 
-        events = self.viewer.layers.events
-        for ev in (events.inserted, events.removed, events.reordered):
-            ev.connect(self._refresh_layer_combos)
-        self._refresh_layer_combos()
+        on_layers_changed(self.viewer, self._refresh_layer_combos)
         from ._cursor import install_cursor_readout
 
         install_cursor_readout(self.viewer)  # RAS/LPS + HU under the cursor
         # shortcuts act only while the widget is shown (a closed dock widget is hidden, not deleted)
-        self.viewer.bind_key(SHORTCUTS["run"], lambda _v: self.run() if docked(self) else None, overwrite=True)
+        bind_shortcut(self.viewer, self, SHORTCUTS["run"], self.run)
         self.viewer.bind_key(SHORTCUTS["cancel"], lambda _v: self.cancel(), overwrite=True)
 
     # ---- layer lists -------------------------------------------------------------------------
     def _refresh_layer_combos(self, *_: Any) -> None:
         from napari.layers import Image, Labels
 
-        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
-            current = combo.currentText()
-            names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            elif kind is Image:
-                # default to the selected image layer, else the top one
-                active = self.viewer.layers.selection.active
-                if isinstance(active, Image):
-                    combo.setCurrentText(active.name)
-                elif names:
-                    combo.setCurrentIndex(len(names) - 1)
-            combo.blockSignals(False)
+        # the image defaults to the selected image layer, else the top one; the labels keep theirs or none
+        active = self.viewer.layers.selection.active
+        fill_combo(self.image_combo, [layer.name for layer in self.viewer.layers if isinstance(layer, Image)],
+                   default=active.name if isinstance(active, Image) else None)
+        fill_combo(self.labels_combo, [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)], last=False)
         self._on_table_layer_changed()
 
     def _on_model_activated(self, index: int) -> None:

@@ -9,7 +9,15 @@ LiteMedSAM (the default, offline) with the CVPR 2024 challenge's box protocol::
     mask2d = session.slice2d(2, 40, box=(60, 70, 120, 140))       # (J, I) plane mask, box = (i0, j0, i1, j1)
     mask3d = session.box3d(2, (60, 70, 30, 120, 140, 50))         # (I, J, K) mask, 3D box i0 j0 k0 i1 j1 k1
 
-Other SAM models (the napari widget does the same through its workers)::
+Interactive annotation (what the napari SAM widget drives), no Qt::
+
+    from medseg.sam import AnnotationSession
+    session = AnnotationSession(LiteSession(LiteMedSAM.load(), volume), volume.shape)
+    session.set_box(2, 40, [(60, 70, 40), (120, 140, 40)])    # voxel (i, j, k) corners
+    session.segment(2, 40)                                    # the pending candidate
+    session.accept(labels, label_id=3).apply(labels)          # the changed voxels; undo() reverts them
+
+Other SAM models::
 
     from medseg.sam import load_model, SamSession, SlicePrompt, propagate, write_label
     model = load_model("sam_vit_b")                       # registry name; downloads + verifies
@@ -20,6 +28,7 @@ Other SAM models (the napari widget does the same through its workers)::
     labels = write_label(label_map, obj.mask, label_id=3)
 """
 
+from medseg.sam.annotate import AnnotationSession, Candidate, LabelChange
 from medseg.sam.lite_session import LiteSession
 from medseg.sam.protocol import BoxSession, LiteMedSAM
 from medseg.sam.embed import Embedding, EmbeddingCache, EmbeddingKey, PrecomputeJob, SliceEncoder, volume_fingerprint
@@ -38,10 +47,11 @@ from medseg.sam.propagate import (
     write_slice_label,
 )
 from medseg.sam.registry import CHECKPOINTS, CheckpointSpec, Family, PixelNorm, get_checkpoint, list_checkpoints, resolve_checkpoint
-from medseg.sam.segment import SamSession, SlicePrompt, SliceResult, decode
+from medseg.sam.segment import SamSession, decode
+from medseg.sam.slices import SlicePrompt, SliceResult
 
 __all__ = [
-    "BoxSession", "LiteMedSAM", "LiteSession",
+    "AnnotationSession", "BoxSession", "Candidate", "LabelChange", "LiteMedSAM", "LiteSession",
     "CHECKPOINTS", "CarryPrompt", "CheckpointSpec", "Embedding", "EmbeddingCache", "EmbeddingKey", "Family",
     "PixelNorm", "PrecomputeJob", "PropagationResult", "SamModel", "SamSession", "SliceEncoder", "SliceFrame",
     "SlicePrompt", "SliceResult", "StopReason", "StopRule", "Window", "WindowPreset", "build_sam2_network",

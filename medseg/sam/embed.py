@@ -19,7 +19,7 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -283,6 +283,38 @@ class PrecomputeJob:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
+    @classmethod
+    def start(
+        cls, todo: Sequence[int], encode: Callable[[int], object], progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None, name: str = "medseg-sam-precompute",
+    ) -> PrecomputeJob:
+        """Run ``encode(index)`` for each of ``todo`` in order in a daemon thread (every SAM family's
+        background embedding: :class:`SliceEncoder` and LiteMedSAM's session).
+
+        Args:
+            progress: ``progress(done, total)`` after each slice (called in the worker thread).
+            cancel: set it (or call ``job.cancel()``) to stop after the current slice.
+        """
+        ev = cancel if cancel is not None else threading.Event()
+        indices = [int(i) for i in todo]
+
+        def run() -> None:
+            try:
+                for done, idx in enumerate(indices, start=1):
+                    if ev.is_set():
+                        return
+                    encode(idx)
+                    job.computed.append(idx)
+                    if progress is not None:
+                        progress(done, len(indices))
+            except BaseException as exc:  # surfaced by job.wait()
+                job.error = exc
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        job = cls(thread, ev)
+        thread.start()
+        return job
+
 
 class SliceEncoder:
     """Embeddings of volume slices for one model, through a cache.
@@ -359,24 +391,7 @@ class SliceEncoder:
         ax = resolve_axis(axis)
         n = volume.shape[ax]
         todo = [int(i) for i in indices if 0 <= int(i) < n]
-        ev = cancel if cancel is not None else threading.Event()
-
-        def run() -> None:
-            try:
-                for done, idx in enumerate(todo, start=1):
-                    if ev.is_set():
-                        return
-                    self.get(volume, ax, idx, window)
-                    job.computed.append(idx)
-                    if progress is not None:
-                        progress(done, len(todo))
-            except BaseException as exc:  # surfaced by job.wait()
-                job.error = exc
-
-        thread = threading.Thread(target=run, name="medseg-sam-precompute", daemon=True)
-        job = PrecomputeJob(thread, ev)
-        thread.start()
-        return job
+        return PrecomputeJob.start(todo, lambda idx: self.get(volume, ax, idx, window), progress, cancel)
 
 
 def neighbours(index: int, radius: int, n: int) -> list[int]:

@@ -28,7 +28,7 @@ from enum import Enum
 import numpy as np
 
 from medseg.geometry import in_plane_axes, slice_voxels, take_slice, voxels_to_slice
-from medseg.modality import resolve_modality
+from medseg.modality import DEFAULT_CT_WINDOW, DEFAULT_PERCENTILES, default_window
 from medseg.types import Geometry, Volume
 
 __all__ = [
@@ -70,7 +70,7 @@ class WindowPreset(str, Enum):
 
 
 _CT_WL = {
-    WindowPreset.CT_SOFT_TISSUE: (400.0, 40.0),
+    WindowPreset.CT_SOFT_TISSUE: DEFAULT_CT_WINDOW,
     WindowPreset.CT_LUNG: (1500.0, -600.0),
     WindowPreset.CT_BONE: (1800.0, 400.0),
     WindowPreset.CT_BRAIN: (80.0, 40.0),
@@ -112,36 +112,27 @@ def _look_up(value: str | WindowPreset) -> WindowPreset:
 def window_for(
     volume: Volume,
     preset: str | WindowPreset | Window | tuple[float, float] = WindowPreset.AUTO,
-    percentiles: tuple[float, float] = (0.5, 99.5),
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
 ) -> Window:
     """The intensity window for a volume: a preset, explicit ``(low, high)``, or a :class:`Window`.
 
-    MR percentiles are taken over the whole volume (every voxel up to 2 M, then a regular subsample),
-    so every slice of a volume gets the same window, which keeps embeddings and propagation consistent.
+    ``auto`` and ``mr`` are :func:`medseg.modality.default_window` (the contrast napari shows): MR
+    percentiles are taken over the whole volume's non-zero voxels, so every slice of a volume gets the same
+    window, which keeps embeddings and propagation consistent.
     """
     if isinstance(preset, Window):
         return preset
     if isinstance(preset, tuple):
         return Window(float(preset[0]), float(preset[1]))
     p = _look_up(preset)
-    if p is WindowPreset.AUTO:
-        p = WindowPreset.CT_SOFT_TISSUE if resolve_modality(volume).is_ct else WindowPreset.MR
     if p in _CT_WL:
         w, lv = _CT_WL[p]
         return Window.from_width_level(w, lv, p.value)
-    lo_p, hi_p = percentiles
-    if not 0 <= lo_p < hi_p <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}.")
-    flat = volume.array.reshape(-1)
-    step = max(1, flat.size // 2_000_000)
-    sample = flat[::step].astype(np.float64)
-    nz = sample[sample != 0]
-    if nz.size:
-        sample = nz
-    lo, hi = np.percentile(sample, [lo_p, hi_p])
-    if not hi > lo:
-        hi = lo + 1.0
-    return Window(float(lo), float(hi), p.value)
+    # auto / mr: the one default window napari shows the volume with (medseg.modality.default_window)
+    dw = default_window(volume, "auto" if p is WindowPreset.AUTO else "mr", percentiles)
+    if dw.kind == "window":
+        return Window(dw.low, dw.high, WindowPreset.CT_SOFT_TISSUE.value)
+    return Window(dw.low, dw.high if dw.high > dw.low else dw.low + 1.0, WindowPreset.MR.value)
 
 
 def apply_window(image: np.ndarray, window: Window) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 from medseg.sam.embed import PrecomputeJob, neighbours
 from medseg.sam.image import WindowPreset, _CT_WL, resolve_axis
 from medseg.sam.protocol import BoxSession, LiteMedSAM
-from medseg.sam.segment import SlicePrompt
+from medseg.sam.slices import SlicePrompt
 from medseg.types import Volume
 
 __all__ = ["LiteSession", "LiteSliceResult", "LitePropagation", "window_choice"]
@@ -126,24 +126,8 @@ class LiteSession:
         """Embed slice ``index`` and its neighbours in a background thread (nearest first)."""
         ax = resolve_axis(axis)
         todo = neighbours(int(index), int(radius), self.num_slices(ax))
-        ev = cancel if cancel is not None else threading.Event()
-
-        def run() -> None:
-            try:
-                for done, i in enumerate(todo, start=1):
-                    if ev.is_set():
-                        return
-                    self.box.embedding(ax, i, self.window)
-                    job.computed.append(i)
-                    if progress is not None:
-                        progress(done, len(todo))
-            except BaseException as exc:  # surfaced by job.wait()
-                job.error = exc
-
-        thread = threading.Thread(target=run, name="medseg-litemedsam-precompute", daemon=True)
-        job = PrecomputeJob(thread, ev)
-        thread.start()
-        return job
+        return PrecomputeJob.start(todo, lambda i: self.box.embedding(ax, i, self.window), progress, cancel,
+                                   name="medseg-litemedsam-precompute")
 
     def propagate(self, axis: int | str, seeds: Mapping[int, SlicePrompt], rule=None, carry=None, video=None,
                   progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,

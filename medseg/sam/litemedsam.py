@@ -341,7 +341,7 @@ def load_litemedsam_network(
     Raises:
         ModelError: missing package/file, checksum mismatch, unreadable file or keys that do not fit.
     """
-    from medseg.sam.models import _load_into, load_state_dict
+    from medseg.sam.checkpoint import load_into as _load_into, load_state_dict
 
     path = verify_checkpoint(find_checkpoint()) if checkpoint is None else Path(checkpoint)
     net = build_litemedsam_network()

@@ -11,15 +11,14 @@ embedding-cache keys.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from medseg.errors import ModelError
+from medseg.sam.checkpoint import file_digest, load_into, load_state_dict
 from medseg.sam.registry import CheckpointSpec, Family, PixelNorm, get_checkpoint, resolve_checkpoint
 
 __all__ = ["SamModel", "load_model", "build_sam_network", "build_sam2_network", "load_state_dict"]
@@ -55,39 +54,6 @@ class SamModel:
 
     def __repr__(self) -> str:
         return f"SamModel({self.family.value}, image_size={self.image_size}, id={self.model_id!r}, device={self.device})"
-
-
-def load_state_dict(path: str | os.PathLike[str], key: str | None = None) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; ``key`` selects a nested dict (SAM 2 uses ``"model"``)."""
-    import torch
-
-    p = Path(path)
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with disallowed globals, not a torch file
-        raise ModelError(f"cannot read checkpoint ({type(exc).__name__}: {exc})", p) from exc
-    if key is not None:
-        if not isinstance(obj, dict) or key not in obj:
-            raise ModelError(f"checkpoint has no {key!r} entry", p)
-        obj = obj[key]
-    if not isinstance(obj, dict):
-        raise ModelError(f"checkpoint is not a state dict (got {type(obj).__name__})", p)
-    return obj
-
-
-def _load_into(network: Any, state: dict[str, Any], path: Path) -> None:
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"checkpoint does not fit the architecture: {exc}", path) from exc
-
-
-def _file_digest(path: Path, n: int = 1 << 20) -> str:
-    """Cheap identity of a checkpoint file: size + sha1 of its first MiB (for cache keys, not security)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        h.update(f.read(n))
-    return f"{path.stat().st_size}-{h.hexdigest()[:16]}"
 
 
 def build_sam_network(
@@ -198,18 +164,18 @@ def load_model(
 
         return LiteMedSAM.load(None if checkpoint is None else str(checkpoint), device=device)  # type: ignore[return-value]
     path = resolve_checkpoint(spec, checkpoint, cache_dir, allow_unverified=allow_unverified, download=download)
-    model_id = f"{spec.name}:{_file_digest(path)}"
+    model_id = f"{spec.name}:{file_digest(path)}"
     if spec.family is Family.SAM:
         from segment_anything.build_sam import sam_model_registry
 
         builder = sam_model_registry[spec.arch]
         net = builder(checkpoint=None)  # never let segment_anything call torch.load itself
-        _load_into(net, load_state_dict(path), path)
+        load_into(net, load_state_dict(path), path)
         net = net.to(device).eval()
         size = int(net.image_encoder.img_size)
     else:
         net = build_sam2_network(spec.arch, device="cpu", hydra_overrides=spec.hydra_overrides)
-        _load_into(net, load_state_dict(path, key="model"), path)
+        load_into(net, load_state_dict(path, key="model"), path)
         net = net.to(device).eval()
         size = int(net.image_size)
     return SamModel(net, spec.family, size, spec.pixel_norm, model_id, str(device))

@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from medseg.sam.image import resolve_axis
-from medseg.sam.segment import SlicePrompt, SliceResult
+from medseg.sam.slices import SlicePrompt, SliceResult
 from medseg.types import Geometry, Label, Volume
 
 __all__ = [

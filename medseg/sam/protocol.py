@@ -2,7 +2,8 @@
 
 Per 2D slice (see issue 20 and bowang-lab/MedSAM ``CVPR24_LiteMedSAM_infer.py``):
 
-1. Intensities of the whole volume → uint8 (:func:`intensity_uint8`): CT window (default W400/L40), or for
+1. Intensities of the whole volume → uint8 (:func:`intensity_uint8`): the one default window
+   (:func:`medseg.modality.default_window`, what napari shows): CT W400/L40, or for
    other modalities the 0.5-99.5 percentiles of the non-zero voxels (zero stays zero); the clipped values
    are min-max scaled to 0-255 and truncated.
 2. The plane (:func:`plane`) as SimpleITK's ``(k, j, i)`` array holds it with the slice axis removed: for
@@ -36,13 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from medseg.modality import resolve_modality
+from medseg.modality import default_window, resolve_modality
 from medseg.sam.image import resolve_axis
 from medseg.sam.resize import longest_side_shape, resize_area
 from medseg.types import Volume
 
 __all__ = [
-    "DEFAULT_CT_WINDOW",
     "IntensityRule",
     "intensity_uint8",
     "plane",
@@ -55,8 +55,6 @@ __all__ = [
     "BoxSession",
 ]
 
-#: CT soft-tissue window (width, level) in HU.
-DEFAULT_CT_WINDOW = (400.0, 40.0)
 IMAGE_SIZE = 256
 BOX_SHIFT = 3
 
@@ -104,28 +102,29 @@ def intensity_uint8(
         ``(uint8 array, rule)``.
     """
     a = _volume_array(volume)
-    decision = resolve_modality(volume, modality)
     if window is not None:
         w = [float(v) for v in window]
         if len(w) != 2 or not np.all(np.isfinite(w)) or w[0] <= 0:
             raise ValueError(f"window must be [width, level] with width > 0, got {list(window)}.")
-    elif decision.is_ct:
-        w = list(DEFAULT_CT_WINDOW)
-    else:
-        w = None
-    if w is not None:
+        decision = resolve_modality(volume, modality)
         lo, hi = w[1] - w[0] / 2.0, w[1] + w[0] / 2.0
-        clipped = np.clip(a.astype(np.float64), lo, hi)
         rule = IntensityRule("window", lo, hi, decision.modality, decision.how, (w[0], w[1]))
         zero = None
     else:
-        nz = a[a != 0]
-        if nz.size == 0:
-            return np.zeros(a.shape, dtype=np.uint8), IntensityRule("percentile", 0.0, 0.0, decision.modality, decision.how)
-        lo, hi = (float(v) for v in np.percentile(nz, [0.5, 99.5]))
-        clipped = np.clip(a.astype(np.float64), lo, hi)
-        rule = IntensityRule("percentile", lo, hi, decision.modality, decision.how)
-        zero = a == 0
+        # the one default window: napari shows the volume with the same one (medseg.modality.default_window)
+        dw = default_window(volume, modality)
+        decision = dw.decision
+        if dw.kind == "window":
+            lo, hi = dw.low, dw.high
+            rule = IntensityRule("window", lo, hi, decision.modality, decision.how, dw.width_level)
+            zero = None
+        else:
+            if dw.low == dw.high == 0.0 and not np.any(a):
+                return np.zeros(a.shape, dtype=np.uint8), IntensityRule("percentile", 0.0, 0.0, decision.modality, decision.how)
+            lo, hi = dw.low, dw.high
+            rule = IntensityRule("percentile", lo, hi, decision.modality, decision.how)
+            zero = a == 0
+    clipped = np.clip(a.astype(np.float64), lo, hi)
     cmin, cmax = float(clipped.min()), float(clipped.max())
     if cmax > cmin:
         scaled = (clipped - cmin) / (cmax - cmin) * 255.0

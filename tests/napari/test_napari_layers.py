@@ -124,3 +124,30 @@ def test_labels_features_and_colours(make_napari_viewer):
     np.testing.assert_allclose(layer.data_to_world(idx), image.data_to_world(idx))
     back = _layers.layer_volume(layer)
     assert back.geometry == vol.geometry and back.labels == vol.labels
+
+
+@pytest.mark.parametrize("case", ["brain1_mr", "example_ct"])
+def test_display_contrast_is_sams_model_window(shared_data, case):
+    """One default window: the contrast napari opens a real scan with is the window SAM's input is made from
+    (LiteMedSAM's uint8 rule and the SAM/SAM 2 ``auto`` window)."""
+    from medseg.io import read
+    from medseg.modality import default_window
+    from medseg.sam.image import window_for
+    from medseg.sam.protocol import intensity_uint8
+
+    path = {"brain1_mr": shared_data / "pyradiomics" / "data" / "brain1_image.nrrd",
+            "example_ct": shared_data / "TotalSegmentator" / "tests" / "reference_files" / "example_ct.nii.gz"}[case]
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    vol = read(path)
+    shown = _layers.volume_to_layer_data(vol)[1]["contrast_limits"]
+    _, rule = intensity_uint8(vol)
+    assert shown == (rule.low, rule.high)
+    assert shown == (window_for(vol).low, window_for(vol).high)
+    w = default_window(vol)
+    assert (w.kind, w.decision.is_ct) == (("window", True) if case == "example_ct" else ("percentile", False))
+    if case == "example_ct":
+        assert shown == _layers.CT_WINDOW
+    else:  # MR: the non-zero voxels' 0.5..99.5 percentiles
+        a = np.asarray(vol.array)
+        assert shown == tuple(float(v) for v in np.percentile(a[a != 0], [0.5, 99.5]))

@@ -44,6 +44,26 @@ def _world_of_voxel(image, ijk):
     return image.data_to_world(ijk_to_data(np.asarray(ijk, float), image.metadata[GEOMETRY_KEY]))
 
 
+def _screenshot_with_candidate(viewer, path):
+    """Save the whole window (canvas and docks) to ``path`` and check the candidate shows: SAM preview
+    pixels (yellow) appear only with the preview layer visible."""
+    from medseg_napari._sam_widget import PREVIEW_NAME
+
+    viewer.window._qt_window.resize(1600, 1000)  # room for the canvas next to the docks
+    viewer.reset_view()
+    shot = viewer.screenshot(path=str(path), canvas_only=False, flash=False)
+    assert path.exists() and path.stat().st_size > 0
+    preview = viewer.layers[PREVIEW_NAME]
+    preview.visible = False
+    without = viewer.screenshot(canvas_only=False, flash=False)
+    preview.visible = True
+    rgb = shot[..., :3].astype(int)
+    changed = np.abs(rgb - without[..., :3].astype(int)).sum(-1) > 30
+    yellowish = (rgb[..., 0] > 120) & (rgb[..., 1] > 120) & (rgb[..., 2] < rgb[..., 0] - 40)
+    assert (changed & yellowish).sum() > 50, (changed.sum(), yellowish.sum())
+    return shot
+
+
 def _wait(qtbot, job, timeout=60_000):
     assert job is not None
     with qtbot.waitSignal(job.done, timeout=timeout):
@@ -72,8 +92,9 @@ def test_click_gives_mask_on_that_slice_then_accept_and_undo(sam_viewer, qtbot):
     ijk = [128.0, 120.0, 0.0]
     ijk[axis] = index
     _wait(qtbot, widget.add_point(_world_of_voxel(image, ijk), positive=True))
-    assert widget.pending is not None and widget.pending[0] == "slice"
-    _, p_axis, p_index, mask2d = widget.pending
+    cand = widget.session.pending
+    assert cand is not None and cand.is_slice
+    p_axis, p_index, mask2d = cand.axis, cand.index, cand.mask
     assert (p_axis, p_index) == (axis, index)
     # the widget's mask is the library's answer for the same click
     session = SamSession(widget.model, layer_volume(image), window="auto")
@@ -96,14 +117,14 @@ def test_click_gives_mask_on_that_slice_then_accept_and_undo(sam_viewer, qtbot):
     np.testing.assert_array_equal(np.take(labels.array, index, axis=axis) == 3, mask2d)
     assert labels.array.sum() == 3 * mask2d.sum()
     assert [(lab.id, lab.name) for lab in labels.labels] == [(3, "lesion")]
-    assert widget.pending is None and not widget.prompts.points
+    assert widget.session.pending is None and not widget.session.prompts
     # refine: the existing label on the slice is the mask prompt, and accepting replaces it on that slice
     widget.refine.setChecked(True)
     ijk2 = list(ijk)
     ijk2[(axis + 1) % 3] += 20
     _wait(qtbot, widget.add_point(_world_of_voxel(image, ijk2), positive=True))
     np.testing.assert_array_equal(widget.slice_prompt(axis, index).mask, mask2d)
-    refined = widget.pending[3]
+    refined = widget.session.pending.mask
     widget.accept()
     np.testing.assert_array_equal(np.take(layer_volume(target).array, index, axis=axis) == 3, refined)
     widget.undo()  # back to the first accept
@@ -137,15 +158,15 @@ def test_negative_point_and_box_and_propagate(sam_viewer, qtbot):
     d0, d1 = ijk_to_data(corners_ijk, geom)
     rect = np.array([d0, [d0[0], d0[1], d1[2]], d1, [d0[0], d1[1], d0[2]]])
     shapes.add_rectangles([rect])
-    qtbot.waitUntil(lambda: widget.job is not None and not widget.job.running and (axis, index) in widget.prompts.boxes,
+    qtbot.waitUntil(lambda: widget.job is not None and not widget.job.running and (axis, index) in widget.session.prompts.boxes,
                     timeout=30_000)
     box = widget.slice_prompt(axis, index).box
     assert box is not None
     # propagate from the prompted slice
     job = widget.propagate()
     _wait(qtbot, job)
-    assert widget.pending is not None and widget.pending[0] == "volume", widget.status.text()
-    mask = widget.pending[1]
+    assert widget.session.pending is not None and not widget.session.pending.is_slice, widget.status.text()
+    mask = widget.session.pending.mask
     assert mask.shape == geom.shape
     assert np.take(mask, index, axis=axis).any()
     covered = [i for i in range(geom.shape[axis]) if np.take(mask, i, axis=axis).any()]
@@ -176,12 +197,12 @@ def test_real_mouse_clicks_on_the_canvas(make_napari_viewer, qtbot, tiny_sam):
     axis, index = widget.current_slice()
     center = QPoint(canvas.width() // 2, canvas.height() // 2)
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=center)
-    qtbot.waitUntil(lambda: sum(len(v) for v in widget.prompts.points.values()) == 1, timeout=10_000)
+    qtbot.waitUntil(lambda: sum(len(v) for v in widget.session.prompts.points.values()) == 1, timeout=10_000)
     qtbot.waitUntil(lambda: widget.job is None or not widget.job.running, timeout=60_000)
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier,
                      pos=center + QPoint(25, 10))
-    qtbot.waitUntil(lambda: sum(len(v) for v in widget.prompts.points.values()) == 2, timeout=10_000)
-    (ijk_pos, lab_pos), (ijk_neg, lab_neg) = widget.prompts.points[(axis, index)]
+    qtbot.waitUntil(lambda: sum(len(v) for v in widget.session.prompts.points.values()) == 2, timeout=10_000)
+    (ijk_pos, lab_pos), (ijk_neg, lab_neg) = widget.session.prompts.points[(axis, index)]
     assert (lab_pos, lab_neg) == (1, 0)
     assert ijk_pos[axis] == index and ijk_neg[axis] == index
     # the positive click landed at the canvas centre = the camera centre (world, displayed axes)
@@ -198,7 +219,7 @@ def test_real_mouse_clicks_on_the_canvas(make_napari_viewer, qtbot, tiny_sam):
     assert not docked(widget)
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=center + QPoint(-20, 5))
     qtbot.wait(200)
-    assert sum(len(v) for v in widget.prompts.points.values()) == 2
+    assert sum(len(v) for v in widget.session.prompts.points.values()) == 2
 
 
 def test_sam2_click_and_video_propagation(make_napari_viewer, qtbot):
@@ -229,13 +250,13 @@ def test_sam2_click_and_video_propagation(make_napari_viewer, qtbot):
     ijk = [20.0, 14.0, 4.0]
     ijk[axis] = index
     _wait(qtbot, widget.add_point(_world_of_voxel(image, ijk), positive=True))
-    assert widget.pending is not None and widget.pending[0] == "slice", widget.status.text()
+    assert widget.session.pending is not None and widget.session.pending.is_slice, widget.status.text()
     _wait(qtbot, widget.propagate())
-    assert widget.pending is not None and widget.pending[0] == "volume", widget.status.text()
-    assert widget.pending[1].shape == shape and widget.pending[1].dtype == bool
+    assert widget.session.pending is not None and not widget.session.pending.is_slice, widget.status.text()
+    assert widget.session.pending.mask.shape == shape and widget.session.pending.mask.dtype == bool
 
 
-def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, qtbot, shared_data):
+def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, qtbot, shared_data, tmp_path):
     """The default model with its real weights on a real MR (brain1): a box on the tumour's slice gives the
     library's answer for that box (same planes and intensities as ``medseg prompt``), a 3D box over three
     slices propagates, and accepting writes the chosen label without erasing another; undo reverts."""
@@ -243,7 +264,7 @@ def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, q
     from medseg.io import read
     from medseg.sam.lite_session import LiteSession
     from medseg.sam.protocol import plane
-    from medseg.sam.segment import SlicePrompt
+    from medseg.sam.slices import SlicePrompt
     from medseg_napari._layers import AXES_KEY, GEOMETRY_KEY, data_axes, ijk_to_data, layer_volume, volume_to_layer_data
 
     data = shared_data / "pyradiomics" / "data"
@@ -266,13 +287,17 @@ def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, q
     corners = np.array([[x0, y0, zm], [x0, y1, zm], [x1, y1, zm], [x1, y0, zm]], dtype=float)
     _, shapes = widget._prompt_layers()
     shapes.add_rectangles([ijk_to_data(corners, geom)])
-    qtbot.waitUntil(lambda: widget.pending is not None, timeout=900_000)
-    _, axis, index, mask2d = widget.pending
+    qtbot.waitUntil(lambda: widget.session.pending is not None, timeout=900_000)
+    cand = widget.session.pending
+    axis, index, mask2d = cand.axis, cand.index, cand.mask
     assert (axis, index) == (2, zm)
     expected = LiteSession(widget.model, vol).segment(2, zm, SlicePrompt(box=(x0, y0, x1, y1))).mask
     np.testing.assert_array_equal(mask2d, expected)
     truth = lab[:, :, zm]
     assert 2 * (mask2d & truth).sum() / (mask2d.sum() + truth.sum()) >= 0.8
+    # what the user sees: the viewer with the dock, the yellow box and the yellow-filled candidate
+    shot = _screenshot_with_candidate(viewer, tmp_path / "sam_widget_box.png")
+    assert shot.shape[1] > widget.width()  # the canvas and the dock widget
 
     # a target layer that already holds another label (9), then a 3D box over slices 13..15
     target = widget.target_layer(create=True)
@@ -283,8 +308,8 @@ def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, q
     widget.z_from.setValue(13)
     widget.z_to.setValue(15)
     _wait(qtbot, widget.propagate(), timeout=1_800_000)
-    assert widget.pending is not None and widget.pending[0] == "volume", widget.status.text()
-    mask = widget.pending[1]
+    assert widget.session.pending is not None and not widget.session.pending.is_slice, widget.status.text()
+    mask = widget.session.pending.mask
     assert mask.shape == geom.shape
     assert [z for z in range(geom.shape[2]) if mask[..., z].any()] == [13, 14, 15]
     widget.label_id.setValue(2)

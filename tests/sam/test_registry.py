@@ -109,7 +109,7 @@ def test_download_verify_and_load(http_dir, tmp_path):
 def test_local_checkpoints_and_weights_only(tmp_path):
     import torch
 
-    from medseg.sam.models import _load_into, load_state_dict
+    from medseg.sam.checkpoint import load_into, load_state_dict
 
     from .conftest import tiny_sam_network
 
@@ -122,7 +122,7 @@ def test_local_checkpoints_and_weights_only(tmp_path):
 
     a, b = tiny_sam_network(0), tiny_sam_network(1)
     torch.save(a.state_dict(), tmp_path / "a.pth")
-    _load_into(b, load_state_dict(tmp_path / "a.pth"), tmp_path / "a.pth")
+    load_into(b, load_state_dict(tmp_path / "a.pth"), tmp_path / "a.pth")
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), k
     # a pickle carrying arbitrary objects is refused by weights_only loading
@@ -131,7 +131,7 @@ def test_local_checkpoints_and_weights_only(tmp_path):
         load_state_dict(tmp_path / "evil.pth")
     # a checkpoint for another architecture
     with pytest.raises(ModelError, match="does not fit"):
-        _load_into(b, {"x": torch.zeros(1)}, tmp_path / "a.pth")
+        load_into(b, {"x": torch.zeros(1)}, tmp_path / "a.pth")
 
 
 def test_load_full_size_sam_vit_b_from_a_local_checkpoint(tmp_path):
