@@ -92,7 +92,7 @@ def bench_litemedsam(threads: int, repeats: int) -> None:
     repo = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(repo))
     from medseg.io import read
-    from medseg.sam.litemedsam import load_litemedsam_network
+    from medseg.sam.litemedsam import load_litemedsam_network, prefer_channels_last
     from medseg.sam.protocol import BoxSession, LiteMedSAM, model_input, plane, scale_box
     from tests.sam.litemedsam_reference import challenge_uint8, reference_3d, reference_embed, reference_logits, reference_network
 
@@ -144,20 +144,23 @@ def bench_litemedsam(threads: int, repeats: int) -> None:
     # encoder variants, alternating
     x, _ = model_input(plane(session.intensities()[0], 2, zm))
     xt = torch.from_numpy(x)[None]
+    cl = prefer_channels_last()
     variants = {
         "package network": ref_net.image_encoder,
-        "medseg unfused": load_litemedsam_network(fuse=False).image_encoder,
-        "medseg fused BN (default)": model.network.image_encoder,
-        "medseg fused BN + channels-last": load_litemedsam_network().image_encoder.to(memory_format=torch.channels_last),
+        "medseg unfused": load_litemedsam_network(fuse=False, channels_last=False).image_encoder,
+        "medseg fused BN" + ("" if cl else " (default here)"): load_litemedsam_network(channels_last=False).image_encoder,
+        "medseg fused BN + channels-last" + (" (default here)" if cl else ""):
+            load_litemedsam_network(channels_last=True).image_encoder,
     }
+    print(f"encoder layout rule (medseg.sam.litemedsam.prefer_channels_last): channels-last "
+          f"{'on' if cl else 'off'} on this machine")
     times: dict[str, list[float]] = {k: [] for k in variants}
     with torch.inference_mode():
         ref_out = ref_net.image_encoder(xt)
         for _ in range(max(2, repeats)):
             for k, enc in variants.items():
-                inp = xt.to(memory_format=torch.channels_last) if "channels" in k else xt
                 t = time.perf_counter()
-                out = enc(inp)
+                out = enc(xt)
                 times[k].append(time.perf_counter() - t)
                 if float((out - ref_out).abs().max()) > 1e-3:
                     raise RuntimeError(f"encoder variant {k!r} differs from the package network")

@@ -1,8 +1,10 @@
-"""medseg's prompt decoder (``medseg.sam.litemedsam.PromptDecoder``) against segment-anything's own prompt
+"""LiteMedSAM's fast paths against the plain ones, with the real weights on real slices.
+
+medseg's prompt decoder (``medseg.sam.litemedsam.PromptDecoder``) against segment-anything's own prompt
 encoder + mask decoder forward and the reference's crop/bilinear postprocessing, with the real LiteMedSAM
 weights on real slices: boxes, points, boxes refined by points, the single-point ambiguity case, a
 non-square plane (only part of the 256 frame is image), and repeated prompts on one embedding (the cached
-first-layer path).
+first-layer path). The channels-last encoder against the contiguous one, and the per-machine layout rule.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ def embeddings(lite, shared_data):
     from medseg.io import read
 
     out = []
-    for image, label in ((PYRAD + "/brain1_image.nrrd", PYRAD + "/brain1_label.nrrd"),
-                         (TS + "/example_ct.nii.gz", TS + "/example_seg_fast/liver.nii.gz")):
+    for image, label, value in ((PYRAD + "/brain1_image.nrrd", PYRAD + "/brain1_label.nrrd", 1),
+                                (TS + "/example_ct.nii.gz", TS + "/example_seg_fast_force_split.nii.gz", 5)):
         vol = read(shared_data / image)
-        lab = read(shared_data / label).array > 0
+        lab = read(shared_data / label).array == value
         z = int(np.argmax(lab.sum(axis=(0, 1))))
         ys, xs = np.nonzero(plane(lab.astype(np.uint8), 2, z))
         emb = BoxSession(lite, vol, cache_size=0).embedding(2, z)
@@ -92,3 +94,37 @@ def test_lite_medsam_decode_uses_the_prompt_decoder(lite, embeddings):
     """``LiteMedSAM.decode`` (what ``medseg prompt``, 3D boxes and napari call) gives the modules' logits."""
     emb, b256 = embeddings[1]
     np.testing.assert_allclose(lite.decode(emb, b256), module_logits(lite.network, emb, b256), atol=1e-4, rtol=0)
+
+
+def test_channels_last_encoder_equals_the_contiguous_one(shared_data):
+    import torch
+
+    from medseg.io import read
+    from medseg.sam.litemedsam import load_litemedsam_network
+    from medseg.sam.protocol import intensity_uint8, model_input
+
+    vol = read(shared_data / PYRAD / "brain1_image.nrrd")
+    x, _ = model_input(plane(intensity_uint8(vol)[0], 2, 14))
+    nchw = load_litemedsam_network(channels_last=False).image_encoder
+    nhwc = load_litemedsam_network(channels_last=True).image_encoder
+    with torch.inference_mode():
+        a, b = nchw(torch.from_numpy(x)[None]), nhwc(torch.from_numpy(x)[None])
+    assert b.is_contiguous(memory_format=torch.channels_last) and not nchw.channels_last
+    assert a.shape == b.shape == (1, 256, 64, 64)
+    assert float((a - b).abs().max()) <= 1e-4
+
+
+def test_channels_last_rule(monkeypatch):
+    from medseg.sam import litemedsam
+
+    monkeypatch.setenv(litemedsam.CHANNELS_LAST_ENV, "1")
+    assert litemedsam.prefer_channels_last() is True
+    monkeypatch.setenv(litemedsam.CHANNELS_LAST_ENV, "0")
+    assert litemedsam.prefer_channels_last() is False
+    monkeypatch.setenv(litemedsam.CHANNELS_LAST_ENV, "yes")
+    with pytest.raises(ValueError, match="MEDSEG_SAM_CHANNELS_LAST must be 0 or 1"):
+        litemedsam.prefer_channels_last()
+    monkeypatch.delenv(litemedsam.CHANNELS_LAST_ENV)
+    assert litemedsam.prefer_channels_last() is ("avx512f" in litemedsam.cpu_flags())
+    assert litemedsam.prefer_channels_last("cuda") is False
+    assert litemedsam.load_litemedsam_network().image_encoder.channels_last is litemedsam.prefer_channels_last()
