@@ -7,7 +7,9 @@ it with ``torch.load(weights_only=True)`` into the network below with strict key
 
 The image encoder is written here (inference only, parameter names as in the checkpoint); the prompt
 encoder and mask decoder are segment-anything's modules (``segment_anything.modeling``, which imports
-without torchvision).
+without torchvision). Per prompt, :class:`PromptDecoder` evaluates those modules' weights without their
+waste (about 3x less CPU time per prompt, same logits within float rounding). The encoder runs with its batch
+norms folded and, where :func:`prefer_channels_last` says so for this machine, channels-last.
 
 Architecture (from the checkpoint): 256x256 input, TinyViT embed dims 64/128/160/320, depths 2/2/6/2,
 heads 2/4/5/10, windows 7/7/14/7, a neck to a ``(256, 64, 64)`` embedding; prompt encoder embed 256 on
