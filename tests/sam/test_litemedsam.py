@@ -49,7 +49,8 @@ def example_ct(shared_data):
     from medseg.io import read
 
     ct = read(shared_data / TS / "example_ct.nii.gz")
-    liver = read(shared_data / TS / "example_seg_fast" / "liver.nii.gz").array > 0
+    # the 112-slice label map on example_ct's grid (example_seg_fast/*.nii.gz are example_ct_sm's 30 slices)
+    liver = read(shared_data / TS / "example_seg_fast_force_split.nii.gz").array == 5  # TotalSegmentator: liver
     return ct, liver
 
 
