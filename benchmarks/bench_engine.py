@@ -146,7 +146,7 @@ def main() -> None:
     total_gflop = flops_win * n_win / 1e9
     print(f"network input {tuple(pre.x.shape[2:])}: {n_win} windows of 96^3, {flops_win / 1e9:.1f} GFLOP each, "
           f"{total_gflop:.0f} GFLOP per run")
-    from medseg.device import cpu_supports_bf16
+    from medseg.engine.runtime import cpu_supports_bf16
 
     ceil32 = conv3d_ceiling()
     ceil16 = conv3d_ceiling(torch.bfloat16) if cpu_supports_bf16() else None

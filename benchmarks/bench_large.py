@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     t_pre = time.perf_counter() - t0
     n_cls = spec.n_classes
     full = n_cls * int(np.prod(pre.x.shape[2:])) * 4
-    streams = pred._streams(pre)
+    from medseg.engine.plan import Stitch
+
+    streams = pred.plan(pre).stitch is Stitch.CELLS
     print(f"preprocess -> {tuple(pre.x.shape[2:])} at {spec.input.spacing} mm: {t_pre:.1f} s, RSS "
           f"{current_rss_gb():.2f} GB, peak {peak_rss_gb():.2f} GB; full score volume {full / 1e9:.1f} GB -> "
           f"{'streamed' if streams else 'NOT streamed'}; invert {spec.output.invert.value}", flush=True)
