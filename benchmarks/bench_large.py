@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # perfkit (shared with tests)
+
 
 def peak_rss_gb() -> float:
     """Peak resident set size of this process so far (GB = 1e9 bytes; ``ru_maxrss`` is in KiB on Linux)."""
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from medseg.config import load_spec
     from medseg.infer.network import build_network
-    from medseg.infer.perf import thread_report
+    from perfkit.measure import thread_report
     from medseg.predictor import load_predictor
     from medseg.types import Geometry, SourceInfo, Volume
 
