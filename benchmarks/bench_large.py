@@ -5,7 +5,7 @@ predictor (``load_predictor(spec).predict(volume)``, the path of ``medseg segmen
 ``configs/wholebody-ct.yaml`` spec: MONAI's ``wholeBody_ct_segmentation`` network (SegResNet, 105 classes)
 and settings (RAS, 1.5 mm, z-score + [-1, 1], ROI 96^3, overlap 0.25, gaussian blending, replicate padding),
 with seeded random weights (no weights can be downloaded here). The score volume (~19 GiB of float32 at
-1.5 mm) exceeds the predictor's ``stream_bytes``, so the windows are stitched cell by cell
+1.5 mm) exceeds the predictor's ``options.stream_bytes``, so the windows are stitched cell by cell
 (:mod:`medseg.infer.slab`) and
 
 - ``--invert labels`` (the spec's, as the bundle does): each finished cell is argmaxed at 1.5 mm and the

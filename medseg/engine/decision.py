@@ -88,7 +88,8 @@ class Decision:
     def over_channels(self, channels: Iterable[tuple[int, np.ndarray]], shape: tuple[int, ...]) -> np.ndarray:
         """The same decision over channels arriving one at a time (``(index, array)`` in index order), holding
         one channel plus the running result: argmax keeps a running maximum (a later channel wins only when
-        strictly greater, as ``argmax``); threshold paints each channel's pairs as it arrives."""
+        strictly greater, as ``argmax``); threshold paints each channel's pairs as it arrives (so
+        ``channel_labels`` must be in channel order; without them, one channel is channel 0)."""
         seg = np.zeros(shape, dtype=self.dtype)
         if self.rule is Rule.ARGMAX:
             best = None
@@ -100,7 +101,9 @@ class Decision:
                 best[better] = ch[better]
                 seg[better] = c
             return seg
-        pairs = self.channel_labels
+        pairs = self.channel_labels or ((0, self.default_label),)
+        if any(p[0] > q[0] for p, q in zip(pairs, pairs[1:])):
+            raise ValueError(f"painting channels as they arrive needs channel_labels in channel order, got {pairs}.")
         for c, ch in channels:
             for pc, lid in pairs:
                 if pc == c:
