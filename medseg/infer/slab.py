@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medseg.config import BlendMode  # one definition, shared with model specs
+from medseg.engine.options import check_overlap
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -134,9 +135,7 @@ def plan_windows(image_size: Sequence[int], roi_size: Sequence[int] | int, overl
     ov = (float(overlap),) * nd if isinstance(overlap, (int, float)) else tuple(float(o) for o in overlap)
     if len(ov) != nd:
         raise ValueError(f"overlap {overlap} does not match the {nd} spatial dims.")
-    for o in ov:
-        if o < 0 or o >= 1:
-            raise ValueError(f"overlap must be >= 0 and < 1, got {overlap}.")
+    ov = tuple(check_overlap(o) for o in ov)
     padded = tuple(max(image_size_[i], roi[i]) for i in range(nd))
     pad_before = tuple(max(roi[i] - image_size_[i], 0) // 2 for i in range(nd))
     interval = []
