@@ -45,11 +45,14 @@ class Predictor(Protocol):
 
 def label_volume(
     labels: np.ndarray, geometry: Geometry, src: SourceInfo, predictor: Predictor, *,
-    labels_of: tuple[Label, ...] | None = None, **extra: Any
+    labels_of: tuple[Label, ...] | None = None, keep_source_extra: bool = False, **extra: Any
 ) -> Volume:
     """The label :class:`Volume` a predictor returns: ``labels`` on the source ``geometry``, the label list
     ``labels_of`` (default ``predictor.spec.labels``) and the same provenance for every model kind (the input's ``src`` path, modality
     and series; ``extra``: ``model``, ``fingerprint`` + ``extra``).
+
+    ``keep_source_extra`` carries the input's format items (``src.extra``, e.g. NIfTI's ``space_code``, so the
+    written header keeps the input's qform/sform code) ahead of the provenance: nnU-Net models always did.
 
     Raises:
         ValueError: ``labels`` does not have the geometry's shape.
@@ -61,7 +64,8 @@ def label_volume(
         geometry,
         source=SourceInfo(
             path=src.path, format="labels", modality=src.modality, series_uid=src.series_uid,
-            extra={"model": predictor.spec.name, "fingerprint": predictor.fingerprint, **extra},
+            extra={**(dict(src.extra) if keep_source_extra else {}), "model": predictor.spec.name,
+                   "fingerprint": predictor.fingerprint, **extra},
         ),
         is_label=True,
         labels=predictor.spec.labels if labels_of is None else labels_of,

@@ -420,7 +420,8 @@ class NnUNetPredictor:
             if not np.allclose(back_affine, meta.source.affine, atol=1e-4) or out.shape != meta.source.shape[:3]:
                 raise ModelError("internal error: reorientation round trip changed the grid")
             out = np.ascontiguousarray(out)
-        return label_volume(out, meta.source.geometry, meta.source.source, self, labels_of=self.labels)
+        return label_volume(out, meta.source.geometry, meta.source.source, self, labels_of=self.labels,
+                            keep_source_extra=True)
 
     def predict(self, volume: Volume, progress: ProgressFn | None = None) -> Volume:
         """Segment ``volume``: a label volume with exactly ``volume.geometry``.
