@@ -18,6 +18,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # perfkit (shared with tests)
+from perfkit.measure import conv3d_ceiling  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VOLUME = REPO / ".." / "shared" / "data" / "TotalSegmentator" / "tests" / "reference_files" / "example_ct_sm.nii.gz"
@@ -53,24 +57,6 @@ class PeakRSS:
     @property
     def mib(self) -> float:
         return (self.peak - self.start) / 2**20
-
-
-def conv3d_ceiling(dtype=None) -> float:
-    """GFLOP/s of one large 3x3x3 convolution (64 -> 64 channels, 64^3 voxels): the practical CPU ceiling."""
-    import torch
-
-    conv = torch.nn.Conv3d(64, 64, 3, padding=1).eval()
-    x = torch.randn(1, 64, 48, 48, 48)
-    flops = 2 * 64 * 64 * 27 * 48**3
-    ctx = torch.autocast("cpu", dtype=dtype) if dtype is not None else torch.no_grad()
-    with torch.inference_mode(), ctx:
-        conv(x)
-        t = time.perf_counter()
-        n = 3
-        for _ in range(n):
-            conv(x)
-        dt = (time.perf_counter() - t) / n
-    return flops / dt / 1e9
 
 
 def window_flops(net, roi=(96, 96, 96)) -> int:
@@ -146,10 +132,10 @@ def main() -> None:
     total_gflop = flops_win * n_win / 1e9
     print(f"network input {tuple(pre.x.shape[2:])}: {n_win} windows of 96^3, {flops_win / 1e9:.1f} GFLOP each, "
           f"{total_gflop:.0f} GFLOP per run")
-    from medseg.device import cpu_supports_bf16
+    from medseg.engine.runtime import cpu_supports_bf16
 
     ceil32 = conv3d_ceiling()
-    ceil16 = conv3d_ceiling(torch.bfloat16) if cpu_supports_bf16() else None
+    ceil16 = conv3d_ceiling(dtype=torch.bfloat16) if cpu_supports_bf16() else None
     print(f"conv3d ceiling: {ceil32:.0f} GFLOP/s float32"
           + (f", {ceil16:.0f} GFLOP/s bfloat16 autocast" if ceil16 else
              " (no native bfloat16 on this CPU: bfloat16 would be ~100x slower)"))

@@ -5,7 +5,7 @@ predictor (``load_predictor(spec).predict(volume)``, the path of ``medseg segmen
 ``configs/wholebody-ct.yaml`` spec: MONAI's ``wholeBody_ct_segmentation`` network (SegResNet, 105 classes)
 and settings (RAS, 1.5 mm, z-score + [-1, 1], ROI 96^3, overlap 0.25, gaussian blending, replicate padding),
 with seeded random weights (no weights can be downloaded here). The score volume (~19 GiB of float32 at
-1.5 mm) exceeds the predictor's ``stream_bytes``, so the windows are stitched cell by cell
+1.5 mm) exceeds the predictor's ``options.stream_bytes``, so the windows are stitched cell by cell
 (:mod:`medseg.infer.slab`) and
 
 - ``--invert labels`` (the spec's, as the bundle does): each finished cell is argmaxed at 1.5 mm and the
@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # perfkit (shared with tests)
 
 
 def peak_rss_gb() -> float:
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from medseg.config import load_spec
     from medseg.infer.network import build_network
-    from medseg.infer.perf import thread_report
+    from perfkit.measure import thread_report
     from medseg.predictor import load_predictor
     from medseg.types import Geometry, SourceInfo, Volume
 
@@ -143,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     t_pre = time.perf_counter() - t0
     n_cls = spec.n_classes
     full = n_cls * int(np.prod(pre.x.shape[2:])) * 4
-    streams = pred._streams(pre)
+    from medseg.engine.plan import Stitch
+
+    streams = pred.plan(pre).stitch is Stitch.CELLS
     print(f"preprocess -> {tuple(pre.x.shape[2:])} at {spec.input.spacing} mm: {t_pre:.1f} s, RSS "
           f"{current_rss_gb():.2f} GB, peak {peak_rss_gb():.2f} GB; full score volume {full / 1e9:.1f} GB -> "
           f"{'streamed' if streams else 'NOT streamed'}; invert {spec.output.invert.value}", flush=True)

@@ -37,6 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # perfkit (shared with tests)
+from perfkit.measure import dice  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "TotalSegmentator" / "tests" / "reference_files"
 CASES = [
@@ -46,12 +49,6 @@ CASES = [
     ("example_mr_sm", "example_mr_sm.nii.gz", "example_seg_mr.nii.gz", "auto"),
 ]
 LIVER_CLASS = 5
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    s = int(a.sum()) + int(b.sum())
-    return float(2 * np.logical_and(a, b).sum() / s) if s else 1.0
 
 
 def run_case(inp: Path, model: str, out: Path, threads: int, modality: str) -> dict:

@@ -33,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # perfkit (shared with tests)
+from perfkit.measure import dice_per_label  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data" / "TotalSegmentator" / "tests" / "reference_files"
 
@@ -99,15 +102,6 @@ def _case(name: str, root: Path):
     path = root / f"{name}_0000.nii.gz"
     nib.save(nii, path)
     return path
-
-
-def _dice(a: np.ndarray, b: np.ndarray, labels) -> dict[int, float]:
-    out = {}
-    for lab in labels:
-        x, y = a == lab, b == lab
-        s = x.sum() + y.sum()
-        out[lab] = 1.0 if s == 0 else float(2 * (x & y).sum() / s)
-    return out
 
 
 def main() -> int:
@@ -178,7 +172,7 @@ def main() -> int:
                 out = pred.predict(vol)
                 dt = time.perf_counter() - t
             same = np.array_equal(out.array, ref_labels)
-            dice = _dice(out.array, ref_labels, range(1, min(args.classes, 4)))
+            dice = dice_per_label(out.array, ref_labels, list(range(1, min(args.classes, 4))))
             agree = "identical" if same else f"{int((out.array != ref_labels).sum())} voxels differ, Dice " + \
                 ", ".join(f"{k}:{v:.4f}" for k, v in dice.items())
             print(f"{'':<7}{'':<16}{label:<13}{dt:8.1f}{dt / t_ref:7.2f}{mem.growth / 2**20:9.0f}  {agree}")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # perfkit (shared with tests)
+
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "TotalSegmentator" / "tests" / "reference_files"
 
 
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from monai.losses import DiceCELoss
     from monai.networks.nets import SegResNet
 
-    from medseg.infer.perf import autocast_context, dice_per_label, thread_report
+    from perfkit.measure import autocast_context, dice_per_label, thread_report
     from medseg.infer.slab import slab_sliding_window
 
     torch.set_num_threads(args.threads)

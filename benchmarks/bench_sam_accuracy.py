@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # perfkit (shared with tests)
+from perfkit.measure import dice  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDSEG_TEST_DATA") or (REPO / ".." / "shared" / "data")).resolve()
 TS = DATA / "TotalSegmentator/tests/reference_files"
@@ -47,11 +50,6 @@ def cases():
             for organ, v in TS_TOTAL.items()]
     out += [(f"{n} (CT 3 slices)", DCMQI / "ct-3slice", DCMQI / f"{n}_seg.nrrd", None) for n in ("liver", "spine", "heart")]
     return out
-
-
-def dice(a, b):
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    return float(2.0 * (a & b).sum() / max(1, a.sum() + b.sum()))
 
 
 class Scan:

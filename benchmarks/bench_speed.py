@@ -32,6 +32,9 @@ import copy
 import os
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # perfkit (shared with tests)
 
 
 
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import SegResNet
 
-    from medseg.infer.perf import (
+    from perfkit.measure import (
         conv3d_ceiling,
         count_flops,
         dice_per_label,
@@ -160,7 +163,7 @@ def reduced_precision(net, crop, roi, overlap, run_slab) -> None:
     """bfloat16 / float16 autocast vs float32 on ``crop``: time ratio, identical voxels, Dice per label."""
     import torch
 
-    from medseg.infer.perf import autocast_context, dice_per_label
+    from perfkit.measure import autocast_context, dice_per_label
 
     def with_autocast(dtype):
         ctx = autocast_context(dtype)

@@ -12,7 +12,7 @@ Sources, in the order :func:`find_label_table` tries them for ``X.nii.gz`` / ``X
    (``*totalseg*``) and its ids fit the map.
 
 Every source is untrusted: files larger than :data:`MAX_TABLE_BYTES` are ignored, bad lines are skipped,
-and a table that yields nothing is treated as absent. Labels without a colour get :func:`label_color`.
+and a table that yields nothing is treated as absent. Labels without a colour get :func:`medseg.labels.label_color`.
 No Qt, no torch.
 
 >>> labels, source = find_label_table("example_seg.nii.gz")      # doctest: +SKIP
@@ -29,11 +29,11 @@ import shlex
 from functools import lru_cache
 from pathlib import Path
 
+from medseg.labels import label_color
 from medseg.types import Label
 
 __all__ = [
     "MAX_TABLE_BYTES",
-    "label_color",
     "read_label_table",
     "nifti_header_labels",
     "class_map",
@@ -44,27 +44,6 @@ __all__ = [
 
 #: label tables above this size are not read (a real one with thousands of labels is < 1 MB)
 MAX_TABLE_BYTES = 4 * 1024 * 1024
-
-_PALETTE = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
-    (0, 0, 128), (128, 128, 128),
-)
-
-
-def label_color(label_id: int) -> tuple[int, int, int]:
-    """A distinct, deterministic RGB colour (0-255) for a label id (20-colour palette, shifted per cycle).
-
-    >>> label_color(1)
-    (230, 25, 75)
-    """
-    if int(label_id) < 1:
-        raise ValueError(f"label_id must be >= 1, got {label_id}.")
-    r, g, b = _PALETTE[(int(label_id) - 1) % len(_PALETTE)]
-    shift = 37 * ((int(label_id) - 1) // len(_PALETTE))
-    return ((r + shift) % 256, (g + 2 * shift) % 256, (b + 3 * shift) % 256)
-
 
 def _rgb(values: list, scale: float = 1.0) -> tuple[int, int, int] | None:
     try:

@@ -259,7 +259,7 @@ def _write_planned(
 
     from medseg.io import atomic_output, write
     from medseg.io.sidecar import render_sidecars
-    from medseg.postprocess import label_volumes_ml
+    from medseg.labels import label_volumes_ml
 
     volumes = label_volumes_ml(labels)
     texts = render_sidecars(labels, plan.label_map.name, volumes, provenance)
@@ -436,7 +436,7 @@ def segment_case(
         MedsegError: an unknown ``roi`` name.
     """
     from medseg.input_checks import check_channels, check_modality, result_warnings
-    from medseg.postprocess import label_volumes_ml
+    from medseg.labels import label_volumes_ml
 
     check_roi_names(predictor.spec.labels, roi)
     check_channels(volume, predictor.spec.input.channels, predictor.spec.name)

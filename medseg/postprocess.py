@@ -1,4 +1,8 @@
-"""From network output to a clean label map: decision (argmax/threshold), components, holes, volumes."""
+"""Network output activation and label-map clean-up (components, holes).
+
+The decision (argmax/threshold) is :class:`medseg.engine.decision.Decision`; label dtypes and volumes are
+:mod:`medseg.labels`.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medseg.config import Activation, Decision, OutputSpec, PostprocessSpec
-from medseg.types import Label, Volume
+from medseg.config import Activation, PostprocessSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["activate", "decide", "clean_labels", "label_dtype", "label_volumes_ml", "largest_component"]
-
-
-def label_dtype(max_id: int) -> np.dtype:
-    """Smallest unsigned dtype holding ``max_id``."""
-    return np.dtype(np.uint8) if max_id < 256 else np.dtype(np.uint16)
+__all__ = ["activate", "clean_labels", "largest_component"]
 
 
 def activate(scores: torch.Tensor, activation: Activation | str) -> torch.Tensor:
@@ -30,23 +28,6 @@ def activate(scores: torch.Tensor, activation: Activation | str) -> torch.Tensor
     if act is Activation.SIGMOID:
         return torch.sigmoid(scores)
     return scores
-
-
-def decide(scores: torch.Tensor, output: OutputSpec, labels: tuple[Label, ...]) -> np.ndarray:
-    """``(C, X, Y, Z)`` activated scores → ``(X, Y, Z)`` integer label map.
-
-    argmax: channel index = label id. threshold: ``channel_labels`` pairs painted in order (later ones win),
-    or with one label, channel 0 (sigmoid) / the last channel (2-channel softmax) above ``threshold``.
-    """
-    max_id = max((lab.id for lab in labels), default=1)
-    dt = label_dtype(max_id)
-    if output.decision is Decision.ARGMAX:
-        return scores.argmax(dim=0).cpu().numpy().astype(dt)
-    pairs = output.channel_labels or ((scores.shape[0] - 1 if scores.shape[0] > 1 else 0, labels[0].id),)
-    out = np.zeros(tuple(scores.shape[1:]), dt)
-    for ch, lid in pairs:
-        out[(scores[ch] > output.threshold).cpu().numpy()] = lid
-    return out
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -96,15 +77,4 @@ def clean_labels(labels: np.ndarray, pp: PostprocessSpec, spacing: tuple[float, 
             mask = ndimage.binary_fill_holes(mask)
         sub[(sub == lid) & ~mask] = 0
         sub[mask & (sub == 0)] = lid
-    return out
-
-
-def label_volumes_ml(labels: Volume) -> dict[str, float]:
-    """Volume in mL of every label listed in ``labels.labels`` (0.0 for absent ones), by label name."""
-    counts = np.bincount(labels.array.ravel().astype(np.int64), minlength=1)
-    vml = labels.geometry.voxel_volume_ml
-    out = {}
-    for lab in labels.labels:
-        n = int(counts[lab.id]) if lab.id < len(counts) else 0
-        out[lab.name] = round(n * vml, 6)
     return out

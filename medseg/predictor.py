@@ -18,18 +18,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medseg.config import InferMode, InvertMode, LocalizeSpec, ModelSpec, load_spec
+from medseg.config import InferMode, LocalizeSpec, ModelSpec, load_spec
+from medseg.engine.decision import Decision
+from medseg.engine.options import RunOptions
+from medseg.engine.protocol import Predictor as PredictorProtocol
+from medseg.engine.protocol import label_volume
 from medseg.errors import ModelError
 from medseg.postprocess import activate
+from medseg.progress import ProgressFn
 from medseg.types import SourceInfo, Volume
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from monai.data import MetaTensor
 
-__all__ = ["Predictor", "Preprocessed", "load_predictor", "load_model_spec"]
+    from medseg.engine.plan import InferencePlan
 
-ProgressFn = Callable[[int, int], None]
+__all__ = ["Predictor", "Preprocessed", "load_predictor", "load_model_spec"]
 
 
 @dataclass
@@ -76,8 +81,11 @@ def load_predictor(
     progress: ProgressFn | None = None,
     modality: str = "auto",
     trust_model_code: bool = False,
-) -> Predictor:
-    """Build a :class:`Predictor` (loads the network once).
+    options: RunOptions | None = None,
+) -> PredictorProtocol:
+    """Build the predictor for ``model`` (loads the network once): a :class:`Predictor` for MONAI-style
+    specs, :class:`medseg.nnunet.predictor.NnUNetPredictor` for nnU-Net models, the liver predictors for
+    ``pipeline`` specs. All implement :class:`medseg.engine.protocol.Predictor`.
 
     Args:
         model: registry name (``medseg models list``), spec YAML path, MONAI bundle directory, or a spec.
@@ -90,66 +98,73 @@ def load_predictor(
         progress: default ``progress(done, total)`` callback for :meth:`Predictor.predict`.
         modality: ``auto`` | ``ct`` | ``mr`` for models whose preprocessing depends on it (``liver``).
         trust_model_code: load TorchScript whose sha256 nothing pins (it is code; see :mod:`medseg.trust`).
+        options: all run options at once (instead of ``device`` ... ``sw_batch_size``).
     """
-    kwargs = dict(
-        device=device, precision=precision, overlap=overlap, tta=tta, threads=threads, sw_batch_size=sw_batch_size,
-        progress=progress,
-    )
+    if options is None:
+        options = RunOptions(device=device, precision=precision, overlap=overlap, tta=tta, threads=threads,
+                             sw_batch_size=sw_batch_size)
     if not isinstance(model, ModelSpec) and Path(str(model)).is_dir() and _is_nnunet_folder(model):
         from medseg.nnunet.predictor import load_nnunet_predictor  # nnU-Net results folder (issue: nnU-Net support)
 
-        return load_nnunet_predictor(Path(model), **kwargs)
+        return load_nnunet_predictor(Path(model), options=options, progress=progress)
     spec = model if isinstance(model, ModelSpec) else load_model_spec(model)
     if spec.pipeline is not None:  # a model-specific pipeline (pyliverlesionseg's liver / lesion cascade)
         from medseg.liver.predictor import load_liver_predictor
 
-        return load_liver_predictor(spec, modality=modality, **kwargs)
+        liver_spec = None
+        if spec.pipeline.get("kind") == "liver-lesions":
+            liver_spec = load_model_spec(spec.pipeline["liver_model"])
+        return load_liver_predictor(spec, liver_spec=liver_spec, options=options, modality=modality,
+                                    progress=progress)
     if spec.network.nnunet:
         from medseg.nnunet.predictor import load_nnunet_predictor
 
-        return load_nnunet_predictor(spec, **kwargs)
-    return Predictor(spec, **kwargs, trust_model_code=trust_model_code)
+        return load_nnunet_predictor(spec, options=options, progress=progress)
+    return Predictor(spec, options=options, progress=progress, trust_model_code=trust_model_code)
 
 
 class Predictor:
-    """Runs one model spec on volumes. Stages: :meth:`preprocess`, :meth:`predict_logits`, :meth:`postprocess`."""
+    """Runs one MONAI-style model spec on volumes (implements :class:`medseg.engine.protocol.Predictor`).
+
+    Stages: :meth:`preprocess`, :meth:`predict_scores` (:meth:`predict_logits` per flip), :meth:`postprocess`;
+    :meth:`plan` decides the stitching and the way back for one volume.
+
+    Args:
+        spec: the model spec.
+        options: run options (or the same as keyword arguments: ``device``, ``precision``, ``overlap``, ...).
+        progress: default ``progress(done, total)`` callback for :meth:`predict`.
+        trust_model_code: load TorchScript whose sha256 nothing pins.
+    """
 
     def __init__(
         self,
         spec: ModelSpec,
         *,
-        device: str = "auto",
-        precision: str = "auto",
-        overlap: float | None = None,
-        tta: bool | None = None,
-        threads: int | None = None,
-        sw_batch_size: int | None = None,
+        options: RunOptions | None = None,
         progress: ProgressFn | None = None,
         trust_model_code: bool = False,
+        **run_options: Any,
     ) -> None:
-        from medseg.device import resolve_device, resolve_precision
+        from medseg.engine.runtime import resolve_device, resolve_precision
         from medseg.infer.network import build_network
 
-        if overlap is not None and not (isinstance(overlap, (int, float)) and 0 <= overlap < 1):
-            raise ValueError(f"overlap must be >= 0 and < 1, got {overlap}.")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive integer, got {threads}.")
-        if sw_batch_size is not None and (not isinstance(sw_batch_size, int) or sw_batch_size < 1):
-            raise ValueError(f"sw_batch_size must be a positive integer, got {sw_batch_size}.")
+        self.options = RunOptions.build(options, **run_options)
+        opts = self.options
         inferer = spec.inferer
-        if overlap is not None:
-            inferer = replace(inferer, overlap=float(overlap))
-        if sw_batch_size is not None:
-            inferer = replace(inferer, sw_batch_size=sw_batch_size)
-        if tta is False:
+        if opts.overlap is not None:
+            inferer = replace(inferer, overlap=opts.overlap)
+        if opts.sw_batch_size is not None:
+            inferer = replace(inferer, sw_batch_size=opts.sw_batch_size)
+        if opts.tta is False:
             inferer = replace(inferer, tta_flips=())
-        elif tta is True and not inferer.tta_flips:
+        elif opts.tta is True and not inferer.tta_flips:
             inferer = replace(inferer, tta_flips=((0,), (1,), (2,)))
         self.spec = replace(spec, inferer=inferer)
-        self.device = resolve_device(device)
-        self.precision = str(getattr(precision, "value", precision))
-        self.autocast_dtype = resolve_precision(precision, self.device)
-        self.threads = threads
+        self.decision = Decision.for_output(spec.output, spec.labels)
+        self.device = resolve_device(opts.device)
+        self.precision = opts.precision.value
+        self.autocast_dtype = resolve_precision(opts.precision, self.device)
+        self.threads = opts.threads
         self.progress = progress
         self.network, self._weights_digest = build_network(
             spec.network, spec.weights, self.device, trust_model_code=trust_model_code
@@ -179,7 +194,7 @@ class Predictor:
         return f"Predictor({self.spec.name!r}, device={self.device}, autocast={self.autocast_dtype})"
 
     def _autocast(self):
-        from medseg.device import autocast
+        from medseg.engine.runtime import autocast
 
         return autocast(self.device, self.autocast_dtype)
 
@@ -264,7 +279,7 @@ class Predictor:
         on the CPU (or on the GPU when it fits there)."""
         import torch
 
-        from medseg.device import torch_settings
+        from medseg.engine.runtime import torch_settings
         from medseg.infer.sliding import choose_stitch_device, sliding_window_predict, whole_predict
 
         inf = self.spec.inferer
@@ -322,102 +337,24 @@ class Predictor:
             acc /= len(flips)
         return acc
 
-    def postprocess(
-        self,
-        scores: torch.Tensor | None,
-        pre: Preprocessed,
-        working_labels: np.ndarray | None = None,
-        source_labels: np.ndarray | None = None,
-    ) -> Volume:
-        """Scores on the network grid → label map on the source grid (exact shape and affine), cleaned.
+    def plan(self, pre: Preprocessed) -> InferencePlan:
+        """The inference plan of one preprocessed volume (stitching, way back) under ``options.stream_bytes``."""
+        from medseg.engine.plan import plan_inference
 
-        On an axis-aligned working grid (reorientation and resampling only), ``invert: probabilities`` with an
-        argmax decision resamples the scores with :func:`medseg.infer.resample.invert_and_argmax` (the
-        sampling of MONAI's ``Spacing`` inverse, one chunk of resampled scores at a time) and label maps are
-        resampled nearest by :func:`medseg.infer.resample.resample_labels_nearest`; other specs (crops,
-        resize, oblique grids) go through MONAI's ``Compose.inverse``.
+        return plan_inference(self.spec, pre, self.options.stream_bytes)
 
-        ``working_labels``: an already decided label map on the network grid (the streamed ``invert: labels``
-        path), inverted like ``invert: labels``. ``source_labels``: an already inverted label map (the
-        streamed ``invert: probabilities`` path), only cleaned.
+    def postprocess(self, result: Any, pre: Preprocessed, plan: InferencePlan | None = None) -> Volume:
+        """Stitched result → cleaned label map on the source grid (exact shape and affine).
+
+        ``result`` is what ``plan`` (default: :meth:`plan` of ``pre``, i.e. the full scores of
+        :meth:`predict_scores`) says the stitching produced; :func:`medseg.engine.export.export_labels` takes
+        it back to the source grid.
         """
-        import torch
+        from medseg.engine.export import export_labels
 
-        from medseg.infer.resample import invert_and_argmax, resample_labels_nearest
-        from medseg.postprocess import clean_labels, decide
-        from medseg.transforms import invert
-
-        out = self.spec.output
-        geometry = pre.geometry
-        inv_affine = geometry.affine  # medseg's inverters write the source grid itself
-        if source_labels is not None:
-            labels = source_labels
-        elif working_labels is None and out.invert is InvertMode.PROBABILITIES:
-            maps = self._linear_inversion(pre)
-            if maps is not None:
-                labels = invert_and_argmax(scores, maps, geometry.shape, dtype=self._label_dtype()).numpy()
-            else:
-                inv = invert(scores, pre.image, pre.transforms)
-                labels = decide(torch.as_tensor(inv), out, self.spec.labels)
-                inv_affine = np.asarray(inv.affine, dtype=np.float64)
-        else:
-            lab = working_labels if working_labels is not None else decide(scores, out, self.spec.labels)
-            maps = self._axis_maps(pre)
-            if maps is not None:  # nearest, chunked: the source grid holds one byte per voxel
-                labels = resample_labels_nearest(torch.from_numpy(lab), maps, geometry.shape).numpy()
-            else:
-                inv = invert(torch.from_numpy(lab.astype(np.float32))[None], pre.image, pre.transforms, nearest=True)
-                labels = torch.as_tensor(inv)[0].round().cpu().numpy().astype(lab.dtype)
-                inv_affine = np.asarray(inv.affine, dtype=np.float64)
-        if tuple(labels.shape) != geometry.shape:
-            raise ModelError(f"internal error: inverted prediction has shape {labels.shape}, expected {geometry.shape}")
-        if not np.allclose(inv_affine, geometry.affine, atol=1e-3):
-            raise ModelError("internal error: inverted prediction's affine differs from the input's")
-        labels = clean_labels(labels, out.postprocess, geometry.spacing)
-        return Volume(
-            labels,
-            geometry,
-            source=SourceInfo(
-                path=pre.source.path,
-                format="labels",
-                modality=pre.source.modality,
-                series_uid=pre.source.series_uid,
-                extra={"model": self.spec.name, "fingerprint": self.fingerprint},
-            ),
-            is_label=True,
-            labels=self.spec.labels,
-        )
-
-    def _axis_maps(self, pre: Preprocessed) -> tuple | None:
-        """Axis maps (source → working grid) when the spatial preprocessing only reorients and resamples (no
-        crop, no resize) and the grids are axis-aligned: medseg's own bounded inverters apply. ``None``
-        otherwise (MONAI's ``Compose.inverse`` is used)."""
-        from medseg.infer.resample import axis_maps_from_affines
-
-        inp = self.spec.input
-        if inp.crop_foreground is not None or inp.resize is not None or pre.crop is not None:
-            return None
-        if tuple(pre.x.shape[2:]) != tuple(pre.image.shape[1:]):  # pragma: no cover - defensive
-            return None
-        try:
-            return axis_maps_from_affines(pre.geometry.affine, np.asarray(pre.image.affine, dtype=np.float64))
-        except ValueError:
-            return None
-
-    def _label_dtype(self) -> Any:
-        """Torch dtype of label maps (uint8/uint16 from the largest label id, as ``decide`` picks)."""
-        from medseg.infer.resample import label_dtype
-
-        return label_dtype(max((lab.id for lab in self.spec.labels), default=1) + 1)
-
-    def _linear_inversion(self, pre: Preprocessed) -> tuple | None:
-        """:meth:`_axis_maps` for ``invert: probabilities`` specs with an argmax decision, else ``None``."""
-        from medseg.config import Decision
-
-        out = self.spec.output
-        if out.invert is not InvertMode.PROBABILITIES or out.decision is not Decision.ARGMAX:
-            return None
-        return self._axis_maps(pre)
+        plan = plan or self.plan(pre)
+        labels = export_labels(result, plan, pre, self.decision, self.spec.output.postprocess)
+        return label_volume(labels, pre.geometry, pre.source, self)
 
     def predict(self, volume: Volume, progress: ProgressFn | None = None) -> Volume:
         """Segment ``volume``: a label map with exactly ``volume.geometry`` and ``labels=spec.labels``.
@@ -426,48 +363,30 @@ class Predictor:
             volume: 3D image ``(I, J, K)`` or multi-channel ``(I, J, K, C)``.
             progress: ``progress(done, total)`` in network windows (defaults to the predictor's).
         """
+        from medseg.engine.plan import Stitch
+
         progress = progress or self.progress
         pre = self.preprocess(volume)
-        if self._streams(pre):
-            return self._stream_predict(pre, progress)
-        scores = self.predict_scores(pre.x, progress=progress)
-        return self.postprocess(scores, pre)
+        plan = self.plan(pre)
+        if plan.stitch is Stitch.CELLS:
+            result = self._predict_cells(pre, plan, progress)
+        else:
+            result = self.predict_scores(pre.x, progress=progress)
+        return self.postprocess(result, pre, plan)
 
     #: Source volumes with more voxels than this are resampled to the working grid in float32 instead of
     #: MONAI's float64 (whose temporaries for a 512x512x1000 CT alone peak above 6 GB). 2**27 voxels is
     #: e.g. 512 x 512 x 512. Coordinates then carry float32 rounding (~1e-4 voxel at index 1000).
     float64_voxels: int = 2**27
 
-    #: Above this size (bytes) of the float32 score volume, sliding-window specs without TTA stream the
-    #: windows in cells (:mod:`medseg.infer.slab`): same labels, memory bounded by the cells alive at once
-    #: instead of the whole ``(C, X, Y, Z)`` scores. ``invert: labels`` specs decide each finished cell;
-    #: ``invert: probabilities`` + argmax specs on axis-aligned grids resample each finished cell to the
-    #: source grid (:class:`medseg.infer.resample.LinearInverter`). Other specs take the full path.
-    stream_bytes: int = 2**30
-
-    def _streams(self, pre: Preprocessed) -> bool:
-        inf = self.spec.inferer
-        if inf.mode is not InferMode.SLIDING or inf.tta_flips or self.spec.output.smooth_sigma > 0:
-            return False
-        if self.spec.output.invert is not InvertMode.LABELS and self._linear_inversion(pre) is None:
-            return False
-        out_ch = max(self.spec.n_classes, len(self.spec.labels))
-        return 4 * out_ch * math.prod(pre.x.shape[2:]) > self.stream_bytes
-
-    def _stream_predict(self, pre: Preprocessed, progress: ProgressFn | None) -> Volume:
-        """The bounded path: MONAI's window order (bitwise the same scores) when its cells fit in
-        ``stream_bytes``, else streamed along the longest axis (smaller peak)."""
-        from medseg.device import torch_settings
-        from medseg.infer.slab import estimate_peak_bytes, plan_windows, stream_decide
+    def _predict_cells(self, pre: Preprocessed, plan: InferencePlan, progress: ProgressFn | None) -> np.ndarray:
+        """The bounded stitching of ``plan`` (:mod:`medseg.infer.slab`): labels on the working grid, or on the
+        source grid when the plan resamples probabilities along axis maps."""
+        from medseg.engine.runtime import torch_settings
+        from medseg.infer.slab import plan_windows, stream_decide
 
         inf = self.spec.inferer
-        spatial = tuple(pre.x.shape[2:])
-        plan = plan_windows(spatial, inf.roi_size, inf.overlap)
-        out_ch = max(self.spec.n_classes, len(self.spec.labels))
-        order: str | int = "monai"
-        if estimate_peak_bytes(plan, out_ch) > self.stream_bytes:
-            order = int(np.argmax(spatial))
-        total, done = plan.n_windows, 0
+        total, done = plan_windows(tuple(pre.x.shape[2:]), inf.roi_size, inf.overlap).n_windows, 0
 
         def step(n: int) -> None:
             nonlocal done
@@ -475,16 +394,12 @@ class Predictor:
             if progress is not None:
                 progress(min(done, total), total)
 
-        maps = self._linear_inversion(pre)
-        invert_to = None if maps is None else (maps, pre.geometry.shape, self._label_dtype())
+        invert_to = None if plan.result == "working_labels" else (plan.maps, pre.geometry.shape)
         with torch_settings(self.device, self.threads):
-            labels = stream_decide(
-                pre.x, self.network, inf, self.spec.output, self.spec.labels, sw_device=self.device,
-                autocast_ctx=self._autocast, progress=step, order=order, invert_to=invert_to,
+            return stream_decide(
+                pre.x, self.network, inf, self.spec.output.activation, self.decision, sw_device=self.device,
+                autocast_ctx=self._autocast, progress=step, order=plan.order, invert_to=invert_to,
             )
-        if maps is not None:
-            return self.postprocess(None, pre, source_labels=labels)
-        return self.postprocess(None, pre, working_labels=labels)
 
 
 def _smooth(scores: torch.Tensor, sigma: float) -> torch.Tensor:

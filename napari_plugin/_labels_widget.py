@@ -65,7 +65,7 @@ def history_signature(layer: Any) -> tuple[int, int, int] | None:
 def layer_label_rows(layer: Any) -> list[tuple[Any, bool, float]]:
     """``(Label, visible, mL)`` for every label of a Labels layer: its named labels plus any id painted
     without a name (``"label N"``), sorted by id."""
-    from medseg.label_tables import label_color
+    from medseg.labels import label_color
     from medseg.types import Label
 
     labels = {lab.id: lab for lab in layer_labels(layer.metadata, getattr(layer, "features", None))}
@@ -284,7 +284,7 @@ class LabelsWidget(QWidget):
 
     def add_label(self) -> int:
         """Add a new named label (next free id, palette colour) and select it for painting; returns its id."""
-        from medseg.label_tables import label_color
+        from medseg.labels import label_color
         from medseg.types import Label
 
         if self._layer is None:

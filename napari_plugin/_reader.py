@@ -120,7 +120,8 @@ def as_label_map(path: Path, volume: Any) -> Any:
     and colours from :func:`medseg.label_tables.find_label_table` (else ``"label N"``, or the file's stem for
     a one-label mask); otherwise ``volume`` unchanged. A volume the reader already knows is a label map (a
     NIfTI with a label intent, as medseg writes) gets its names from the same tables."""
-    from medseg.label_tables import find_label_table, label_color
+    from medseg.label_tables import find_label_table
+    from medseg.labels import label_color
     from medseg.labels_detect import label_map_reason, label_values
     from medseg.types import Label
 
@@ -140,7 +141,7 @@ def as_label_map(path: Path, volume: Any) -> Any:
         labels = tuple(Label(i, f"label {i}", label_color(i)) for i in sorted(ids))
     array = volume.array
     if not np.issubdtype(array.dtype, np.integer):
-        from medseg.postprocess import label_dtype
+        from medseg.labels import label_dtype
 
         array = array.astype(label_dtype(max(ids, default=1)))
     return volume.replace(array=array, is_label=True, labels=labels)

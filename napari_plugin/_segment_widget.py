@@ -1,7 +1,7 @@
 """**Segment** dock widget: pick an image layer and a model, run it in the background, get a Labels layer.
 
 Wiring only: :func:`medseg.predictor.load_predictor` and ``Predictor.predict`` do the work (in a
-:class:`~._workers.Job`), :mod:`._layers` converts, :func:`medseg.postprocess.label_volumes_ml` fills the
+:class:`~._workers.Job`), :mod:`._layers` converts, :func:`medseg.labels.label_volumes_ml` fills the
 per-label volume table, which follows edits of the shown Labels layer (painting, fill, erase, undo).
 
 Shortcuts (viewer-wide; also listed in the widget): ``Shift+R`` run, ``Shift+C`` cancel.
@@ -329,7 +329,7 @@ class SegmentWidget(QWidget):
 
     def volumes(self) -> list[tuple[int, str, float, tuple[int, int, int]]]:
         """``(id, name, mL, rgb)`` rows for the Labels layer shown in the table."""
-        from medseg.postprocess import label_volumes_ml
+        from medseg.labels import label_volumes_ml
 
         layer = self._table_layer
         if layer is None:

@@ -16,15 +16,11 @@ import pytest
 
 from medseg.config import load_spec
 from medseg.errors import ModelError
+from perfkit.measure import dice
 
 REPO = Path(__file__).resolve().parents[1]
 TS = "TotalSegmentator/tests/reference_files"
 LIVER_CLASS = 5  # TotalSegmentator's class map
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    return float(2 * np.logical_and(a, b).sum() / max(1, int(a.sum()) + int(b.sum())))
 
 
 def canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -45,7 +45,8 @@ def _sidecar_labels(path: Any, vol: Any) -> tuple:
     ``"label N"`` per id present (see :func:`medseg.label_tables.find_label_table`)."""
     import numpy as np
 
-    from medseg.label_tables import find_label_table, label_color
+    from medseg.label_tables import find_label_table
+    from medseg.labels import label_color
     from medseg.types import Label
 
     ids = {int(i) for i in np.unique(np.asarray(vol.array)) if i > 0}

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medseg.labels import torch_label_dtype
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -38,24 +40,12 @@ __all__ = [
     "invert_and_argmax",
     "LinearInverter",
     "resample_labels_nearest",
-    "label_dtype",
 ]
 
 #: Classes whose tile maximum is below the best tile minimum by more than ``PRUNE_MARGIN x max|score|``
 #: are dropped from a tile. Three separable float32 interpolation passes err by at most ~1e-6 of the
 #: largest magnitude, so 1e-5 leaves a tenfold safety margin: a dropped class can neither win nor tie.
 PRUNE_MARGIN = 1e-5
-
-
-def label_dtype(n_classes: int) -> Any:
-    """Smallest unsigned torch dtype holding label ids ``0 .. n_classes - 1`` (uint8 or uint16 or int32)."""
-    import torch
-
-    if n_classes <= 256:
-        return torch.uint8
-    if n_classes <= 65536:
-        return torch.uint16
-    return torch.int32
 
 
 @dataclass(frozen=True)
@@ -226,7 +216,7 @@ def invert_and_argmax(
     src_shape = tuple(int(s) for s in src_shape)
     tables = [linear_tables(m, src_shape[m.src_axis], work[a]) for a, m in enumerate(maps)]
     sel = [np.arange(src_shape[m.src_axis]) for m in maps]
-    out = torch.empty(src_shape, dtype=dtype or label_dtype(probs.shape[0]), device=probs.device)
+    out = torch.empty(src_shape, dtype=dtype or torch_label_dtype(probs.shape[0] - 1), device=probs.device)
     per_z = probs.shape[0] * len(sel[0]) * len(sel[1]) * 4
     for zs in _chunks(sel[2], per_z, max_chunk_bytes):
         lab = interp_argmax(probs, (0, 0, 0), tables, [sel[0], sel[1], zs], tile=tile)
@@ -313,7 +303,7 @@ class LinearInverter:
         c_n = probs.shape[0]
         probs = probs.to(self.device)
         if self.labels is None:
-            self.labels = torch.zeros(self.src_shape, dtype=self.dtype or label_dtype(c_n), device=self.device)
+            self.labels = torch.zeros(self.src_shape, dtype=self.dtype or torch_label_dtype(c_n - 1), device=self.device)
         lo = [s.start for s in slices]
         ext_lo = [max(lo[a] - 1, 0) for a in range(3)]
         shape = [c_n] + [slices[a].stop - ext_lo[a] for a in range(3)]

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medseg.config import BlendMode  # one definition, shared with model specs
-from medseg.infer.resample import _argmax0, label_dtype
+from medseg.engine.options import check_overlap
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -44,9 +44,6 @@ __all__ = [
     "WindowPlan",
     "plan_windows",
     "slab_sliding_window",
-    "argmax_finalizer",
-    "threshold_finalizer",
-    "label_dtype",
     "estimate_peak_bytes",
     "window_order",
     "stream_decide",
@@ -138,9 +135,7 @@ def plan_windows(image_size: Sequence[int], roi_size: Sequence[int] | int, overl
     ov = (float(overlap),) * nd if isinstance(overlap, (int, float)) else tuple(float(o) for o in overlap)
     if len(ov) != nd:
         raise ValueError(f"overlap {overlap} does not match the {nd} spatial dims.")
-    for o in ov:
-        if o < 0 or o >= 1:
-            raise ValueError(f"overlap must be >= 0 and < 1, got {overlap}.")
+    ov = tuple(check_overlap(o) for o in ov)
     padded = tuple(max(image_size_[i], roi[i]) for i in range(nd))
     pad_before = tuple(max(roi[i] - image_size_[i], 0) // 2 for i in range(nd))
     interval = []
@@ -210,48 +205,14 @@ def _cell_schedule(plan: WindowPlan, seq: np.ndarray | None = None) -> tuple[np.
 
 
 # ---------------------------------------------------------------------------------------------------------
-# finalisers
+# the default finaliser
 
 
-def argmax_finalizer(activation: str | None = None, dtype: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``probs (C, x, y, z) -> labels (x, y, z)``: optional ``'softmax'`` first, then argmax in ``dtype``.
+def _argmax_labels(p: torch.Tensor) -> torch.Tensor:
+    """``probs (C, x, y, z) -> labels (x, y, z)``: :class:`medseg.engine.decision.Decision`'s argmax."""
+    from medseg.engine.decision import Decision
 
-    ``dtype`` defaults to :func:`label_dtype` of the channel count.
-    """
-    import torch
-
-    if activation not in (None, "none", "softmax"):
-        raise ValueError(f"activation for argmax must be None, 'none' or 'softmax', got {activation!r}.")
-
-    def finalize(p: torch.Tensor) -> torch.Tensor:
-        if activation == "softmax":
-            p = torch.softmax(p, dim=0)
-        return _argmax0(p).to(dtype or label_dtype(p.shape[0]))
-
-    return finalize
-
-
-def threshold_finalizer(
-    threshold: float = 0.5, sigmoid: bool = True, channel_labels: Sequence[tuple[int, int]] | None = None, dtype: Any = None
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``probs (C, x, y, z) -> labels (x, y, z)``: (sigmoid then) ``> threshold``.
-
-    Channel ``c`` paints label ``c + 1`` unless ``channel_labels`` gives ``[(channel, label_id), ...]``
-    (painted in that order, later ones win).
-    """
-    import torch
-
-    def finalize(p: torch.Tensor) -> torch.Tensor:
-        if sigmoid:
-            p = torch.sigmoid(p)
-        pairs = channel_labels if channel_labels is not None else [(c, c + 1) for c in range(p.shape[0])]
-        top = max((lab for _, lab in pairs), default=1)
-        out = torch.zeros(p.shape[1:], dtype=dtype or label_dtype(top + 1), device=p.device)
-        for ch, lab in pairs:
-            out[p[ch] > threshold] = lab
-        return out
-
-    return finalize
+    return Decision(max_id=p.shape[0] - 1).labels(p)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -298,7 +259,8 @@ def slab_sliding_window(
         device: device where cells are stitched (default: the input's). On CUDA, windows on the GPU with
             ``device="cpu"`` keep GPU memory at one window batch.
         finalize: ``probs (C, x, y, z) -> out (..., x, y, z)`` applied to each finished cell; default
-            :func:`argmax_finalizer` (labels in uint8/uint16). ``lambda p: p`` keeps the probabilities.
+            argmax (labels in uint8/uint16); ``lambda p: p`` keeps the probabilities, a
+            :class:`medseg.engine.decision.Decision`'s ``labels`` method applies that decision.
         consumer: if given, called as ``consumer(out_slices, block)`` with each finished cell's finalised
             block and its spatial slices in the unpadded image; nothing is assembled and ``None`` returned.
         order: ``"monai"`` (default): MONAI's window order, bitwise-equal values. An axis ``0..2``: stream
@@ -338,7 +300,7 @@ def slab_sliding_window(
     compute_dtype = inputs.dtype
     device = torch.device(device) if device is not None else inputs.device
     sw_device = torch.device(sw_device) if sw_device is not None else inputs.device
-    finalize = finalize or argmax_finalizer()
+    finalize = finalize or _argmax_labels
 
     plan = plan_windows(tuple(inputs.shape[2:]), roi_size, overlap)
     roi = plan.roi
@@ -443,25 +405,25 @@ def stream_decide(
     x: torch.Tensor,
     network: Callable[[torch.Tensor], torch.Tensor],
     inferer: Any,
-    output: Any,
-    labels: Sequence[Any],
+    activation: Any,
+    decision: Any,
     *,
     sw_device: torch.device | str | None = None,
     autocast_ctx: Callable[[], Any] | None = None,
     progress: Callable[[int], None] | None = None,
     order: str | int = "monai",
-    invert_to: tuple[Sequence[Any], Sequence[int], Any] | None = None,
+    invert_to: tuple[Sequence[Any], Sequence[int]] | None = None,
 ) -> np.ndarray:
     """Bounded counterpart of "sliding window → activation → decision (→ inversion)".
 
     Runs the spec's sliding window (``inferer``: a :class:`medseg.config.InfererSpec`, no TTA flips) in cells
-    and applies the spec's activation (``output``: :class:`medseg.config.OutputSpec`) to each finished cell,
-    without ever holding the ``(C, X, Y, Z)`` scores. Then either:
+    and applies ``activation`` to each finished cell, without ever holding the ``(C, X, Y, Z)`` scores. Then
+    either:
 
-    - ``invert_to=None``: the spec's decision on the working grid, so the result equals
-      ``decide(activate(sliding_window_inference(x)[0]), output, labels)`` (``invert: labels`` specs; the
+    - ``invert_to=None``: ``decision`` on the working grid, so the result equals
+      ``decision(activate(sliding_window_inference(x)[0], activation))`` (``invert: labels`` specs; the
       caller resamples the label map, one byte per voxel);
-    - ``invert_to=(maps, src_shape, dtype)``: each cell's scores are resampled linearly to the source grid
+    - ``invert_to=(maps, src_shape)``: each cell's scores are resampled linearly to the source grid
       and argmaxed there by :class:`medseg.infer.resample.LinearInverter`, so the result equals
       :func:`medseg.infer.resample.invert_and_argmax` of the full activated scores (``invert:
       probabilities`` specs with an argmax decision).
@@ -469,22 +431,23 @@ def stream_decide(
     Args:
         x: ``(1, C_in, X, Y, Z)`` float32 network input.
         network: the network (called under ``autocast_ctx``; its output is cast to float32 as the engine does).
-        inferer, output, labels: from the model spec.
+        inferer: the spec's :class:`medseg.config.InfererSpec`.
+        activation: the spec's output activation (:func:`medseg.postprocess.activate`).
+        decision: the :class:`medseg.engine.decision.Decision` (its dtype is also the inverted labels').
         sw_device: device the windows run on (cells are stitched on the input's device).
         progress: called with the number of windows just processed.
         order: window order, see :func:`slab_sliding_window`.
-        invert_to: axis maps (:func:`medseg.infer.resample.axis_maps_from_affines`), source shape and label
-            dtype for the inversion.
+        invert_to: axis maps (:func:`medseg.infer.resample.axis_maps_from_affines`) and source shape for the
+            inversion.
 
     Returns:
-        ``(X, Y, Z)`` working-grid or source-grid label map (``uint8``/``uint16`` as
-        :func:`medseg.postprocess.decide`).
+        ``(X, Y, Z)`` working-grid or source-grid label map (``decision.dtype``).
     """
     import contextlib
 
     import torch
 
-    from medseg.postprocess import activate, decide
+    from medseg.postprocess import activate
 
     if getattr(inferer, "tta_flips", ()):
         raise ValueError("stream_decide does not average test-time flips; run without TTA or use the full path.")
@@ -498,19 +461,19 @@ def stream_decide(
         return y.float()
 
     def activated(p: torch.Tensor) -> torch.Tensor:
-        return activate(p, output.activation)
+        return activate(p, activation)
 
     inverter = None
     if invert_to is not None:
         from medseg.infer.resample import LinearInverter
 
-        maps, src_shape, dtype = invert_to
+        maps, src_shape = invert_to
         inverter = LinearInverter(plan_windows(tuple(x.shape[2:]), tuple(inferer.roi_size), inferer.overlap),
-                                  maps, src_shape, dtype=dtype)
+                                  maps, src_shape, dtype=decision.torch_dtype)
         finalize = activated
     else:
         def finalize(p: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(decide(activated(p), output, tuple(labels)))
+            return decision.labels(activated(p))
 
     with torch.inference_mode():
         out = slab_sliding_window(

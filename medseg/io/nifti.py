@@ -40,6 +40,7 @@ from medseg.io.atomic import atomic_output, full_suffix
 from medseg.io.base import SeriesInfo
 from medseg.io.limits import check_inflate, check_voxel_bytes, human_bytes
 from medseg.io.sniff import describe, kind_of
+from medseg.labels import label_dtype
 from medseg.types import Geometry, SourceInfo, Volume
 
 __all__ = [
@@ -479,14 +480,6 @@ def read_nifti(path: str | PathLike[str]) -> Volume:
 
 
 # --------------------------------------------------------------------------------------------- writing
-
-
-def label_dtype(max_label: int) -> np.dtype:
-    """Smallest unsigned integer dtype holding ``max_label`` (uint8, uint16 or uint32)."""
-    for dt in (np.uint8, np.uint16, np.uint32):
-        if max_label <= np.iinfo(dt).max:
-            return np.dtype(dt)
-    raise ValueError(f"label {max_label} does not fit in uint32")
 
 
 def prepare_array(volume: Volume, path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:

@@ -1,7 +1,7 @@
 """Predictors for the ``liver`` and ``liver-lesions`` specs (``pipeline: {kind: liver | liver-lesions}``).
 
-They follow the :class:`medseg.predictor.Predictor` surface (``spec``, ``device``, ``autocast_dtype``,
-``fingerprint``, ``predict(volume, progress)``) and return a label map on exactly the input's grid: the
+They implement :class:`medseg.engine.protocol.Predictor` (``spec``, ``device``, ``fingerprint``,
+``predict(volume, progress)``) and return a label map on exactly the input's grid: the
 volume is reoriented to RAS (a flip/permutation, no resampling), processed as pyliverlesionseg does
 (:mod:`medseg.liver.pipeline`) and the labels are reoriented back.
 
@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from medseg.config import ModelSpec
+from medseg.engine.options import RunOptions
+from medseg.engine.protocol import label_volume
 from medseg.errors import ModelError
-from medseg.types import SourceInfo, Volume
+from medseg.progress import ProgressFn
+from medseg.types import Volume
 
 __all__ = ["LiverPredictor", "LiverLesionPredictor", "load_liver_predictor", "to_ras", "from_ras"]
-
-ProgressFn = Callable[[int, int], None]
 
 
 def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,7 +55,7 @@ class _NetCall:
     def __call__(self, segment: np.ndarray) -> np.ndarray:
         import torch
 
-        from medseg.device import autocast
+        from medseg.engine.runtime import autocast
 
         x = torch.from_numpy(np.ascontiguousarray(segment, dtype=np.float32))[None, None].to(self.device)
         with torch.inference_mode(), autocast(self.device, self.autocast_dtype):
@@ -68,39 +68,44 @@ class LiverPredictor:
 
     Args:
         spec: a spec with ``pipeline: {kind: liver}`` and a ``unet_generalized`` network.
-        device, precision, threads: as :func:`medseg.predictor.load_predictor`.
+        options: run options (or as keywords); ``device``, ``precision`` and ``threads`` apply (the pipeline
+            has no sliding window or TTA to set).
         modality: ``auto`` (DICOM Modality, else the shared CT intensity test), ``ct`` or ``mr``.
+        progress: default ``progress(done, total)`` callback.
     """
 
     def __init__(
         self,
         spec: ModelSpec,
         *,
-        device: str = "auto",
-        precision: str = "auto",
-        threads: int | None = None,
+        options: RunOptions | None = None,
         modality: str = "auto",
         progress: ProgressFn | None = None,
-        **_: Any,
+        **run_options: Any,
     ) -> None:
-        from medseg.device import resolve_device, resolve_precision
         from medseg.infer.network import build_network
 
         if spec.pipeline is None or spec.pipeline.get("kind") != "liver" or spec.network.unet_generalized is None:
             raise ModelError(f"{spec.name}: not a liver pipeline spec (pipeline.kind: liver + unet_generalized)")
         if str(modality).lower() not in ("auto", "ct", "mr"):
             raise ValueError(f"modality must be one of auto, ct, mr; got {modality!r}.")
-        self.spec = spec
-        self.device = resolve_device(device)
-        self.autocast_dtype = resolve_precision(precision, self.device)
-        self.threads = threads
+        self._runtime(spec, RunOptions.build(options, **run_options), progress)
         self.modality = str(modality).lower()
-        self.progress = progress
         self.network, self._weights_digest = build_network(spec.network, spec.weights, self.device)
         self.input_size = tuple(self.network.input_size)
         self.output_size = tuple(self.network.output_size)
         self.target_voxsize = tuple(spec.input.spacing or (3.0, 3.0, 3.0))
         self.last_info: dict[str, Any] = {}
+
+    def _runtime(self, spec: ModelSpec, options: RunOptions, progress: ProgressFn | None) -> None:
+        from medseg.engine.runtime import resolve_device, resolve_precision
+
+        self.spec = spec
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.autocast_dtype = resolve_precision(options.precision, self.device)
+        self.threads = options.threads
+        self.progress = progress
 
     @property
     def fingerprint(self) -> str:
@@ -132,7 +137,7 @@ class LiverPredictor:
 
     def liver_ras(self, volume: Volume, modality: str, progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
         """``(liver mask, image, affine, orientation)`` in RAS order for ``volume``."""
-        from medseg.device import torch_settings
+        from medseg.engine.runtime import torch_settings
         from medseg.liver.pipeline import abdomen_crop, liver_mask, liver_probabilities
 
         ras, affine, ornt = to_ras(self._image(volume), volume.affine)
@@ -157,15 +162,7 @@ class LiverPredictor:
         labels = from_ras(labels_ras, ornt)
         if labels.shape != volume.geometry.shape:
             raise ModelError(f"internal error: labels {labels.shape} vs input {volume.geometry.shape}")
-        return Volume(
-            labels.astype(np.uint8),
-            volume.geometry,
-            source=SourceInfo(path=volume.source.path, format="labels", modality=volume.source.modality,
-                              series_uid=volume.source.series_uid,
-                              extra={"model": self.spec.name, "fingerprint": self.fingerprint, **self.last_info}),
-            is_label=True,
-            labels=self.spec.labels,
-        )
+        return label_volume(labels.astype(np.uint8), volume.geometry, volume.source, self, **self.last_info)
 
     def predict(self, volume: Volume, progress: ProgressFn | None = None) -> Volume:
         """Label map (1 = liver) on exactly ``volume.geometry``."""
@@ -176,23 +173,33 @@ class LiverPredictor:
 
 
 class LiverLesionPredictor(LiverPredictor):
-    """The cascade: the liver model first, then the lesion model inside the dilated liver; 1 liver, 2 lesion."""
+    """The cascade: the liver model first, then the lesion model inside the dilated liver; 1 liver, 2 lesion.
 
-    def __init__(self, spec: ModelSpec, **kwargs: Any) -> None:
-        from medseg.device import resolve_device, resolve_precision
+    Args:
+        spec: a spec with ``pipeline: {kind: liver-lesions}``.
+        liver_spec: the spec its ``pipeline.liver_model`` names (loaded by the caller,
+            :func:`medseg.predictor.load_predictor`).
+        options, modality, progress: as :class:`LiverPredictor`.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        liver_spec: ModelSpec,
+        options: RunOptions | None = None,
+        modality: str = "auto",
+        progress: ProgressFn | None = None,
+        **run_options: Any,
+    ) -> None:
         from medseg.infer.network import build_network
-        from medseg.predictor import load_model_spec
 
         if spec.pipeline is None or spec.pipeline.get("kind") != "liver-lesions" or spec.network.unet_generalized is None:
             raise ModelError(f"{spec.name}: not a liver-lesions pipeline spec")
-        liver_spec = load_model_spec(spec.pipeline["liver_model"])
-        self.liver = LiverPredictor(liver_spec, **kwargs)
-        self.spec = spec
-        self.device = resolve_device(kwargs.get("device", "auto"))
-        self.autocast_dtype = resolve_precision(kwargs.get("precision", "auto"), self.device)
-        self.threads = kwargs.get("threads")
+        options = RunOptions.build(options, **run_options)
+        self.liver = LiverPredictor(liver_spec, options=options, modality=modality, progress=progress)
+        self._runtime(spec, options, progress)
         self.modality = self.liver.modality
-        self.progress = kwargs.get("progress")
         self.network, digest = build_network(spec.network, spec.weights, self.device)
         self._weights_digest = f"{self.liver._weights_digest}+{digest}"
         self.input_size = tuple(self.network.input_size)
@@ -202,7 +209,7 @@ class LiverLesionPredictor(LiverPredictor):
 
     def predict(self, volume: Volume, progress: ProgressFn | None = None) -> Volume:
         """Label map (1 = liver, 2 = lesion) on exactly ``volume.geometry``."""
-        from medseg.device import torch_settings
+        from medseg.engine.runtime import torch_settings
         from medseg.liver.pipeline import lesion_mask
 
         self.last_info = {}
@@ -221,11 +228,13 @@ class LiverLesionPredictor(LiverPredictor):
         return self._volume(labels, ornt, volume)
 
 
-def load_liver_predictor(spec: ModelSpec, **kwargs: Any) -> LiverPredictor:
-    """The predictor for a ``pipeline`` spec (``liver`` or ``liver-lesions``)."""
+def load_liver_predictor(spec: ModelSpec, *, liver_spec: ModelSpec | None = None, **kwargs: Any) -> LiverPredictor:
+    """The predictor for a ``pipeline`` spec (``liver``, or ``liver-lesions`` with its ``liver_spec``)."""
     kind = (spec.pipeline or {}).get("kind")
     if kind == "liver":
         return LiverPredictor(spec, **kwargs)
     if kind == "liver-lesions":
-        return LiverLesionPredictor(spec, **kwargs)
+        if liver_spec is None:
+            raise ValueError(f"{spec.name}: a liver-lesions pipeline needs liver_spec (its pipeline.liver_model).")
+        return LiverLesionPredictor(spec, liver_spec=liver_spec, **kwargs)
     raise ModelError(f"{spec.name}: unknown pipeline kind {kind!r}")

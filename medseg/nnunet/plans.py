@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import ModelError
+from medseg.labels import label_color
 from medseg.types import Label
 
 __all__ = [
@@ -324,19 +325,6 @@ def _normalisation(conf: dict, plans: dict, n_channels: int, where: Path) -> tup
             *(None if props.get(k) is None else float(props[k])
               for k in ("mean", "std", "percentile_00_5", "percentile_99_5"))))
     return tuple(out)
-
-
-_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-            (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
-            (0, 0, 128), (128, 128, 128)]
-
-
-def label_color(label_id: int) -> tuple[int, int, int]:
-    """A distinct, deterministic RGB colour for a label id (a 20-colour palette, varied per cycle)."""
-    r, g, b = _PALETTE[(label_id - 1) % len(_PALETTE)]
-    shift = 37 * ((label_id - 1) // len(_PALETTE))
-    return ((r + shift) % 256, (g + 2 * shift) % 256, (b + 3 * shift) % 256)
 
 
 def parse_dataset_labels(dataset: dict, where: Path) -> DatasetLabels:

@@ -25,22 +25,26 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medseg.config import Decision as Rule
+from medseg.engine.decision import Decision
+from medseg.engine.options import RunOptions
+from medseg.engine.protocol import label_volume
 from medseg.errors import ModelError
 from medseg.nnunet.plans import NnUNetModel, NormScheme, build_network, read_model_folder
 from medseg.nnunet.resample import compute_new_shape, resample_to_shape
+from medseg.progress import ProgressFn
 from medseg.types import Label, Volume
 
 __all__ = ["LogitsDtype", "NnUNetMeta", "NnUNetPredictor", "crop_to_nonzero", "normalize_channels"]
 
-ProgressFn = Callable[[int, int], None]
 _SPEC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 
@@ -122,31 +126,6 @@ def _to_torch_dtype(d: LogitsDtype):
     return torch.float16 if d is LogitsDtype.FLOAT16 else torch.float32
 
 
-def _resolve_device(device: str | Any = "auto"):
-    """medseg's device rule (``auto`` → CUDA, MPS, CPU; an unavailable device is an error, never a fallback)."""
-    from medseg.device import resolve_device
-
-    return resolve_device(device)
-
-
-def _precision_for(precision: str, device) -> tuple[str, Any]:
-    """Precision name → (name, autocast dtype or ``None``) for nnU-Net models.
-
-    ``auto`` means nnU-Net's own choice: float16 autocast on CUDA, float32 on the CPU (identical labels).
-    """
-    import torch
-
-    p = str(getattr(precision, "value", precision)).lower()
-    choices = {"auto": None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if p not in choices:
-        raise ValueError(f"precision must be one of {', '.join(choices)}, got {precision!r}.")
-    if p == "auto":
-        return ("float16", torch.float16) if device.type == "cuda" else ("float32", None)
-    if p == "float16" and device.type == "cpu":
-        raise ModelError("float16 is not supported on the CPU; use bfloat16 or float32")
-    return p, choices[p]
-
-
 # ------------------------------------------------------------------------------------------------ predictor
 
 
@@ -157,16 +136,15 @@ class NnUNetPredictor:
         folder: ``.../DatasetXXX_Name/<Trainer>__<Plans>__<configuration>``, or an already read
             :class:`~medseg.nnunet.plans.NnUNetModel`.
         folds: folds to ensemble (default: every ``fold_N`` with ``checkpoint_final.pth``).
-        device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
-        step_size: sliding-window step as a fraction of the patch (nnU-Net default 0.5; ``overlap = 1 - step``).
-        tta: mirroring test-time augmentation over the axes the trainer allowed (nnU-Net default on).
+        options: run options (or the same as keyword arguments ``device``, ``precision``, ``threads``,
+            ``overlap``, ``tta``): ``overlap`` is ``1 - step_size`` of the sliding window (default nnU-Net's
+            0.5); ``tta`` mirrors over the axes the trainer allowed (default on, as nnU-Net); ``precision``
+            ``"auto"`` is nnU-Net's choice — float16 autocast on CUDA, float32 on the CPU, so labels match
+            ``nnUNetPredictor`` (``"bfloat16"`` is fast only on CPUs with AVX512-BF16/AMX, labels may differ
+            at near-ties); ``threads``: torch CPU threads while predicting.
         gaussian: Gaussian blending of the tiles (nnU-Net default on).
         logits_dtype: ``"float16"`` (default; nnU-Net's accumulator: labels identical to ``nnUNetPredictor``,
             half the memory — 117 TotalSegmentator channels) or ``"float32"`` (exact blending).
-        precision: ``"auto"`` (default: nnU-Net's choice — float16 autocast on CUDA, float32 on the CPU, so labels
-            match ``nnUNetPredictor``), ``"float32"``, ``"bfloat16"`` (fast only on CPUs with AVX512-BF16/AMX, ~100x
-            slower on AVX2; labels may differ at near-ties), ``"float16"`` (CUDA).
-        threads: torch CPU threads while predicting (default: leave torch's setting).
         orientation: ``None`` (nnU-Net: the file's voxel order) or a code like ``"RAS"``: reorient first
             (TotalSegmentator feeds its models canonical RAS volumes), undone on the output.
         checkpoint_sha256: optional ``{fold: sha256}`` the checkpoints must match (registered downloads).
@@ -185,45 +163,41 @@ class NnUNetPredictor:
         self,
         folder: str | Path | NnUNetModel,
         *,
+        options: RunOptions | None = None,
         folds: Sequence[int | str] | None = None,
-        device: str = "auto",
-        step_size: float = 0.5,
-        tta: bool = True,
         gaussian: bool = True,
         logits_dtype: str | LogitsDtype = LogitsDtype.FLOAT16,
-        precision: str = "auto",
-        threads: int | None = None,
         orientation: str | None = None,
         checkpoint_sha256: dict[str, str] | None = None,
         name: str | None = None,
         progress: ProgressFn | None = None,
         mirror_batch: int | str = "auto",
+        **run_options: Any,
     ) -> None:
+        from medseg.engine.runtime import precision_name, resolve_device, resolve_precision
         from medseg.nnunet.checkpoint import load_checkpoint
 
-        if not 0 < float(step_size) <= 1:
-            raise ValueError(f"step_size must be in (0, 1], got {step_size}.")
+        self.options = RunOptions.build(options, **run_options)
         try:
             self.logits_dtype = LogitsDtype(logits_dtype)
         except ValueError:
             raise ValueError(f"logits_dtype must be one of {[d.value for d in LogitsDtype]}, got {logits_dtype!r}.") from None
-        if threads is not None and int(threads) < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}.")
         if orientation is not None and (len(orientation) != 3 or set(orientation.upper()) - set("RLAPSI")):
             raise ValueError(f"orientation must be None or a code like 'RAS', got {orientation!r}.")
         self.model = folder if isinstance(folder, NnUNetModel) else read_model_folder(
             folder, None if folds is None else tuple(folds))
-        self.device = _resolve_device(device)
-        self.step_size = float(step_size)
-        self.tta = bool(tta)
+        self.device = resolve_device(self.options.device)
+        self.step_size = 1.0 - (0.5 if self.options.overlap is None else self.options.overlap)
+        self.tta = True if self.options.tta is None else self.options.tta
         self.gaussian = bool(gaussian)
-        self.precision, self.autocast_dtype = _precision_for(precision, self.device)
+        self.autocast_dtype = resolve_precision(self.options.precision, self.device)
+        self.precision = precision_name(self.autocast_dtype)
         self.progress = progress
         if mirror_batch != "auto" and (isinstance(mirror_batch, bool) or not isinstance(mirror_batch, int)
                                        or mirror_batch < 1):
             raise ValueError(f"mirror_batch must be 'auto' or an int >= 1, got {mirror_batch!r}.")
         self._mirror_batch = mirror_batch
-        self.threads = None if threads is None else int(threads)
+        self.threads = self.options.threads
         self.orientation = None if orientation is None else orientation.upper()
         self.name = name or self.model.dataset_name
         self.network = build_network(self.model).to(self.device)
@@ -246,6 +220,13 @@ class NnUNetPredictor:
         #: spatial axes (0-2, transposed nnU-Net order) mirrored for TTA; ``None`` = the trainer allows none.
         self.allowed_mirroring_axes = mirror_axes
         self._spec = None
+        labels_info = self.model.labels
+        max_id = max((lab.id for lab in labels_info.labels), default=0)
+        if labels_info.has_regions:  # sigmoid > 0.5 per region, painted in regions_class_order
+            order = labels_info.regions_class_order or ()
+            self.decision = Decision(Rule.THRESHOLD, max_id, 0.5, tuple((c, int(lid)) for c, lid in enumerate(order)))
+        else:
+            self.decision = Decision(Rule.ARGMAX, max_id)
 
     # ------------------------------------------------------------------------------------------- properties
 
@@ -371,8 +352,7 @@ class NnUNetPredictor:
 
     def predict_logits(self, x, progress: ProgressFn | None = None):
         """Fold-averaged, blended logits ``(heads, X, Y, Z)`` for a preprocessed ``(C, X, Y, Z)`` tensor."""
-        import torch
-
+        from medseg.engine.runtime import torch_settings
         from medseg.nnunet.sliding import tile_starts
 
         patch = self.model.config.patch_size
@@ -386,13 +366,8 @@ class NnUNetPredictor:
             if progress is not None:
                 progress(done[0], total)
 
-        old_threads = torch.get_num_threads()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        try:
+        with torch_settings(self.device, self.threads):
             return self._predict_logits(x, patch, tick)
-        finally:
-            torch.set_num_threads(old_threads)
 
     def _predict_logits(self, x, patch, tick):
         import torch
@@ -413,40 +388,28 @@ class NnUNetPredictor:
         return out
 
     def postprocess(self, logits, meta: NnUNetMeta) -> Volume:
-        """Logits → label :class:`Volume` on the source volume's exact grid."""
+        """Logits → label :class:`Volume` on the source volume's exact grid (nnU-Net's export: resample each
+        channel to the cropped shape, :attr:`decision`, uncrop, ``transpose_backward``, back to ``(i, j, k)``)."""
         import torch
 
         labels_info = self.model.labels
         arr = logits.numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
 
-        def channels():  # one channel at a time, resampled exactly as nnU-Net does it (per channel)
+        def resampled():  # one channel at a time, resampled exactly as nnU-Net does it (per channel)
             for c in range(arr.shape[0]):
                 yield c, resample_to_shape(arr[c:c + 1], meta.shape_after_cropping, self.model.config.spacing,
                                            meta.spacing, self.model.config.resample_probabilities)[0]
 
         # Unlike nnU-Net, never hold all resampled channels at once: 117 TotalSegmentator classes on a
-        # 512 x 512 x 400 CT are 25 GB of float16. Running argmax (first maximum wins, as np.argmax) and
-        # per-region thresholds give identical labels with one channel in memory.
+        # 512 x 512 x 400 CT are 25 GB of float16. The decision runs over the channels one at a time (running
+        # argmax, first maximum wins as np.argmax; per-region thresholds): identical labels, one channel held.
         if labels_info.has_regions:
-            seg = np.zeros(meta.shape_after_cropping, dtype=np.uint16)
-            order = labels_info.regions_class_order or ()
-            for c, ch in channels():
-                prob = torch.sigmoid(torch.from_numpy(np.asarray(ch, dtype=np.float32))).numpy()
-                seg[prob > 0.5] = order[c]
+            channels = ((c, torch.sigmoid(torch.from_numpy(np.asarray(ch, dtype=np.float32))).numpy())
+                        for c, ch in resampled())
         else:
-            seg = np.zeros(meta.shape_after_cropping, dtype=np.intp)
-            best = None
-            for c, ch in channels():
-                if best is None:
-                    best = np.array(ch, copy=True)
-                    continue
-                better = ch > best
-                best[better] = ch[better]
-                seg[better] = c
-            del best
-        max_id = max((lab.id for lab in labels_info.labels), default=0)
-        dtype = np.uint8 if max_id < 255 else np.uint16
-        full = np.zeros(meta.shape_before_cropping, dtype=dtype)
+            channels = resampled()
+        seg = self.decision.over_channels(channels, meta.shape_after_cropping)
+        full = np.zeros(meta.shape_before_cropping, dtype=self.decision.dtype)
         full[tuple(slice(a, b) for a, b in meta.bbox)] = seg
         full = full.transpose(self.model.transpose_backward)
         out = np.ascontiguousarray(full.transpose(2, 1, 0))  # (z, y, x) -> (i, j, k)
@@ -457,7 +420,8 @@ class NnUNetPredictor:
             if not np.allclose(back_affine, meta.source.affine, atol=1e-4) or out.shape != meta.source.shape[:3]:
                 raise ModelError("internal error: reorientation round trip changed the grid")
             out = np.ascontiguousarray(out)
-        return Volume(out, meta.source.geometry, meta.source.source, is_label=True, labels=self.labels)
+        return label_volume(out, meta.source.geometry, meta.source.source, self, labels_of=self.labels,
+                            keep_source_extra=True)
 
     def predict(self, volume: Volume, progress: ProgressFn | None = None) -> Volume:
         """Segment ``volume``: a label volume with exactly ``volume.geometry``.
@@ -578,28 +542,27 @@ def resolve_nnunet_folder(spec) -> Path:
 def load_nnunet_predictor(
     model,
     *,
-    device: str = "auto",
-    precision: str = "auto",
-    overlap: float | None = None,
-    tta: bool | None = None,
-    threads: int | None = None,
-    sw_batch_size: int | None = None,
+    options: RunOptions | None = None,
     progress: ProgressFn | None = None,
+    **run_options: Any,
 ) -> NnUNetPredictor:
-    """:func:`medseg.predictor.load_predictor` for nnU-Net models (same arguments).
+    """:func:`medseg.predictor.load_predictor` for nnU-Net models (the same run options).
 
     Args:
         model: an nnU-Net results folder, or a ``ModelSpec`` whose ``network`` is ``{nnunet: true}`` and
             whose ``weights.source`` is such a folder or a ``.zip`` of one (local or a pulled URL).
-        precision: ``auto`` = nnU-Net's choice (float16 autocast on CUDA, float32 on the CPU: labels
-            identical to nnU-Net); ``float32``, ``bfloat16`` (fast on AVX512-BF16/AMX CPUs only, not identical), ``float16``.
-        overlap: sliding-window overlap (``1 - step_size``); default nnU-Net's 0.5, or the spec's.
-        tta: mirroring over the trainer's allowed axes; ``None`` = on (nnU-Net default) or the spec's.
-        sw_batch_size: accepted for interface compatibility; nnU-Net tiles run one at a time.
+        options: run options (or the same as keywords). ``precision``: ``auto`` = nnU-Net's choice (float16
+            autocast on CUDA, float32 on the CPU: labels identical to nnU-Net); ``overlap`` = ``1 - step_size``,
+            default nnU-Net's 0.5 or the spec's; ``tta``: mirroring over the trainer's allowed axes, ``None`` = on
+            (nnU-Net default) or the spec's; ``sw_batch_size`` is ignored (nnU-Net tiles run one at a time).
+        progress: default ``progress(done, total)`` callback.
     """
     import warnings
 
-    dev = _resolve_device(device)
+    from medseg.engine.runtime import resolve_device
+
+    options = RunOptions.build(options, **run_options)
+    resolve_device(options.device)  # an unavailable device fails before any model file is touched
     kwargs: dict[str, Any] = {}
     spec = None
     if hasattr(model, "network") and hasattr(model, "weights"):  # a ModelSpec
@@ -613,11 +576,9 @@ def load_nnunet_predictor(
     else:
         folder = Path(model)
         default_overlap, default_tta = 0.5, True
-    ov = default_overlap if overlap is None else float(overlap)
-    if not 0 <= ov < 1:
-        raise ValueError(f"overlap must be >= 0 and < 1, got {overlap}.")
-    p = NnUNetPredictor(folder, device=str(dev), step_size=1.0 - ov, tta=default_tta if tta is None else bool(tta),
-                        threads=threads, precision=precision, progress=progress, **kwargs)
+    options = replace(options, overlap=default_overlap if options.overlap is None else options.overlap,
+                      tta=default_tta if options.tta is None else options.tta)
+    p = NnUNetPredictor(folder, options=options, progress=progress, **kwargs)
     if spec is not None:
         p.spec = spec
         ours = [(lab.id, lab.name) for lab in p.labels]

@@ -17,6 +17,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from medseg.engine.runtime import autocast
+
 __all__ = ["auto_mirror_batch", "gaussian_importance", "mirror_combinations", "predict_sliding_window",
            "tile_starts"]
 
@@ -154,8 +156,7 @@ def predict_sliding_window(
     g = gaussian_importance(tile_size, dtype=logits_dtype) if gaussian else None
     flips = mirror_combinations(mirror_axes)
     dev = torch.device(device)
-    ac = (torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype is not None
-          else torch.autocast(dev.type, enabled=False))
+    ac = autocast(dev, autocast_dtype)
     for sx, sy, sz in itertools.product(*starts):
         sl = (slice(sx, sx + tile_size[0]), slice(sy, sy + tile_size[1]), slice(sz, sz + tile_size[2]))
         x = padded[(slice(None), *sl)][None].contiguous().to(dev)

@@ -111,7 +111,7 @@ def reference(tiny_model: Path, batch_input: Path, tmp_path_factory: pytest.Temp
 
 def test_mixed_folder_gives_outputs_and_a_failed_row(reference: Path, batch_input: Path, tiny_model: Path) -> None:
     from medseg.io import read
-    from medseg.postprocess import label_volumes_ml
+    from medseg.labels import label_volumes_ml
     from medseg.predictor import load_predictor
 
     rows = _rows(reference)

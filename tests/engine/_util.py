@@ -29,6 +29,3 @@ def itk_volume(path: Path) -> Volume:
     return Volume(arr, Geometry(aff, arr.shape), SourceInfo(path=str(path), format="nrrd"))
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))

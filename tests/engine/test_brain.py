@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.engine._util import SHARED, dice, itk_volume
+from perfkit.measure import dice
+from tests.engine._util import SHARED, itk_volume
 
 BRAINS = [SHARED / "pyradiomics" / "data" / f"brain{i}_image.nrrd" for i in (1, 2)]
 

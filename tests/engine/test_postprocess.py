@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from medseg.config import PostprocessSpec
-from medseg.postprocess import clean_labels, label_volumes_ml
+from medseg.labels import label_volumes_ml
+from medseg.postprocess import clean_labels
 from medseg.types import Geometry, Label, Volume
 
 

@@ -173,7 +173,7 @@ def test_devices_and_options(tmp_path):
     import torch
 
     from medseg.config import load_spec
-    from medseg.device import resolve_device, torch_settings
+    from medseg.engine.runtime import resolve_device, torch_settings
     from medseg.predictor import load_predictor
 
     assert resolve_device("cpu").type == "cpu"

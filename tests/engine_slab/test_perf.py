@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from medseg.infer.perf import conv3d_ceiling, count_flops, dice_per_label, thread_report, time_call  # noqa: E402
+from perfkit.measure import conv3d_ceiling, count_flops, dice_per_label, thread_report, time_call  # noqa: E402
 
 
 def test_count_flops_matches_the_conv_formula():
@@ -41,7 +41,7 @@ def test_thread_report_and_time_call():
 def test_onednn_routing_keeps_results():
     from monai.networks.nets import SegResNet
 
-    from medseg.infer.perf import onednn_bf16_supported, use_onednn_conv3d
+    from perfkit.measure import onednn_bf16_supported, use_onednn_conv3d
 
     torch.manual_seed(0)
     net = SegResNet(3, init_filters=8, in_channels=1, out_channels=3, blocks_down=(1, 1), blocks_up=(1,)).eval()

@@ -46,19 +46,24 @@ def test_streamed_predict_equals_full_predict(tmp_path, shared_data, invert):
     vol = Volume(arr, Geometry(img.affine, arr.shape[:3]))
 
     pred = load_predictor(load_spec(_spec(tmp_path, invert)), device="cpu", precision="float32")
+    from dataclasses import replace
+
+    from medseg.engine.plan import Stitch, WayBack
+
     pre = pred.preprocess(vol)
-    assert not pred._streams(pre)  # small: the full path
+    assert pred.plan(pre).stitch is Stitch.FULL  # small: the full path
     full = pred.predict(vol)
     seen = []
-    pred.stream_bytes = 1  # force the streamed path (MONAI order would exceed it: streamed along an axis)
-    assert pred._streams(pre)
+    pred.options = replace(pred.options, stream_bytes=1)  # force cells (MONAI order exceeds it: along an axis)
+    plan = pred.plan(pre)
+    assert plan.stitch is Stitch.CELLS and plan.order != "monai"
     streamed = pred.predict(vol, progress=lambda d, t: seen.append((d, t)))
     assert streamed.geometry == full.geometry and streamed.labels == full.labels
     assert np.array_equal(streamed.array, full.array)
     assert seen and seen[-1][0] == seen[-1][1]
     assert len(np.unique(full.array)) > 1
     if invert == "probabilities":  # the linear inverter, not MONAI's inverse, on both paths
-        assert pred._linear_inversion(pre) is not None
+        assert plan.way_back is WayBack.AXIS_MAPS and plan.result == "source_labels"
 
 
 def test_cropping_specs_keep_the_full_path(tmp_path):
@@ -73,5 +78,10 @@ def test_cropping_specs_keep_the_full_path(tmp_path):
     arr = np.full((40, 40, 30), -1000.0, np.float32)
     arr[10:30, 8:32, 5:25] = 40.0
     pre = pred.preprocess(Volume(arr, Geometry(np.diag([2.0, 2.0, 3.0, 1.0]), arr.shape)))
-    pred.stream_bytes = 1
-    assert pred._linear_inversion(pre) is None and not pred._streams(pre)
+    from dataclasses import replace
+
+    from medseg.engine.plan import Stitch, WayBack
+
+    pred.options = replace(pred.options, stream_bytes=1)
+    plan = pred.plan(pre)
+    assert plan.way_back is WayBack.INVERSE and plan.stitch is Stitch.FULL

@@ -72,7 +72,6 @@ def test_linear_inversion_matches_monai_inverse_on_real_ct(tmp_path, shared_data
     """medseg's separable inverter and MONAI's ``Compose.inverse`` + argmax agree voxel for voxel."""
     nib = pytest.importorskip("nibabel")
     from medseg.config import load_spec
-    from medseg.postprocess import decide
     from medseg.predictor import load_predictor
     from medseg.transforms import invert
     from medseg.types import Geometry, Volume
@@ -85,9 +84,11 @@ def test_linear_inversion_matches_monai_inverse_on_real_ct(tmp_path, shared_data
     vol = Volume(arr, Geometry(img.affine, arr.shape[:3]))
     pred = load_predictor(load_spec(_spec(tmp_path, "probabilities")), device="cpu", precision="float32")
     pre = pred.preprocess(vol)
-    assert pred._linear_inversion(pre) is not None
+    from medseg.engine.plan import WayBack
+
+    assert pred.plan(pre).way_back is WayBack.AXIS_MAPS
     scores = pred.predict_scores(pre.x)
     ours = pred.postprocess(scores, pre).array
-    monai = decide(torch.as_tensor(invert(scores, pre.image, pre.transforms)), pred.spec.output, pred.spec.labels)
+    monai = pred.decision(torch.as_tensor(invert(scores, pre.image, pre.transforms)))
     assert ours.shape == arr.shape and len(np.unique(ours)) > 2
     assert np.array_equal(ours, monai)

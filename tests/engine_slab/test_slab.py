@@ -16,13 +16,9 @@ from monai.inferers import sliding_window_inference  # noqa: E402
 from monai.networks.nets import SegResNet, UNet  # noqa: E402
 
 from medseg.infer.resample import AxisMap, LinearInverter, axis_maps_from_affines, invert_and_argmax, resample_labels_nearest  # noqa: E402
-from medseg.infer.slab import (  # noqa: E402
-    argmax_finalizer,
-    estimate_peak_bytes,
-    plan_windows,
-    slab_sliding_window,
-    threshold_finalizer,
-)
+from medseg.config import Decision as Rule  # noqa: E402
+from medseg.engine.decision import Decision  # noqa: E402
+from medseg.infer.slab import estimate_peak_bytes, plan_windows, slab_sliding_window  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +76,15 @@ def test_bf16_autocast_matches_monai_under_same_precision(unet):
     assert torch.equal(labels, torch.argmax(ref, dim=0).to(torch.uint8))
 
 
-def test_threshold_finalizer_and_uint16(unet):
+def test_decision_finalizers_and_uint16(unet):
     x = torch.randn(1, 1, 18, 18, 18, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         ref = sliding_window_inference(x, 16, 1, unet, 0.25)[0]
-        got = slab_sliding_window(x, 16, unet, 0.25, finalize=threshold_finalizer(0.5, sigmoid=True))
-        big = slab_sliding_window(x, 16, unet, 0.25, finalize=argmax_finalizer("softmax", dtype=torch.uint16))
+        n = ref.shape[0]
+        thr = Decision(Rule.THRESHOLD, max_id=n, channel_labels=tuple((c, c + 1) for c in range(n)))
+        got = slab_sliding_window(x, 16, unet, 0.25, finalize=lambda p: thr.labels(torch.sigmoid(p)))
+        wide = Decision(max_id=300)  # ids above 255: uint16 labels
+        big = slab_sliding_window(x, 16, unet, 0.25, finalize=lambda p: wide.labels(torch.softmax(p, 0)))
     expect = torch.zeros(ref.shape[1:], dtype=torch.uint8)
     for c in range(ref.shape[0]):
         expect[torch.sigmoid(ref[c]) > 0.5] = c + 1
@@ -195,9 +194,8 @@ def test_axis_maps_and_nearest_labels():
 
 @pytest.mark.parametrize("decision", ["argmax", "threshold"])
 def test_stream_decide_equals_the_engine_path(unet, decision):
-    from medseg.config import Activation, BlendMode, Decision, InferMode, InfererSpec, OutputSpec
+    from medseg.config import Activation, BlendMode, InferMode, InfererSpec, OutputSpec
     from medseg.infer.sliding import sliding_window_predict
-    from medseg.postprocess import decide
     from medseg.types import Label
 
     from medseg.infer.slab import stream_decide
@@ -207,9 +205,9 @@ def test_stream_decide_equals_the_engine_path(unet, decision):
         padding_mode="replicate",
     )
     if decision == "argmax":
-        output = OutputSpec(activation=Activation.SOFTMAX, decision=Decision.ARGMAX)
+        output = OutputSpec(activation=Activation.SOFTMAX, decision=Rule.ARGMAX)
     else:
-        output = OutputSpec(activation=Activation.SIGMOID, decision=Decision.THRESHOLD, channel_labels=((1, 1), (3, 2)))
+        output = OutputSpec(activation=Activation.SIGMOID, decision=Rule.THRESHOLD, channel_labels=((1, 1), (3, 2)))
     labels = tuple(Label(i, f"l{i}") for i in range(1, 5))
     x = torch.randn(1, 1, 21, 13, 30, generator=torch.Generator().manual_seed(9))
     with torch.inference_mode():
@@ -218,7 +216,8 @@ def test_stream_decide_equals_the_engine_path(unet, decision):
             blend=inferer.blend.value, padding_mode=inferer.padding_mode,
         )[0]
     y = torch.softmax(y, 0) if decision == "argmax" else torch.sigmoid(y)
-    expect = decide(y, output, labels)
-    got = stream_decide(x, unet, inferer, output, labels)
+    decision = Decision.for_output(output, labels)
+    expect = decision(y)
+    got = stream_decide(x, unet, inferer, output.activation, decision)
     assert got.dtype == expect.dtype
     assert np.array_equal(got, expect)

@@ -64,6 +64,3 @@ def tiny_model(folder: Path, names: tuple[str, ...] = ("liver", "spleen")) -> Pa
     return folder / "tiny.yaml"
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))

@@ -21,7 +21,8 @@ from medseg.io.dicom_seg import AlgorithmInfo, read_seg
 from medseg.io.rtstruct import rasterize_rtstruct, read_rtstruct
 from medseg.pipeline import OutputFormat, plan_outputs, write_segmentation
 from medseg.types import Label
-from tests.interop._util import DCMQI, ENHANCED, TS_DICOM, dice, reference_labels
+from perfkit.measure import dice
+from tests.interop._util import DCMQI, ENHANCED, TS_DICOM, reference_labels
 
 ALGO = AlgorithmInfo("test-model", "0.1.0", "ab" * 32, "f" * 32)
 BOTH = (OutputFormat.NIFTI, OutputFormat.DICOM_SEG, OutputFormat.RTSTRUCT)

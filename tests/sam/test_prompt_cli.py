@@ -29,7 +29,9 @@ def write_prompts(path, prompts):
 def test_prompt_cli_writes_labels_on_the_input_grid(brain1, tmp_path, capsys):
     from medseg.io import read
 
-    from .test_litemedsam import dice, plane_box
+    from perfkit.measure import dice
+
+    from .test_litemedsam import plane_box
 
     image, label = brain1
     lab = read(label).array > 0

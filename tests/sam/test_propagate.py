@@ -24,6 +24,7 @@ from medseg.geometry import take_slice
 from medseg.types import Geometry, Volume
 
 from .conftest import ellipsoid_volume
+from perfkit.measure import dice
 
 PERMISSIVE = StopRule(min_score=-np.inf, min_area_ratio=0.0, max_slices=64)
 
@@ -56,10 +57,6 @@ class OracleSlicePredictor:
             keep |= set(np.unique(lab[r0 : r1 + 1, c0 : c1 + 1])) - {0}
         m = np.isin(lab, list(keep)) & (lab > 0)
         return SliceResult(axis, index, m, 1.0, m[None], np.array([1.0]), 0, np.where(m, 1.0, -1.0)[None])
-
-
-def dice(a, b):
-    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
 def centre_click(truth, axis, index):

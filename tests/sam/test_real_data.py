@@ -8,7 +8,9 @@ import pytest
 from medseg.sam import EmbeddingCache, SamSession, SlicePrompt, StopRule, propagate, write_label
 from medseg.geometry import take_slice
 
-from .test_propagate import OracleSlicePredictor, centre_click, dice
+from perfkit.measure import dice
+
+from .test_propagate import OracleSlicePredictor, centre_click
 
 REF = "TotalSegmentator/tests/reference_files"
 

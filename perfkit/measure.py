@@ -1,4 +1,8 @@
-"""Performance helpers: what the hardware can do and how close a network gets to it.
+"""Measurement helpers for tests and benchmarks: what the hardware can do, how close a network gets to it,
+and how close two label maps are.
+
+- :func:`dice` (foreground vs foreground) and :func:`dice_per_label`: the one Dice of the tests and
+  benchmarks.
 
 - :func:`conv3d_ceiling` measures the GFLOP/s of a large 3D convolution (the practical ceiling for 3D
   segmentation networks on this device and precision).
@@ -32,7 +36,9 @@ __all__ = [
     "time_call",
     "thread_report",
     "prepare_network",
+    "dice",
     "dice_per_label",
+    "autocast_context",
     "use_onednn_conv3d",
     "onednn_bf16_supported",
 ]
@@ -121,6 +127,17 @@ def prepare_network(network: torch.nn.Module, channels_last: bool = False) -> to
     if channels_last:
         network = network.to(memory_format=torch.channels_last_3d)
     return network
+
+
+def dice(a: Any, b: Any) -> float:
+    """Dice of the foregrounds (``!= 0``) of two same-shape masks or label maps; 1.0 when both are empty."""
+    import numpy as np
+
+    a, b = np.asarray(a) != 0, np.asarray(b) != 0
+    if a.shape != b.shape:
+        raise ValueError(f"masks differ in shape: {a.shape} vs {b.shape}.")
+    den = int(a.sum()) + int(b.sum())
+    return 1.0 if den == 0 else float(2 * int((a & b).sum()) / den)
 
 
 def dice_per_label(a: Any, b: Any, labels: Any = None) -> dict[int, float]:

@@ -1,8 +1,10 @@
-"""Device and precision choice: explicit, never a silent fallback.
+"""The engine's runtime: device, precision, CPU threads and autocast, in one place.
 
 ``resolve_device("auto")`` picks CUDA, then MPS, then CPU; an explicit device that is not available raises
-:class:`~medseg.errors.ModelError`. :func:`resolve_precision` turns ``auto|float32|bfloat16|float16`` into the
-autocast dtype (``None`` = plain float32), and :func:`autocast` returns the matching context manager.
+:class:`~medseg.errors.ModelError` (never a silent fallback). :func:`resolve_precision` turns
+``auto|float32|bfloat16|float16`` into the autocast dtype (``None`` = plain float32), :func:`autocast` returns
+the matching context manager and :func:`torch_settings` sets the CPU threads for one call (always restored).
+Names are validated once, by :class:`medseg.engine.options.RunOptions`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ from medseg.errors import ModelError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Precision", "resolve_device", "resolve_precision", "autocast", "torch_settings", "cpu_supports_bf16"]
+__all__ = [
+    "Precision", "parse_precision", "resolve_device", "resolve_precision", "precision_name", "autocast", "torch_settings",
+    "cpu_supports_bf16",
+]
 
 
 class Precision(str, Enum):
+    """Autocast precision names (``auto``: float16 on CUDA, float32 elsewhere)."""
+
     AUTO = "auto"
     FLOAT32 = "float32"
     BFLOAT16 = "bfloat16"
@@ -77,6 +84,21 @@ def cpu_supports_bf16() -> bool:
     return bool(native or amx)
 
 
+def parse_precision(precision: str | Precision) -> Precision:
+    """``"auto"|"float32"|"bfloat16"|"float16"`` (any case) → :class:`Precision`; ``ValueError`` names the value."""
+    try:
+        return Precision(str(getattr(precision, "value", precision)).lower())
+    except ValueError:
+        raise ValueError(
+            f"precision must be one of {', '.join(p.value for p in Precision)}, got {precision!r}."
+        ) from None
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The precision a resolved autocast dtype stands for: ``float32`` (no autocast), ``float16``, ``bfloat16``."""
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def resolve_precision(precision: str | Precision, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``precision`` on ``device``; ``None`` means float32 without autocast.
 
@@ -87,10 +109,7 @@ def resolve_precision(precision: str | Precision, device: torch.device) -> torch
     """
     import torch
 
-    try:
-        p = Precision(str(getattr(precision, "value", precision)).lower())
-    except ValueError:
-        raise ModelError(f"precision must be one of auto, float32, bfloat16, float16, got {precision!r}") from None
+    p = parse_precision(precision)
     if p is Precision.FLOAT32:
         return None
     if p is Precision.AUTO:
@@ -101,8 +120,6 @@ def resolve_precision(precision: str | Precision, device: torch.device) -> torch
     if device.type == "cpu" and dtype is torch.float16:
         raise ModelError("float16 is not supported on the CPU; use bfloat16 or float32")
     if device.type == "cpu":
-        import torch
-
         if not torch.backends.mkldnn.is_available():
             raise ModelError("bfloat16 on the CPU needs oneDNN (mkldnn), which this torch build lacks; use float32")
     return dtype
@@ -119,15 +136,14 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 @contextlib.contextmanager
 def torch_settings(device: torch.device, threads: int | None = None) -> Iterator[None]:
-    """Temporarily set the CPU thread count and ``cudnn.benchmark`` (on CUDA); always restored."""
+    """Temporarily set the CPU thread count (``None``: leave it) and ``cudnn.benchmark`` (on CUDA); always
+    restored. ``threads`` comes validated from :class:`medseg.engine.options.RunOptions`."""
     import torch
 
     old_threads = torch.get_num_threads()
     old_bench = torch.backends.cudnn.benchmark
     try:
         if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}.")
             torch.set_num_threads(threads)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
