@@ -181,7 +181,7 @@ class LiverLesionPredictor(LiverPredictor):
     def __init__(self, spec: ModelSpec, **kwargs: Any) -> None:
         from medseg.device import resolve_device, resolve_precision
         from medseg.infer.network import build_network
-        from medseg.predictor import load_model_spec
+        from medseg.models.loaders import load_model_spec
 
         if spec.pipeline is None or spec.pipeline.get("kind") != "liver-lesions" or spec.network.unet_generalized is None:
             raise ModelError(f"{spec.name}: not a liver-lesions pipeline spec")

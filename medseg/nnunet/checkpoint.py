@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import ModelError
-from medseg.infer.locate import sha256_file
+from medseg.models.cache import sha256_file
 
 __all__ = ["NnUNetCheckpoint", "load_checkpoint", "safe_numpy_globals", "strip_checkpoint"]
 

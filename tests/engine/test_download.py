@@ -1,4 +1,4 @@
-"""``medseg.download`` and ``medseg models pull`` against a local HTTP server on 127.0.0.1."""
+"""``medseg.models.download`` and ``medseg models pull`` against a local HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from medseg.download import DownloadError, download
+from medseg.models.download import DownloadError, download
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
@@ -64,7 +64,7 @@ def server():
 def test_good_file(server, tmp_path):
     p = download(f"{server}/model.pt", DIGEST, tmp_path, progress=True)
     assert p == tmp_path / "model.pt" and p.read_bytes() == PAYLOAD
-    from medseg.trust import get_record
+    from medseg.models.trust import get_record
 
     rec = get_record(f"{server}/model.pt")  # recorded outside the cache, never as a .sha256 next to it
     assert rec.sha256 == DIGEST and rec.verified and not (tmp_path / "model.pt.sha256").exists()
@@ -123,7 +123,7 @@ def test_publisher_sha1_verifies(server, tmp_path):
 
 
 def test_cache_is_keyed_by_url_not_base_name(server, tmp_path, monkeypatch):
-    from medseg.infer.locate import member_cache_path, url_cache_path
+    from medseg.models.cache import member_cache_path, url_cache_path
 
     monkeypatch.setenv("MEDSEG_CACHE", str(tmp_path))
     a, b = url_cache_path(f"{server}/a/model.pt"), url_cache_path(f"{server}/b/model.pt")
@@ -156,10 +156,11 @@ def test_models_pull_cli_extracts_archive_member(server, tmp_path, monkeypatch, 
     monkeypatch.setenv("MEDSEG_CONFIGS", str(cfg))
     monkeypatch.setenv("MEDSEG_CACHE", str(tmp_path / "cache"))
     from medseg.cli import main
-    from medseg.infer.locate import locate_weights, member_cache_path
-    from medseg.infer.network import resolve_weights
+    from medseg.models.cache import member_cache_path
+    from medseg.models.sources import locate_weights
+    from medseg.models.sources import resolve_weights
     from medseg.config import load_spec
-    from medseg.registry import list_models, resolve_model
+    from medseg.models.registry import list_models, resolve_model
 
     assert {m.name: m.weights for m in list_models()}["tiny"] == "download"
     assert main(["models", "pull", "tiny", "--no-progress"]) == 0

@@ -12,7 +12,7 @@ import yaml
 
 from medseg.config import load_spec
 from medseg.errors import ModelError
-from medseg.registry import list_models, resolve_model
+from medseg.models.registry import list_models, resolve_model
 
 REPO = Path(__file__).resolve().parents[2]
 SPLEEN = yaml.safe_load((REPO / "configs" / "spleen-ct.yaml").read_text())

@@ -7,7 +7,7 @@ Only a complete file whose digest matches is renamed to its final name; anything
 truncated body, digest mismatch, Ctrl-C) deletes the partial file, and partial files a killed process
 left behind are deleted before the next download: a partial file is never resumed nor trusted.
 
-The digest of every download is recorded with :func:`medseg.trust.put_record` (outside the cache). A
+The digest of every download is recorded with :func:`medseg.models.trust.put_record` (outside the cache). A
 cached file whose digest no longer matches (the spec's pin, the publisher's digest or the record) is
 deleted and fetched again: a changed file is never re-blessed.
 """
@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from medseg.errors import ModelError
+from medseg.models.cache import file_digests
 
 __all__ = ["download", "DownloadError", "extract_member"]
 
@@ -35,12 +36,8 @@ class DownloadError(ModelError):
 
 
 def _digests(path: Path) -> tuple[str, str]:
-    h256, h1 = hashlib.sha256(), hashlib.sha1(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h256.update(block)
-            h1.update(block)
-    return h256.hexdigest(), h1.hexdigest()
+    d = file_digests(path, ("sha256", "sha1"))
+    return d["sha256"], d["sha1"]
 
 
 def _remove_partials(dest: Path, name: str) -> None:
@@ -80,7 +77,7 @@ def download(
         DownloadError: network error, truncated body, or digest mismatch (nothing is left behind), or an
             unverified download whose content differs from the one recorded earlier.
     """
-    from medseg.trust import DigestRecord, get_record, put_record
+    from medseg.models.trust import DigestRecord, get_record, put_record
 
     if sha256 is None and sha1 is None and not allow_unverified:
         raise DownloadError(f"no sha256 is known for {url}; re-run with --allow-unverified to accept it unchecked")
