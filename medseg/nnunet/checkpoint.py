@@ -25,12 +25,13 @@ file you trust; its output loads with plain ``weights_only=True``.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medseg.errors import ModelError
-from medseg.infer.locate import sha256_file
+from medseg.models.cache import read_hashed
 
 __all__ = ["NnUNetCheckpoint", "load_checkpoint", "safe_numpy_globals", "strip_checkpoint"]
 
@@ -96,12 +97,15 @@ def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> NnU
     p = Path(path)
     if not p.is_file():
         raise ModelError("checkpoint not found", p)
-    digest = sha256_file(p)
+    try:
+        data, digest = read_hashed(p)  # the bytes checked are the bytes loaded
+    except OSError as e:
+        raise ModelError(f"cannot read checkpoint: {e.strerror or e}", p) from None
     if expected_sha256 is not None and digest.lower() != expected_sha256.lower():
         raise ModelError(f"sha256 {digest} does not match the registered {expected_sha256}", p)
     try:
         with torch.serialization.safe_globals(safe_numpy_globals()):
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+            ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
         raise ModelError(f"refused by weights-only loading ({detail}); medseg never unpickles checkpoints "
@@ -143,10 +147,10 @@ def strip_checkpoint(src: str | Path, dst: str | Path, sha256: str) -> Path:
     src, dst = Path(src), Path(dst)
     if dst.exists():
         raise ModelError("exists; not overwriting", dst)
-    digest = sha256_file(src)
+    data, digest = read_hashed(src)
     if digest != sha256.strip().lower():
         raise ModelError(f"sha256 mismatch: expected {sha256}, file has {digest}; not unpickling it", src)
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)  # verified hash: the trusted file itself
+    ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)  # the verified bytes themselves
     if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
         raise ModelError("not an nnU-Net checkpoint (no 'network_weights')", src)
     init_args = ckpt.get("init_args") or {}

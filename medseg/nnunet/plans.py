@@ -16,7 +16,6 @@ an arbitrary module, unlike nnU-Net's ``pydoc.locate``.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -215,7 +214,7 @@ def is_nnunet_folder(path: str | Path) -> bool:
 
 
 def _load_json(path: Path) -> dict:
-    from medseg.config import parse_json_text, read_config_text
+    from medseg.models.parse import parse_json_text, read_config_text
 
     if not path.is_file():
         raise ModelError("missing (an nnU-Net results folder needs plans.json and dataset.json)", path)
@@ -403,7 +402,7 @@ def read_model_folder(path: str | Path, folds: tuple[str | int, ...] | None = No
         ModelError: missing/invalid files, unsupported configuration, no fold checkpoints, or a value of an
             unexpected shape (one line naming the file and the key being read).
     """
-    from medseg.config import MALFORMED, one_line
+    from medseg.models.parse import MALFORMED, one_line
 
     stage = ["plans.json"]
     p = Path(path).expanduser()
@@ -518,7 +517,7 @@ def build_network(model: NnUNetModel):  # -> torch.nn.Module
         if kwargs.get(key) is not None:
             kwargs[key] = _resolve(kwargs[key], ALLOWED_LAYERS)
     kwargs["deep_supervision"] = False
-    from medseg.config import MALFORMED, one_line
+    from medseg.models.parse import MALFORMED, one_line
 
     try:
         net = cls(input_channels=model.num_input_channels, num_classes=model.labels.num_heads, **kwargs)

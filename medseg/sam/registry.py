@@ -14,7 +14,6 @@ True
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from enum import Enum
@@ -176,7 +175,9 @@ def get_checkpoint(name: str | CheckpointSpec) -> CheckpointSpec:
     try:
         return CHECKPOINTS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, CHECKPOINTS, n=3)
+        from medseg.options import close_matches
+
+        close = close_matches(name, CHECKPOINTS)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(
             f"unknown SAM checkpoint {name!r}.{hint} Choices: {', '.join(CHECKPOINTS)}."
@@ -185,8 +186,8 @@ def get_checkpoint(name: str | CheckpointSpec) -> CheckpointSpec:
 
 def default_cache_dir() -> Path:
     """``<medseg cache>/sam``: the same root as the engine's model cache (``$MEDSEG_CACHE`` or
-    ``~/.cache/medseg``, see :func:`medseg.registry.cache_dir`)."""
-    from medseg.registry import cache_dir
+    ``~/.cache/medseg``, see :func:`medseg.models.cache.cache_dir`)."""
+    from medseg.models.cache import cache_dir
 
     return cache_dir() / "sam"
 
@@ -211,7 +212,7 @@ def resolve_checkpoint(
 
     Raises:
         ModelError: missing local file, no download address, or unknown checksum without
-            ``allow_unverified``; :class:`medseg.download.DownloadError` (a ModelError) for a failed or
+            ``allow_unverified``; :class:`medseg.models.download.DownloadError` (a ModelError) for a failed or
             mismatched download.
     """
     spec = get_checkpoint(name)
@@ -235,7 +236,7 @@ def resolve_checkpoint(
         )
     if not download and not cached.is_file():
         raise ModelError(f"{spec.name} is not in the cache and download=False", cached)
-    from medseg.download import download as _download  # the one downloader (checks sha256, atomic rename)
+    from medseg.models.download import download as _download  # the one downloader (checks sha256, atomic rename)
 
     return Path(
         _download(

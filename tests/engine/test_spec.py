@@ -12,7 +12,7 @@ import yaml
 
 from medseg.config import load_spec
 from medseg.errors import ModelError
-from medseg.registry import list_models, resolve_model
+from medseg.models.registry import list_models, resolve_model
 
 REPO = Path(__file__).resolve().parents[2]
 SPLEEN = yaml.safe_load((REPO / "configs" / "spleen-ct.yaml").read_text())
@@ -95,3 +95,19 @@ def test_models_list_does_not_import_torch():
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
     assert "brain-mri*" in out.stdout and "wholebody-ct" in out.stdout
+
+
+def test_enumerated_options_suggest_the_closest_choice():
+    """One resolver (medseg.options.look_up_option) for spec enums, spec string choices and model names."""
+    from medseg.options import look_up_option
+
+    base = {"name": "x", "network": {"class": "BasicUNet"}, "labels": [{"id": 1, "name": "a"}]}
+    with pytest.raises(ModelError, match=r"inferer\.blend: must be one of 'constant', 'gaussian', got 'gausian' "
+                                         r"\(did you mean 'gaussian'\?\)"):
+        load_spec({**base, "inferer": {"blend": "gausian"}})
+    with pytest.raises(ModelError, match=r"input\.resize_mode: .*got 'trilinar' \(did you mean 'trilinear'\?\)"):
+        load_spec({**base, "input": {"resize_mode": "trilinar"}})
+    with pytest.raises(ModelError, match=r"network\.class: 'BasicUnet' is not an allowed .*did you mean 'BasicUNet'"):
+        load_spec({**base, "network": {"class": "BasicUnet"}})
+    with pytest.raises(ValueError, match=r"^mode must be one of 'a', 'b', got 'zzz'$"):  # nothing close: no hint
+        look_up_option("zzz", ("a", "b"), "mode")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from medseg.io.anatomy import GENERIC, anatomy_file, code_for
-from medseg.registry import list_models
+from medseg.models.registry import list_models
 
 #: Labels with no published code (neither TotalSegmentator's mapping nor the DICOM code dictionary).
 KNOWN_GENERIC = {"intervertebral_discs"}

@@ -301,7 +301,7 @@ def test_strip_checkpoint_makes_a_plain_weights_only_file(tmp_path):
 
     folder = make_results_folder(tmp_path, labels={"background": 0, "a": 1}, intensity_properties=PROPS, folds=(0,))
     src = folder / "fold_0" / "checkpoint_final.pth"
-    from medseg.infer.locate import sha256_file
+    from medseg.models.cache import sha256_file
 
     with pytest.raises(ModelError, match="sha256 mismatch"):
         strip_checkpoint(src, tmp_path / "stripped.pth", "0" * 64)

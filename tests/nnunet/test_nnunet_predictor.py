@@ -153,7 +153,8 @@ def test_engine_entry_point_and_zipped_results_folder(case, tmp_path):
     import zipfile
 
     from medseg.errors import ModelError
-    from medseg.nnunet.predictor import _safe_extract_results_folder, load_nnunet_predictor
+    from medseg.models.loaders import safe_extract_results_folder
+    from medseg.nnunet.predictor import load_nnunet_predictor
 
     folder = case[0]
     p = load_nnunet_predictor(folder, device="cpu", precision="auto", overlap=0.25, tta=False, threads=1)
@@ -169,9 +170,9 @@ def test_engine_entry_point_and_zipped_results_folder(case, tmp_path):
             if f.is_file() and (f.name != "checkpoint_final.pth" or f.parent.name == "fold_0"):
                 z.write(f, str(f.relative_to(folder.parent.parent)))
     dest = tmp_path / "cache" / "Dataset990_TinyCT.zip.d"
-    out = _safe_extract_results_folder(archive, dest)
+    out = safe_extract_results_folder(archive, dest)
     assert out == (dest / "Dataset990_TinyCT" / folder.name).resolve()
-    assert _safe_extract_results_folder(archive, dest) == out  # second call: already extracted
+    assert safe_extract_results_folder(archive, dest) == out  # second call: already extracted
     q = load_nnunet_predictor(out, device="cpu", tta=False)
     assert list(q.model.folds) == ["0"] and q.checkpoint_digests["0"] == p.checkpoint_digests["0"]
 
@@ -181,7 +182,7 @@ def test_engine_entry_point_and_zipped_results_folder(case, tmp_path):
         z.writestr("m/dataset.json", "{}")
         z.writestr("m/../../escape.txt", "x")
     with pytest.raises(ModelError, match="escapes the cache directory"):
-        _safe_extract_results_folder(evil, tmp_path / "cache2")
+        safe_extract_results_folder(evil, tmp_path / "cache2")
     assert not (tmp_path / "escape.txt").exists()
 
 

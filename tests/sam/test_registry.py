@@ -69,7 +69,7 @@ def test_download_verify_and_load(http_dir, tmp_path):
     pytest.importorskip("sam2")
     import torch
 
-    from medseg.download import DownloadError
+    from medseg.models.download import DownloadError
     from medseg.sam import load_model
 
     root, base = http_dir

@@ -101,7 +101,7 @@ def fuzz_specs(work: Path, cases: int, seed: int, totals: Totals) -> None:
 
 def fuzz_bundles(work: Path, cases: int, seed: int, totals: Totals) -> None:
     """MONAI bundle folders: configs/inference.json and metadata.json mutated (models/model.pt present)."""
-    from medseg.bundle import spec_from_bundle
+    from medseg.models.bundle import spec_from_bundle
     from tests.engine.test_bundle import SPLEEN_INFERENCE, SPLEEN_METADATA
 
     rng = random.Random(seed)

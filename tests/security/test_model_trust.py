@@ -104,8 +104,8 @@ def test_embedded_deepbet_files_are_pinned():
     """The default model's TorchScript files load only because configs/brain-mri.yaml pins their sha256."""
     pytest.importorskip("deepbet")
     from medseg.config import load_spec
-    from medseg.infer.network import resolve_weights
-    from medseg.registry import resolve_model
+    from medseg.models.sources import resolve_weights
+    from medseg.models.registry import resolve_model
 
     spec = load_spec(resolve_model("brain-mri"))
     for w in (spec.weights, spec.input.localize.weights):
@@ -115,7 +115,7 @@ def test_embedded_deepbet_files_are_pinned():
 
 def test_registered_zoo_models_carry_the_publisher_sha1():
     from medseg.config import load_spec
-    from medseg.registry import resolve_model
+    from medseg.models.registry import resolve_model
 
     for name in ("spleen-ct", "wholebody-ct", "btcv-ct", "brats-mri", "pancreas-ct"):
         w = load_spec(resolve_model(name)).weights

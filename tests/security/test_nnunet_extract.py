@@ -11,8 +11,8 @@ import pytest
 def test_extracted_checkpoint_changed_later_is_refused(tmp_path):
     pytest.importorskip("dynamic_network_architectures")
     from medseg.errors import ModelError
-    from medseg.nnunet.predictor import _safe_extract_results_folder
-    from medseg.trust import member_records
+    from medseg.models.loaders import safe_extract_results_folder
+    from medseg.models.trust import member_records
     from tests.nnunet.nnunet_folder import ct_intensity_properties, make_results_folder
 
     props = ct_intensity_properties(np.random.default_rng(0).normal(40, 200, 2000))
@@ -24,11 +24,11 @@ def test_extracted_checkpoint_changed_later_is_refused(tmp_path):
             if f.is_file():
                 z.write(f, str(f.relative_to(folder.parent.parent)))
     dest = tmp_path / "cache" / "m.zip.d"
-    out = _safe_extract_results_folder(archive, dest, "https://example.org/m.zip")
+    out = safe_extract_results_folder(archive, dest, "https://example.org/m.zip")
     recorded = member_records("https://example.org/m.zip", "nnunet:")
     assert any(k.endswith("fold_0/checkpoint_final.pth") for k in recorded) and len(recorded) >= 3
-    assert _safe_extract_results_folder(archive, dest, "https://example.org/m.zip") == out  # unchanged: fine
+    assert safe_extract_results_folder(archive, dest, "https://example.org/m.zip") == out  # unchanged: fine
     ckpt = out / "fold_0" / "checkpoint_final.pth"
     ckpt.write_bytes(ckpt.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ModelError, match="changed since it was extracted"):
-        _safe_extract_results_folder(archive, dest, "https://example.org/m.zip")
+        safe_extract_results_folder(archive, dest, "https://example.org/m.zip")

@@ -28,6 +28,7 @@ from medseg.errors import ModelError
 
 __all__ = [
     "TRUST_FLAG",
+    "TRUSTED_BY_USER",
     "DigestRecord",
     "CodeNotTrustedError",
     "trust_file",
@@ -41,6 +42,8 @@ __all__ = [
 
 #: the CLI opt-in that lets unpinned model code run
 TRUST_FLAG = "--trust-model-code"
+#: ``how`` of a record the user vouched for (``medseg models pull NAME --trust-model-code``)
+TRUSTED_BY_USER = "pinned by the user (models pull --trust-model-code)"
 _MAX_BYTES = 4 << 20  # the record file is small; a huge one is refused rather than parsed
 
 

