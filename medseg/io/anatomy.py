@@ -43,7 +43,7 @@ GENERIC = Coding(("SCT", "85756007", "Tissue"), ("SCT", "85756007", "Tissue"), s
 
 def anatomy_file() -> Path:
     """The mapping file: ``configs/anatomy/snomed.yaml`` in a checkout, ``medseg/configs/...`` in a wheel."""
-    from medseg.models.registry import config_dirs
+    from medseg.paths import config_dirs
 
     for d in config_dirs():
         p = d / "anatomy" / "snomed.yaml"

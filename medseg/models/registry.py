@@ -16,8 +16,9 @@ from pathlib import Path
 
 from medseg.errors import ModelError
 from medseg.options import did_you_mean
+from medseg.paths import config_dirs
 
-__all__ = ["DEFAULT_MODEL", "ModelEntry", "config_dirs", "list_models", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "ModelEntry", "list_models", "resolve_model"]
 
 #: The embedded default model (deepbet's trained brain-extraction U-Nets, offline).
 DEFAULT_MODEL = "brain-mri"
@@ -34,15 +35,6 @@ class ModelEntry:
     n_labels: int
     weights: str  # "embedded" (inside an installed package / next to the spec), "cached", "download", "missing"
     source: str | None
-
-
-def config_dirs() -> list[Path]:
-    """Directories searched for specs, highest priority first."""
-    dirs = [Path(p) for p in os.environ.get("MEDSEG_CONFIGS", "").split(os.pathsep) if p]
-    package = Path(__file__).resolve().parent.parent  # medseg/
-    dirs.append(package.parent / "configs")  # source checkout / editable install
-    dirs.append(package / "configs")  # wheel: setup.py installs configs/ here
-    return [d for d in dirs if d.is_dir()]
 
 
 def _spec_files() -> dict[str, Path]:
