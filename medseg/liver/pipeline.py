@@ -83,10 +83,10 @@ def abdomen_crop(vol_lps: np.ndarray, voxsize: Sequence[float], modality: str, m
         vol_lps: ``(X, Y, Z)`` in the original's LPS layout (axis 2 from feet to head).
         voxsize: voxel size in mm.
         modality: ``CT`` or ``MR``.
-        method: ``auto`` (the original's box; its z range only for scans longer than the network's 408 mm
-            reach; when the heuristics fail or give a degenerate box: the whole volume, centred in the
-            network's segment as the original does with any volume), ``original``
-            (errors propagate), ``body-box`` (skip the heuristics), ``none`` (the whole volume).
+        method: ``auto`` (the original's box, its x/y sides kept at the volume edge where the field of view
+            cuts through the body; its z range only for scans longer than the network's 408 mm reach; when
+            the heuristics fail or give a degenerate box: the whole volume, centred in the network's segment
+            as the original does with any volume), ``original`` (errors propagate), ``body-box`` (skip the heuristics), ``none`` (the whole volume).
     """
     from medseg.liver.crop import crop_ct_image, crop_mr_image
 
@@ -144,7 +144,9 @@ def abdomen_crop(vol_lps: np.ndarray, voxsize: Sequence[float], modality: str, m
 _EROSION_MARGIN = 3
 
 
-def _extend_to_cut_edges(vol_lps: np.ndarray, box: tuple[slice, slice, slice], threshold: float) -> tuple[tuple[slice, ...], list[str]]:
+def _extend_to_cut_edges(
+    vol_lps: np.ndarray, box: tuple[slice, slice, slice], threshold: float
+) -> tuple[tuple[slice, ...], list[str]]:
     """Extend x/y sides of ``box`` to the volume edge where the field of view cuts through the body.
 
     A side counts as cut when the box already ends within the erosion margin of the edge and most of the
