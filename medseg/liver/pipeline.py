@@ -86,7 +86,8 @@ def abdomen_crop(vol_lps: np.ndarray, voxsize: Sequence[float], modality: str, m
         method: ``auto`` (the original's box, its x/y sides kept at the volume edge where the field of view
             cuts through the body; its z range only for scans longer than the network's 408 mm reach; when
             the heuristics fail or give a degenerate box: the whole volume, centred in the network's segment
-            as the original does with any volume), ``original`` (errors propagate), ``body-box`` (skip the heuristics), ``none`` (the whole volume).
+            as the original does with any volume), ``original`` (errors propagate), ``body-box`` (skip the
+            heuristics), ``none`` (the whole volume).
     """
     from medseg.liver.crop import crop_ct_image, crop_mr_image
 
