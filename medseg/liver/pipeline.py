@@ -83,10 +83,11 @@ def abdomen_crop(vol_lps: np.ndarray, voxsize: Sequence[float], modality: str, m
         vol_lps: ``(X, Y, Z)`` in the original's LPS layout (axis 2 from feet to head).
         voxsize: voxel size in mm.
         modality: ``CT`` or ``MR``.
-        method: ``auto`` (the original's box; its z range only for scans longer than the network's 408 mm
-            reach; when the heuristics fail or give a degenerate box: the whole volume, centred in the
-            network's segment as the original does with any volume), ``original``
-            (errors propagate), ``body-box`` (skip the heuristics), ``none`` (the whole volume).
+        method: ``auto`` (the original's box, its x/y sides kept at the volume edge where the field of view
+            cuts through the body; its z range only for scans longer than the network's 408 mm reach; when
+            the heuristics fail or give a degenerate box: the whole volume, centred in the network's segment
+            as the original does with any volume), ``original`` (errors propagate), ``body-box`` (skip the
+            heuristics), ``none`` (the whole volume).
     """
     from medseg.liver.crop import crop_ct_image, crop_mr_image
 
@@ -124,13 +125,49 @@ def abdomen_crop(vol_lps: np.ndarray, voxsize: Sequence[float], modality: str, m
     sizes_mm = [(s.stop - s.start) * v for s, v in zip(box, vox)]
     if method == "auto" and min(sizes_mm) < min(100.0, min(n * v for n, v in zip(vol_lps.shape, vox)) * 0.999):
         return fallback(f"original crop too small ({', '.join(f'{s:.0f}' for s in sizes_mm)} mm)")
+    reasons = []
+    if method == "auto":
+        box, cut = _extend_to_cut_edges(vol_lps, box, threshold)  # type: ignore[arg-type]
+        if cut:
+            reasons.append(f"x/y box kept to the edges where the field of view cuts the body ({', '.join(cut)})")
     if method == "auto" and vol_lps.shape[2] * vox[2] <= max_mm[2] and (box[2].start > 0 or box[2].stop < vol_lps.shape[2]):
         # the z crop exists to fit a long scan into the network's 408 mm output; a scan that fits already
         # only loses liver by it (example_ct: the field of view ends in the liver and the dome heuristic
         # cut 48 % of it away). Keep every slice, keep the original's x/y box.
-        return CropResult((box[0], box[1], slice(0, vol_lps.shape[2])), "original-xy",
-                          f"z range kept: the scan ({vol_lps.shape[2] * vox[2]:.0f} mm) fits the network's {max_mm[2]} mm")
-    return CropResult(box, "original")  # type: ignore[arg-type]
+        reasons.insert(0, f"z range kept: the scan ({vol_lps.shape[2] * vox[2]:.0f} mm) fits the network's {max_mm[2]} mm")
+        return CropResult((box[0], box[1], slice(0, vol_lps.shape[2])), "original-xy", "; ".join(reasons))
+    return CropResult(box, "original", "; ".join(reasons))  # type: ignore[arg-type]
+
+
+#: the original's final x/y box is that of the body eroded by a 5x5x5 cube (2 voxels per side, and the
+#: outermost voxel of the volume, which erosion treats as outside): at most this far from a volume edge,
+#: the body region reached that edge
+_EROSION_MARGIN = 3
+
+
+def _extend_to_cut_edges(
+    vol_lps: np.ndarray, box: tuple[slice, slice, slice], threshold: float
+) -> tuple[tuple[slice, ...], list[str]]:
+    """Extend x/y sides of ``box`` to the volume edge where the field of view cuts through the body.
+
+    A side counts as cut when the box already ends within the erosion margin of the edge and most of the
+    edge plane (over the box's slices) is tissue (``> threshold``). On a whole-body field of view the edge
+    planes are air and nothing changes; on a partial one (a crop around the liver) the original's erosion
+    would otherwise drop the outermost voxels, where the organ continues past the edge.
+    """
+    out, cut = list(box), []
+    for axis in (0, 1):
+        n = vol_lps.shape[axis]
+        for side, edge in (("start", 0), ("stop", n - 1)):
+            sl = out[axis]
+            gap = sl.start if side == "start" else n - sl.stop
+            if gap == 0 or gap > _EROSION_MARGIN:
+                continue
+            plane = np.take(vol_lps[:, :, box[2]], edge, axis=axis)
+            if float(np.mean(plane > threshold)) > 0.5:
+                out[axis] = slice(0, sl.stop) if side == "start" else slice(sl.start, n)
+                cut.append(f"{'xy'[axis]}{'-' if side == 'start' else '+'}")
+    return tuple(out), cut
 
 
 def normalize_ct(vol: np.ndarray) -> np.ndarray:
