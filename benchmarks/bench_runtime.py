@@ -205,20 +205,24 @@ def main() -> None:
     print(f"threads: {args.threads} (torch.set_num_threads and OpenVINO INFERENCE_NUM_THREADS); "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; torch {torch.__version__}, OpenVINO {openvino_version()}")
     print(f"load average at start: {os.getloadavg()}")
+    header = ("| case | torch best / median (s) | OpenVINO best / median (s) | speed-up (best / median) | max abs diff | "
+              "argmax equal | OpenVINO load |\n|---|---|---|---|---|---|---|")
     rows = []
     for name in args.cases.split(","):
-        rows += CASES[name.strip()](args.threads, args.repeat)
-        r = rows[-1]
-        print(f"  done {r['case']}: ratio {r['ratio_med']:.2f}x (load avg {os.getloadavg()[0]:.1f})", flush=True)
+        for r in CASES[name.strip()](args.threads, args.repeat):
+            rows.append(r)
+            print(f"{_row(r)}  (load avg {os.getloadavg()[0]:.1f})", flush=True)
     print(f"load average at end: {os.getloadavg()}")
     print()
-    print("| case | torch best / median (s) | OpenVINO best / median (s) | speed-up (best / median) | max abs diff | "
-          "argmax equal | OpenVINO load |")
-    print("|---|---|---|---|---|---|---|")
+    print(header)
     for r in rows:
-        print(f"| {r['case']} | {r['torch_best']:.2f} / {r['torch_med']:.2f} | {r['ov_best']:.2f} / {r['ov_med']:.2f} | "
-              f"{r['ratio_best']:.2f}x / {r['ratio_med']:.2f}x | {r['max_abs']:.2g} | {r['argmax_equal_pct']:.4f} % | "
-              f"{r['load']} |")
+        print(_row(r))
+
+
+def _row(r: dict) -> str:
+    return (f"| {r['case']} | {r['torch_best']:.2f} / {r['torch_med']:.2f} | {r['ov_best']:.2f} / {r['ov_med']:.2f} | "
+            f"{r['ratio_best']:.2f}x / {r['ratio_med']:.2f}x | {r['max_abs']:.2g} | {r['argmax_equal_pct']:.4f} % | "
+            f"{r['load']} |")
 
 
 if __name__ == "__main__":
