@@ -10,7 +10,9 @@ best and median wall times, their ratio, and parity of the outputs):
   bundle's ROI 96^3, overlap 0.25, Gaussian blending, over ``example_ct``;
 - ``brain``: the embedded ``brain-mri`` model (real deepbet weights): both networks (localiser 128^3 and
   the 256^3 U-Net) on the sample T1, through the predictor's own preprocessing (network stage only);
-- ``sam``: the LiteMedSAM image encoder (real checkpoint) on one 256x256 slice.
+- ``sam``: the LiteMedSAM image encoder (real checkpoint) on one 256x256 slice;
+- ``sample``: ``medseg segment --sample --runtime openvino`` vs ``--runtime torch`` as processes, alternating:
+  the ``network`` stage of the sidecars' ``timings`` and the % of equal voxels in the written masks.
 
 Parity: max abs difference of the network outputs, and % of equal argmax labels. OpenVINO runs fp32
 (``INFERENCE_PRECISION_HINT=f32``); its conversion is cached on disk (``$MEDSEG_CACHE/openvino``), so the
@@ -187,14 +189,55 @@ def case_sam(threads, repeat):
     return [row]
 
 
-CASES = {"unet": case_unet, "segresnet": case_segresnet, "brain": case_brain, "sam": case_sam}
+def case_sample(threads, repeat):
+    """`medseg segment --sample --runtime openvino` vs `--runtime torch`, alternating processes; the sidecars'
+    ``network`` stage timings and the written masks are compared."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    import nibabel as nib
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
+
+    def run(rt: str, i: int) -> tuple[dict, np.ndarray]:
+        out = tmp / f"{rt}{i}.nii.gz"
+        cmd = [sys.executable, "-m", "medseg", "segment", "--sample", "--runtime", rt, "--threads", str(threads),
+               "--no-progress", "-o", str(out)]
+        subprocess.run(cmd, check=True, env=env, capture_output=True)
+        doc = json.loads(out.with_name(f"{rt}{i}.json").read_text())
+        return doc["timings"] | {"cache": doc["runtime"].get("cache")}, np.asarray(nib.load(out).dataobj)
+
+    run("openvino", -1)  # fills the compiled-model cache (a first run converts)
+    tt, to, masks_t, masks_o = [], [], [], []
+    for i in range(repeat):
+        t, mt = run("torch", i)
+        o, mo = run("openvino", i)
+        tt.append(t["network"])
+        to.append(o["network"])
+        masks_t.append(mt)
+        masks_o.append(mo)
+    row = {"case": "`medseg segment --sample` network stage (sidecar timings)", "torch_best": min(tt),
+           "ov_best": min(to), "torch_med": statistics.median(tt), "ov_med": statistics.median(to)}
+    row["ratio_best"] = row["torch_best"] / row["ov_best"]
+    row["ratio_med"] = row["torch_med"] / row["ov_med"]
+    equal = [float((a == b).mean()) for a, b in zip(masks_t, masks_o)]
+    row["max_abs"] = float("nan")
+    row["argmax_equal_pct"] = 100.0 * min(equal)
+    row["load"] = f"cache {o['cache']}, load {o['load']:.1f}s vs torch {t['load']:.1f}s"
+    return [row]
+
+
+CASES = {"sample": case_sample, "unet": case_unet, "segresnet": case_segresnet, "brain": case_brain, "sam": case_sam}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--cases", default="unet,segresnet,brain,sam", help=f"comma list of {', '.join(CASES)}")
+    ap.add_argument("--cases", default="sample,brain,sam,unet,segresnet", help=f"comma list of {', '.join(CASES)}")
     args = ap.parse_args()
     import torch
 
