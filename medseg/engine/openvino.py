@@ -105,10 +105,7 @@ def openvino_version() -> str | None:
 
 def openvino_cache_dir() -> Path:
     """Where converted models live: ``$MEDSEG_CACHE/openvino`` (default ``~/.cache/medseg/openvino``)."""
-    try:
-        from medseg.models.cache import cache_dir
-    except ImportError:  # before issue 15's models package lands, the cache root lives in medseg.registry
-        from medseg.registry import cache_dir
+    from medseg.models.cache import cache_dir
 
     return cache_dir() / "openvino"
 
