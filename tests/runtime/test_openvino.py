@@ -126,7 +126,7 @@ def test_deepbet_brain_unet_real_weights(cache):
 
     from medseg.infer.network import build_network
     from medseg.io import read as read_volume
-    from medseg.predictor import load_model_spec
+    from medseg.models.loaders import load_model_spec
 
     spec = load_model_spec("brain-mri")
     module, digest = build_network(spec.network, spec.weights, "cpu")
