@@ -115,11 +115,11 @@ def select_network(
     rt = parse_runtime(runtime)
     prec = str(getattr(precision, "value", precision)).lower()
     prec = "float32" if prec in ("auto", "none") else prec
+    if module.__class__.__name__ == "OnnxNetwork":  # an ONNX spec runs on OpenVINO whatever was asked
+        return module, RuntimeInfo("openvino", openvino_version(), "float32", "cpu", None, rt.value)
     if rt is Runtime.TORCH:
         return module, torch_info(device, prec, rt)
     dev_type = getattr(device, "type", str(device).split(":")[0])
-    if module.__class__.__name__ == "OnnxNetwork":  # an ONNX spec already runs on OpenVINO
-        return module, RuntimeInfo("openvino", openvino_version(), "float32", "cpu", None, rt.value)
     reason = None
     if dev_type != "cpu":
         reason = f"OpenVINO runs on the CPU, the device is {device}"
