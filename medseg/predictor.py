@@ -229,7 +229,7 @@ class Predictor:
             "device": self.device.type,
         }
         info = getattr(self, "runtime_info", None)
-        if info is not None and info.name != "torch":  # torch fingerprints stay what they were
+        if info is not None and info.cache is not None:  # converted to OpenVINO; torch (and ONNX) stay as they were
             payload["runtime"] = info.name
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
