@@ -29,9 +29,9 @@ __all__ = ["SegmentResult", "Segmentation", "segment_file", "read_case", "segmen
            "algorithm_info", "predictor_info", "PREDICTOR_OPTIONS"]
 
 #: keywords of :func:`medseg.predictor.load_predictor` that configure a run, as ``medseg segment`` and
-#: ``medseg batch`` take them (``--device --precision --overlap --tta/--no-tta --threads --trust-model-code``).
-#: ``medseg.engine``'s ``RunOptions`` owns their validation.
-PREDICTOR_OPTIONS = ("device", "precision", "overlap", "tta", "threads", "trust_model_code")
+#: ``medseg batch`` take them (``--device --precision --overlap --tta/--no-tta --threads --runtime
+#: --trust-model-code``). ``medseg.engine``'s ``RunOptions`` owns their validation.
+PREDICTOR_OPTIONS = ("device", "precision", "overlap", "tta", "threads", "runtime", "trust_model_code")
 
 
 @dataclass(frozen=True)
@@ -482,6 +482,9 @@ def provenance_record(
             "device": str(predictor.device),
             "autocast": str(autocast).replace("torch.", "") if autocast else "float32",
         })
+        info = getattr(predictor, "runtime_info", None)  # medseg.engine.backends.RuntimeInfo (provenance)
+        if info is not None:
+            record["runtime"] = info.to_dict()
     record["medseg_version"] = __version__
     if predictor is not None and volume is not None:
         from medseg.modality import resolve_modality
@@ -559,6 +562,10 @@ def segment_file(
     t_pred = time.perf_counter()
     provenance = provenance_record(input, volume, predictor, modality=modality, warnings=seg.warnings, roi=roi,
                                    extra=extra)
+    stages = dict(getattr(predictor, "timings", None) or {})  # the predictor's own stages, when it has them
+    timings = {"load": stages.get("load"), "read": t_read - t0, "preprocess": stages.get("preprocess"),
+               "network": stages.get("network"), "export": stages.get("export"), "write": None}
+    provenance["timings"] = timings
     written = write_segmentation(
         seg.labels, output, provenance, overwrite=overwrite, formats=fmts, stats=stats, split=split, source=input,
         series=series, algorithm=algorithm_info(predictor), image=volume, seg_type=seg_type,
@@ -566,6 +573,8 @@ def segment_file(
     )
     label_map = written["label_map"]
     t_end = time.perf_counter()
+    timings["write"] = t_end - t_pred
+    _record_write_seconds(written.get("json"), timings)
     return SegmentResult(
         input=str(input),
         output=label_map,
@@ -574,8 +583,24 @@ def segment_file(
         seconds=t_end - t0,
         model=predictor.spec.name,
         fingerprint=predictor.fingerprint,
-        timings={"read": t_read - t0, "predict": t_pred - t_read, "write": t_end - t_pred},
+        timings={"read": t_read - t0, "predict": t_pred - t_read, "write": t_end - t_pred,
+                 **{k: v for k, v in timings.items() if k not in ("read", "write") and v is not None}},
         extra_outputs={k: v for k, v in written.items() if k not in ("label_map", "json", "ctbl", "txt")},
         warnings=seg.warnings,
         input_warnings=seg.input_warnings,
     )
+
+
+def _record_write_seconds(json_path: Path | None, timings: dict[str, Any]) -> None:
+    """Put the ``write`` stage's seconds into the JSON sidecar just written, replacing it atomically (the
+    time is known only once every output is on disk). Timings are provenance: left out of byte comparisons."""
+    import json
+
+    from medseg.io.atomic import atomic_output
+
+    if json_path is None or not Path(json_path).is_file():
+        return
+    doc = json.loads(Path(json_path).read_text())
+    doc["timings"] = timings
+    with atomic_output(json_path, overwrite=True) as tmp:
+        Path(tmp).write_text(json.dumps(doc, indent=2) + "\n")

@@ -70,6 +70,7 @@ def load_predictor(
     modality: str = "auto",
     trust_model_code: bool = False,
     options: RunOptions | None = None,
+    runtime: str = "torch",
 ) -> PredictorProtocol:
     """Build the predictor for ``model`` (loads the network once): a :class:`Predictor` for MONAI-style
     specs, :class:`medseg.nnunet.predictor.NnUNetPredictor` for nnU-Net models, the liver predictors for
@@ -86,17 +87,19 @@ def load_predictor(
         progress: default ``progress(done, total)`` callback for :meth:`Predictor.predict`.
         modality: ``auto`` | ``ct`` | ``mr`` for models whose preprocessing depends on it (``liver``).
         trust_model_code: load TorchScript whose sha256 nothing pins (it is code; see :mod:`medseg.models.trust`).
-        options: all run options at once (instead of ``device`` ... ``sw_batch_size``).
+        options: all run options at once (instead of ``device`` ... ``sw_batch_size``, ``runtime``).
+        runtime: ``torch`` | ``openvino`` | ``auto`` (:mod:`medseg.engine.backends`).
     """
     if options is None:
         options = RunOptions(device=device, precision=precision, overlap=overlap, tta=tta, threads=threads,
+                             runtime=runtime,
                              sw_batch_size=sw_batch_size)
     from medseg.models.loaders import is_nnunet_folder, load_model_spec
 
     if not isinstance(model, ModelSpec) and Path(str(model)).is_dir() and is_nnunet_folder(model):
         from medseg.nnunet.predictor import load_nnunet_predictor  # nnU-Net results folder (issue: nnU-Net support)
 
-        return load_nnunet_predictor(Path(model), options=options, progress=progress)
+        return _torch_only(load_nnunet_predictor(Path(model), options=options, progress=progress), options)
     spec = model if isinstance(model, ModelSpec) else load_model_spec(model)
     if spec.pipeline is not None:  # a model-specific pipeline (pyliverlesionseg's liver / lesion cascade)
         from medseg.liver.predictor import load_liver_predictor
@@ -104,13 +107,30 @@ def load_predictor(
         liver_spec = None
         if spec.pipeline.get("kind") == "liver-lesions":
             liver_spec = load_model_spec(spec.pipeline["liver_model"])
-        return load_liver_predictor(spec, liver_spec=liver_spec, options=options, modality=modality,
-                                    progress=progress)
+        return _torch_only(load_liver_predictor(spec, liver_spec=liver_spec, options=options, modality=modality,
+                                                progress=progress), options)
     if spec.network.nnunet:
         from medseg.nnunet.predictor import load_nnunet_predictor
 
-        return load_nnunet_predictor(spec, options=options, progress=progress)
+        return _torch_only(load_nnunet_predictor(spec, options=options, progress=progress), options)
     return Predictor(spec, options=options, progress=progress, trust_model_code=trust_model_code)
+
+
+def _torch_only(predictor: Any, options: RunOptions) -> Any:
+    """nnU-Net and liver predictors run on torch: ``openvino`` is an error, ``auto`` a one-line note."""
+    from medseg.engine.backends import parse_runtime, torch_info
+
+    kind = type(predictor).__name__
+    if options.runtime == "openvino":
+        raise ModelError(f"--runtime openvino: not available for {kind} models yet (use --runtime torch or auto)")
+    note = None
+    device = getattr(predictor, "device", "cpu")
+    if options.runtime == "auto" and getattr(device, "type", str(device)) == "cpu":
+        note = f"runtime: torch (the OpenVINO runtime is not wired for {kind} models yet)"
+    dtype = getattr(predictor, "autocast_dtype", None)
+    precision = str(dtype).replace("torch.", "") if dtype is not None else "float32"
+    predictor.runtime_info = torch_info(device, precision, parse_runtime(options.runtime), note)
+    return predictor
 
 
 class Predictor:
@@ -135,9 +155,12 @@ class Predictor:
         trust_model_code: bool = False,
         **run_options: Any,
     ) -> None:
+        import time
+
         from medseg.engine.runtime import resolve_device, resolve_precision
         from medseg.infer.network import build_network
 
+        t_load = time.perf_counter()
         self.options = RunOptions.build(options, **run_options)
         opts = self.options
         inferer = spec.inferer
@@ -166,6 +189,33 @@ class Predictor:
                 spec.input.localize.network, spec.input.localize.weights, self.device,
                 trust_model_code=trust_model_code,
             )
+        self._use_runtime(opts.runtime)
+        #: seconds per stage of the last :meth:`predict` (``load``: building, converting and compiling networks)
+        self.timings: dict[str, float] = {"load": time.perf_counter() - t_load}
+
+    def _use_runtime(self, runtime: str) -> None:
+        """Put the network (and the localiser) on ``runtime`` (:func:`medseg.engine.backends.select_network`);
+        sets :attr:`runtime_info` (provenance)."""
+        from medseg.config import InferMode
+        from medseg.engine.backends import select_network
+
+        inp, inf = self.spec.input, self.spec.inferer
+        if inf.mode is InferMode.SLIDING:
+            shape = (inf.sw_batch_size, inp.channels, *inf.roi_size)
+        else:
+            shape = (1, inp.channels, *inp.resize) if inp.resize is not None and inp.crop_foreground is None else None
+        precision = str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype is not None else "float32"
+        base = {"spec": self.spec.digest(), "device": self.device.type}
+        common = dict(device=self.device, precision=precision, threads=self.threads)
+        self.network, self.runtime_info = select_network(
+            self.network, shape, runtime=runtime, fingerprint=json.dumps({**base, "role": "network"}, sort_keys=True),
+            weights_sha256=self._weights_digest, **common)
+        if self.localizer is not None and self.runtime_info.name == "openvino":
+            loc = inp.localize
+            self.localizer, _ = select_network(
+                self.localizer, (1, inp.channels, *loc.input_size), runtime=runtime,
+                fingerprint=json.dumps({**base, "role": "localizer"}, sort_keys=True),
+                weights_sha256=self._localizer_digest, **common)
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -178,6 +228,9 @@ class Predictor:
             "precision": str(self.autocast_dtype),
             "device": self.device.type,
         }
+        info = getattr(self, "runtime_info", None)
+        if info is not None and info.cache is not None:  # converted to OpenVINO; torch (and ONNX) stay as they were
+            payload["runtime"] = info.name
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
     def __repr__(self) -> str:
@@ -200,8 +253,12 @@ class Predictor:
         shape = tuple(image.shape[1:])
         small = F.interpolate(image.as_tensor()[None], size=loc.input_size, mode=loc.resize_mode)[0]
         small = normalize(small, self.spec.input.normalize, stats)
+        import time
+
+        t0 = time.perf_counter()
         with torch.inference_mode(), self._autocast():
             out = self.localizer(torch.as_tensor(small)[None].to(self.device)).float()[0]
+        self._localizer_seconds = time.perf_counter() - t0
         out = activate(out, loc.activation)
         mask = (out[loc.channel] > loc.threshold).cpu().numpy()
         if not mask.any():
@@ -355,14 +412,25 @@ class Predictor:
         """
         from medseg.engine.plan import Stitch
 
+        import time
+
         progress = progress or self.progress
+        t0 = time.perf_counter()
+        self._localizer_seconds = 0.0
         pre = self.preprocess(volume)
         plan = self.plan(pre)
+        t1 = time.perf_counter()
+        loc = self._localizer_seconds  # the localiser's forward pass is network time, not preprocessing
         if plan.stitch is Stitch.CELLS:
             result = self._predict_cells(pre, plan, progress)
         else:
             result = self.predict_scores(pre.x, progress=progress)
-        return self.postprocess(result, pre, plan)
+        t2 = time.perf_counter()
+        labels = self.postprocess(result, pre, plan)
+        # streamed plans resample finished cells to the source grid while stitching: that is in "network"
+        self.timings = {"load": self.timings.get("load", 0.0), "preprocess": t1 - t0 - loc, "network": loc + t2 - t1,
+                        "export": time.perf_counter() - t2}
+        return labels
 
     #: Source volumes with more voxels than this are resampled to the working grid in float32 instead of
     #: MONAI's float64 (whose temporaries for a 512x512x1000 CT alone peak above 6 GB). 2**27 voxels is

@@ -9,6 +9,8 @@ Shortcuts (viewer-wide; also listed in the widget): ``Shift+R`` run, ``Shift+C``
 
 from __future__ import annotations
 
+import os
+
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +47,7 @@ _BROWSE_DIR = "Browse: model folder (MONAI bundle / nnU-Net)…"
 _BROWSE_FILE = "Browse: model spec file (.yaml)…"
 _BROWSE = (_BROWSE_DIR, _BROWSE_FILE)
 _DEVICES = ("auto", "cpu", "cuda")
+_RUNTIMES = ("auto", "torch", "openvino")
 _TTA = {"model default": None, "on": True, "off": False}
 
 
@@ -93,6 +96,9 @@ class SegmentWidget(QWidget):
         self.model_combo.activated.connect(self._on_model_activated)
         self.device_combo = QComboBox()
         self.device_combo.addItems(_DEVICES)
+        self.runtime_combo = QComboBox()  # medseg.engine.backends: auto = OpenVINO on the CPU when it converts
+        self.runtime_combo.addItems(_RUNTIMES)
+        self.runtime_combo.setCurrentText(os.environ.get("MEDSEG_RUNTIME", "auto"))  # as the CLI's --runtime
         self.overlap_spin = QDoubleSpinBox()
         self.overlap_spin.setRange(-0.05, 0.9)
         self.overlap_spin.setSingleStep(0.05)
@@ -126,6 +132,7 @@ class SegmentWidget(QWidget):
         form.addRow("Image", self.image_combo)
         form.addRow("Model", self.model_combo)
         form.addRow("Device", self.device_combo)
+        form.addRow("Runtime", self.runtime_combo)
         form.addRow("Overlap", self.overlap_spin)
         form.addRow("TTA (flips)", self.tta_combo)
         form.addRow("", self.trust_check)
@@ -187,6 +194,7 @@ class SegmentWidget(QWidget):
         return {
             "model": self.model_combo.currentText().strip(),
             "device": self.device_combo.currentText(),
+            "runtime": self.runtime_combo.currentText(),
             "overlap": None if overlap < 0 else round(overlap, 4),
             "tta": _TTA[self.tta_combo.currentText()],
             "trust_model_code": self.trust_check.isChecked(),
@@ -226,7 +234,7 @@ class SegmentWidget(QWidget):
                 tracker.stage("loading model")  # shown as a busy bar + "loading model…" until it is ready
                 predictor = load_predictor(
                     settings["model"], device=settings["device"], overlap=settings["overlap"], tta=settings["tta"],
-                    trust_model_code=settings["trust_model_code"],
+                    trust_model_code=settings["trust_model_code"], runtime=settings["runtime"],
                 )
                 cache.clear()  # keep one model in memory
                 cache[key] = predictor

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # steady timings on a shared 2-core machine
+# CLI runs in tests compare outputs with references: they pin the torch runtime (`--runtime` defaults to
+# $MEDSEG_RUNTIME, else auto = OpenVINO on the CPU); tests/runtime choose their runtime explicitly.
+os.environ.setdefault("MEDSEG_RUNTIME", "torch")
 
 REPO = Path(__file__).resolve().parents[1]
 # MEDSEG_TEST_DATA points the real-data tests at another copy of shared/data (see its MANIFEST.md).

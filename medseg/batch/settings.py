@@ -48,6 +48,7 @@ class BatchSettings:
         stats: also write per-label statistics (``<output stem>.stats.json``; all in ``batch_stats.csv``).
         seg_type: DICOM SEG type, ``"binary"`` or ``"fractional"``.
         trust_model_code: load TorchScript whose sha256 nothing pins (``--trust-model-code``).
+        runtime: ``torch`` | ``openvino`` | ``auto`` (``--runtime``; :mod:`medseg.engine.backends`).
         read_timeout: seconds allowed to read one case (``None``: ``$MEDSEG_READ_TIMEOUT`` or 60).
         case_timeout: seconds allowed for one whole case (``None``: ``$MEDSEG_CASE_TIMEOUT`` or 1800).
         follow_outside_links: read inputs reached through symlinks that leave INPUT_DIR (reported either way).
@@ -73,6 +74,7 @@ class BatchSettings:
     stats: bool = False
     seg_type: str = "binary"
     trust_model_code: bool = False
+    runtime: str = "torch"
     read_timeout: float | None = None
     case_timeout: float | None = None
     follow_outside_links: bool = False

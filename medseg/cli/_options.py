@@ -55,7 +55,17 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     tta.add_argument("--tta", dest="tta", action="store_const", const=True, default=None, help="test-time flips on (slower)")
     tta.add_argument("--no-tta", dest="tta", action="store_const", const=False, help="test-time flips off")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
+    add_runtime_option(p)
     add_trust_option(p)
+
+
+def add_runtime_option(p: argparse.ArgumentParser) -> None:
+    """``--runtime auto|torch|openvino`` (default ``$MEDSEG_RUNTIME``, else ``auto``)."""
+    import os
+
+    p.add_argument("--runtime", default=os.environ.get("MEDSEG_RUNTIME", "auto"), choices=["auto", "torch", "openvino"],
+                   help="network runtime: auto = OpenVINO on the CPU when the network converts, else torch (one line "
+                   "says which); openvino = OpenVINO or a clear error; torch (default: $MEDSEG_RUNTIME, else auto)")
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, object]:

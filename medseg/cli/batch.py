@@ -78,6 +78,7 @@ def _command_line(args: argparse.Namespace) -> list[str]:
         ("--precision", args.precision, "auto"),
         ("--overlap", args.overlap, None),
         ("--threads", args.threads, None),
+        ("--runtime", args.runtime, "torch"),
         ("--irregular", args.irregular, "error"),
         ("--modality", args.modality, "auto"),
         ("--read-timeout", args.read_timeout, None),

@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     pp.add_argument("--no-progress", action="store_true", help="no progress bar")
     pp.set_defaults(run=run_pull)
+    from medseg.cli.models_export import add_export_parser
+
+    add_export_parser(sub)
     p.set_defaults(run=run_list, json=False)
 
 

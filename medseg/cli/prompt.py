@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from medseg.cli._options import add_trust_option, positive_int, volume_choice
+from medseg.cli._options import add_runtime_option, add_trust_option, positive_int, volume_choice
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="DICOM SEG segmentation type (default: binary)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
+    add_runtime_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_trust_option(p)  # SAM checkpoints load with weights_only=True; the flag is accepted for one rule across commands
     p.add_argument("--json", action="store_true", help="print the JSON sidecar document to stdout")
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, series=args.series, device=args.device,
         extra={k: v for k, v in vars(args).items() if k != "run"},
         irregular=args.irregular, volume=args.volume, formats=formats, seg_type=args.seg_type,
+        runtime=args.runtime, threads=args.threads,
     )
     if args.json:
         json.dump(result.document, sys.stdout, indent=2)

@@ -120,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
             plan_outputs(output, args.overwrite, formats, stats=args.stats, split=args.split)
         progress = None if args.no_progress or not sys.stderr.isatty() else TqdmProgress(desc=f"{args.model}")
         predictor = load_predictor(args.model, modality=args.modality, **model_kwargs(args))
+        info = getattr(predictor, "runtime_info", None)
+        if info is not None and (info.note is not None or info.name != "torch"):
+            print(info.line(), file=sys.stderr)
         from medseg.pipeline import segment_file
 
         result = segment_file(

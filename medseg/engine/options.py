@@ -48,6 +48,9 @@ class RunOptions:
         sw_batch_size: windows per network call; ``None`` = the model's.
         stream_bytes: memory budget (bytes) of the float32 score volume: above it, sliding-window models
             without TTA stitch their windows in bounded cells (:mod:`medseg.engine.plan`).
+        runtime: ``torch`` (default here), ``openvino`` or ``auto`` (OpenVINO on the CPU when the network
+            converts, else torch with a note); the CLI and napari default to ``auto``
+            (:mod:`medseg.engine.backends`).
     """
 
     device: str = "auto"
@@ -57,6 +60,7 @@ class RunOptions:
     tta: bool | None = None
     sw_batch_size: int | None = None
     stream_bytes: int = 2**30
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         dev = self.device
@@ -71,6 +75,9 @@ class RunOptions:
         if self.sw_batch_size is not None:
             object.__setattr__(self, "sw_batch_size", check_positive_int(self.sw_batch_size, "sw_batch_size"))
         check_positive_int(self.stream_bytes, "stream_bytes")
+        from medseg.engine.backends import parse_runtime
+
+        object.__setattr__(self, "runtime", parse_runtime(self.runtime).value)
 
     @classmethod
     def build(cls, options: RunOptions | None = None, **kwargs: Any) -> RunOptions:

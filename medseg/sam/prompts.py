@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -281,6 +282,8 @@ def prompt_file(
     volume: int | str | None = None,
     formats: tuple[Any, ...] | None = None,
     seg_type: str = "binary",
+    runtime: str = "torch",
+    threads: int | None = None,
 ) -> PromptResult:
     """Read a scan, segment its prompts with LiteMedSAM, write the label map on the input grid + sidecars.
 
@@ -292,6 +295,9 @@ def prompt_file(
         volume: volume of a 4D scan (``--volume N`` or ``"mean"``); a 4D scan without it is an error.
         formats: :class:`medseg.pipeline.OutputFormat` s (DICOM ones need a DICOM input).
         seg_type: DICOM SEG type, ``"binary"`` or ``"fractional"``.
+        runtime: the image encoder's runtime, ``torch`` | ``openvino`` | ``auto`` (:mod:`medseg.engine.backends`;
+            said in one line on stderr unless torch was asked for).
+        threads: CPU threads of the OpenVINO encoder (torch's are the caller's setting).
 
     Raises:
         ReadError: unreadable scan or invalid prompts file. WriteError: bad output path.
@@ -325,6 +331,9 @@ def prompt_file(
     except ValueError as exc:
         raise ReadError(str(exc), input) from None
     sam = LiteMedSAM.load(device=device)
+    info = sam.use_runtime(runtime, threads)  # the image encoder on torch or OpenVINO (medseg.engine.backends)
+    if info.note is not None or info.name != "torch":
+        print(info.line(), file=sys.stderr)
     session = BoxSession(sam, volume, modality=modality)
     arr = run_prompts(session, items, progress)
     t_pred = time.perf_counter()
@@ -345,6 +354,7 @@ def prompt_file(
         "prompts": [p.source for p in items],
         "encoder_runs": session.encoded,
         "seconds": round(t_pred - t0, 3),
+        "runtime": info.to_dict(),
         "medseg_version": __version__,
     }
     if extra:

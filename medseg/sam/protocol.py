@@ -224,6 +224,19 @@ class LiteMedSAM:
         self.family = Family.LITEMEDSAM
         self._decoder = None  # medseg.sam.litemedsam.PromptDecoder, built on the first prompt
         self._lock = threading.Lock()
+        self.encoder = network.image_encoder  # replaced by use_runtime (OpenVINO)
+        self.runtime_info = None
+
+    def use_runtime(self, runtime: str = "auto", threads: int | None = None) -> Any:
+        """Run the image encoder on ``runtime`` (``auto`` | ``torch`` | ``openvino``, see
+        :mod:`medseg.engine.backends`); returns the :class:`~medseg.engine.backends.RuntimeInfo`."""
+        from medseg.engine.backends import select_network
+
+        self.encoder, self.runtime_info = select_network(
+            self.network.image_encoder, (1, 3, IMAGE_SIZE, IMAGE_SIZE), runtime=runtime, device=self.device,
+            precision="float32", threads=threads, fingerprint=f"{self.model_id}:image_encoder",
+            weights_sha256=None)
+        return self.runtime_info
 
     @classmethod
     def load(cls, checkpoint: str | None = None, device: str = "cpu") -> LiteMedSAM:
@@ -241,7 +254,7 @@ class LiteMedSAM:
 
         x, new = model_input(plane_u8)
         with self._lock, torch.inference_mode():
-            emb = self.network.image_encoder(torch.from_numpy(x)[None].to(self.device))
+            emb = self.encoder(torch.from_numpy(x)[None].to(self.device))
         return PlaneEmbedding(emb, tuple(plane_u8.shape), new)  # type: ignore[arg-type]
 
     def decode(

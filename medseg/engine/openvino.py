@@ -1,0 +1,425 @@
+"""The OpenVINO CPU runtime: a torch module medseg built, converted once, cached on disk, called like the module.
+
+:func:`convert_network` takes the network medseg already builds (a MONAI spec network, a bundle's state
+dict or verified TorchScript, the deepbet brain U-Nets, an nnU-Net network, the LiteMedSAM image encoder),
+converts it with ``openvino.convert_model`` on an example input and returns an :class:`OpenVINONetwork`:
+called with a ``(N, C, *spatial)`` float32 torch tensor, it returns the network's first output as a float32
+torch tensor on the CPU, the contract of the torch network inside sliding-window inference.
+
+- **Shapes.** The converted model keeps dynamic dimensions where the network allows (OpenVINO's
+  frontend marks every input dimension dynamic); it is compiled once per concrete input shape it sees
+  (a sliding window sees one or two: full and last batch) and those compiled models are kept.
+- **Cache.** The converted model is saved as OpenVINO IR (``model.xml`` + ``model.bin``) under
+  ``<medseg cache>/openvino/<key>/``, ``key`` = sha256 of the spec's fingerprint, the weights' sha256, the
+  example input shape, the OpenVINO version and the cache format. The folder is written under a temporary
+  name and renamed into place (atomic: a reader sees a whole model or none), so a second run reads the IR
+  instead of converting again (:attr:`OpenVINONetwork.cache_hit`).
+- **Threads and precision.** ``INFERENCE_NUM_THREADS`` = ``threads``; precision ``float32`` (default) sets
+  ``INFERENCE_PRECISION_HINT=f32``: OpenVINO itself would pick bfloat16 on CPUs with AMX/AVX512-BF16
+  (this project's Xeons), which is not at parity with torch float32. ``bfloat16`` is accepted only where
+  the CPU has native bf16 support.
+
+Failures are :class:`RuntimeUnavailableError` (OpenVINO not installed, not a CPU device) or
+:class:`ConversionError` (the network does not convert or compile), both :class:`~medseg.errors.ModelError`
+with one line; callers decide whether a fallback to torch is allowed (``auto``) or not (``openvino``).
+
+>>> net = convert_network(module, (1, 1, 96, 96, 96), fingerprint=fp, weights_sha256=sha)  # doctest: +SKIP
+>>> y = net(torch.zeros(4, 1, 96, 96, 96))                                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medseg.errors import ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = [
+    "CACHE_FORMAT",
+    "ConversionError",
+    "OpenVINONetwork",
+    "RuntimeUnavailableError",
+    "cache_key",
+    "check_agreement",
+    "convert_module",
+    "convert_network",
+    "openvino_cache_dir",
+    "openvino_version",
+    "ov_precision",
+]
+
+#: Bump when the layout or the conversion recipe of cached models changes (old entries are then ignored).
+CACHE_FORMAT = 1
+
+_PRECISIONS = {"auto": "f32", "float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16"}
+
+
+class RuntimeUnavailableError(ModelError):
+    """The OpenVINO runtime cannot be used here (not installed, or a non-CPU device was asked for)."""
+
+
+class ConversionError(ModelError):
+    """The network could not be converted to OpenVINO or compiled for this CPU."""
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    """OpenVINO's reason in one line (its frontends report C++ locations and a summary of failed ops)."""
+    text = str(err).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "Summary:" in lines:  # the frontend's report: "-- No conversion rule found for operations: aten::x"
+        summary = [ln.lstrip("- ").strip() for ln in lines[lines.index("Summary:") + 1:] if ln.startswith("--")]
+        if summary:
+            return "; ".join(summary)[:limit]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from src", "Check '")) and not ln.endswith(":")]
+    return (useful or lines or [type(err).__name__])[0][:limit]
+
+
+def _import_openvino() -> Any:
+    try:
+        import openvino as ov
+    except ImportError:
+        raise RuntimeUnavailableError(
+            "the OpenVINO runtime is not installed: pip install openvino (or use --runtime torch)"
+        ) from None
+    return ov
+
+
+def openvino_version() -> str | None:
+    """OpenVINO's version string (``'2026.4.1-22982-...'``), ``None`` when it is not installed."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    return str(ov.get_version())
+
+
+def openvino_cache_dir() -> Path:
+    """Where converted models live: ``$MEDSEG_CACHE/openvino`` (default ``~/.cache/medseg/openvino``)."""
+    from medseg.models.cache import cache_dir
+
+    return cache_dir() / "openvino"
+
+
+def ov_precision(precision: str) -> str:
+    """OpenVINO's ``INFERENCE_PRECISION_HINT`` for medseg's precision name.
+
+    ``auto``/``float32`` → ``f32`` (parity with torch float32); ``bfloat16`` → ``bf16``.
+
+    Raises:
+        ValueError: another name (``float16`` has no OpenVINO CPU kernel worth using here).
+    """
+    key = str(getattr(precision, "value", precision)).lower()
+    if key not in _PRECISIONS:
+        raise ValueError(f"precision must be one of auto, float32, bfloat16 for the OpenVINO runtime, got {precision!r}.")
+    return _PRECISIONS[key]
+
+
+def cache_key(fingerprint: str, weights_sha256: str | None, input_shape: Sequence[int], version: str | None = None) -> str:
+    """The cache folder name of one converted network (32 hex digits).
+
+    Args:
+        fingerprint: what identifies the network's architecture and settings (e.g. the predictor's fingerprint
+            or the spec's digest); a different network must never share a key.
+        weights_sha256: the weights' digest (``None`` for seeded/untrained weights: then the fingerprint must
+            carry a seed or another identity).
+        input_shape: the example input's shape used for the conversion.
+        version: OpenVINO's version (default: the installed one).
+    """
+    payload = {
+        "fingerprint": str(fingerprint),
+        "weights": weights_sha256,
+        "shape": [int(s) for s in input_shape],
+        "openvino": version if version is not None else openvino_version(),
+        "format": CACHE_FORMAT,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _read_cached(ov: Any, folder: Path) -> Any | None:
+    """The cached IR in ``folder`` or ``None`` (absent or unreadable: then it is converted again)."""
+    xml, bin_ = folder / "model.xml", folder / "model.bin"
+    if not (xml.is_file() and bin_.is_file()):
+        return None
+    try:
+        return ov.Core().read_model(str(xml), str(bin_))
+    except RuntimeError:
+        return None
+
+
+def _write_cache(ov: Any, model: Any, folder: Path, meta: dict[str, Any]) -> None:
+    """Save ``model`` as IR into ``folder`` atomically (temporary sibling folder, then one rename).
+
+    A concurrent writer that renamed first wins; the loser's copy is discarded. Failing to write the cache
+    (read-only disk, full disk) costs a conversion next time, never the run: it is silently skipped.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # the folder exists (another process wrote it first): keep theirs
+            pass
+    except OSError:
+        pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class OpenVINONetwork:
+    """A converted network compiled for the CPU, called like the torch module it came from.
+
+    Args:
+        model: the converted ``openvino.Model`` (dynamic or static input shape).
+        threads: ``INFERENCE_NUM_THREADS`` (``None``: OpenVINO's default, all cores).
+        precision: ``auto``/``float32`` (``f32``, default) or ``bfloat16``.
+        cache_hit: whether ``model`` was read from the disk cache (reported in provenance).
+        cache_path: the cache folder (``None`` when the cache is off).
+        convert_seconds: time spent converting or reading the IR.
+
+    Attributes:
+        compile_seconds: total time spent compiling (one compile per input shape seen).
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        threads: int | None = None,
+        precision: str = "float32",
+        cache_hit: bool = False,
+        cache_path: Path | None = None,
+        convert_seconds: float = 0.0,
+    ) -> None:
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}.")
+        self._ov = _import_openvino()
+        self.hint = ov_precision(precision)
+        if self.hint == "bf16" and not _cpu_has_bf16(self._ov):
+            raise RuntimeUnavailableError("this CPU has no native bfloat16 support: use precision float32")
+        self.model = model
+        self.threads = threads
+        self.cache_hit = bool(cache_hit)
+        self.cache_path = cache_path
+        self.convert_seconds = float(convert_seconds)
+        self.compile_seconds = 0.0
+        self._core = self._ov.Core()
+        self._compiled: dict[tuple[int, ...], tuple[Any, Any]] = {}
+
+    # torch-module surface used by medseg's engine -------------------------------------------------------
+    def eval(self) -> OpenVINONetwork:
+        return self
+
+    def to(self, *_: Any, **__: Any) -> OpenVINONetwork:
+        return self
+
+    def parameters(self):  # noqa: D401 - no torch parameters
+        return iter(())
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The compile configuration (threads, precision hint, latency mode)."""
+        cfg: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.hint, "PERFORMANCE_HINT": "LATENCY"}
+        if self.threads is not None:
+            cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
+        return cfg
+
+    def describe(self) -> dict[str, Any]:
+        """The provenance ``runtime`` object: name, version, precision, device, cache hit/miss, threads."""
+        return {
+            "name": "openvino",
+            "version": openvino_version(),
+            "precision": "float32" if self.hint == "f32" else "bfloat16",
+            "device": "cpu",
+            "threads": self.threads,
+            "cache": "hit" if self.cache_hit else "miss",
+        }
+
+    def compiled_for(self, shape: Sequence[int]) -> tuple[Any, Any]:
+        """The compiled model and its infer request for one concrete input shape (compiled on first use).
+
+        Raises:
+            ConversionError: the network cannot take this shape (a static model, or sizes it rejects).
+        """
+        key = tuple(int(s) for s in shape)
+        hit = self._compiled.get(key)
+        if hit is not None:
+            return hit
+        t0 = time.perf_counter()
+        model = self.model
+        if model.inputs[0].get_partial_shape().is_dynamic:
+            model = model.clone()
+            try:
+                model.reshape({model.inputs[0]: self._ov.PartialShape(list(key))})
+            except RuntimeError as err:
+                raise ConversionError(f"the converted network does not take input shape {list(key)}: {_first_line(err)}") from None
+        try:
+            compiled = self._core.compile_model(model, "CPU", self.config)
+        except RuntimeError as err:
+            raise ConversionError(f"OpenVINO cannot compile the network for input {list(key)}: {_first_line(err)}") from None
+        pair = (compiled, compiled.create_infer_request())
+        self._compiled[key] = pair
+        self.compile_seconds += time.perf_counter() - t0
+        return pair
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(N, C, *spatial)`` torch tensor → the first output, float32 torch tensor on the CPU."""
+        import numpy as np
+        import torch
+
+        if x.device.type != "cpu":
+            raise RuntimeUnavailableError(f"the OpenVINO runtime runs on the CPU; got a tensor on {x.device}")
+        arr = np.ascontiguousarray(x.detach().to(torch.float32).numpy())
+        n = arr.shape[0]
+        # a smaller last batch of windows reuses a model compiled for a larger batch (zero-padded), not a new compile
+        bigger = [k for k in self._compiled if k[1:] == arr.shape[1:] and k[0] > n]
+        if arr.shape not in self._compiled and bigger:
+            pad = np.zeros((min(bigger)[0] - n, *arr.shape[1:]), dtype=np.float32)
+            arr = np.concatenate([arr, pad])
+        compiled, request = self.compiled_for(arr.shape)
+        try:
+            out = request.infer({0: arr})
+        except RuntimeError as err:
+            raise ConversionError(f"OpenVINO inference failed on input {list(arr.shape)}: {_first_line(err)}") from None
+        return torch.from_numpy(np.array(out[compiled.output(0)][:n], dtype=np.float32, copy=True))
+
+    def __repr__(self) -> str:
+        shape = self.model.inputs[0].get_partial_shape()
+        return f"OpenVINONetwork(input={shape}, precision={self.hint}, threads={self.threads}, cache={'hit' if self.cache_hit else 'miss'})"
+
+
+def _cpu_has_bf16(ov: Any) -> bool:
+    try:
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except RuntimeError:  # pragma: no cover - property missing in an old OpenVINO
+        return False
+
+
+def convert_module(module: Any, example_shape: Sequence[int]) -> Any:
+    """``openvino.convert_model`` on a torch module (``nn.Module`` or TorchScript) with a zero example input.
+
+    Raises:
+        RuntimeUnavailableError: OpenVINO is not installed.
+        ConversionError: the frontend cannot convert it (one line: OpenVINO's reason).
+    """
+    import warnings
+
+    import torch
+
+    ov = _import_openvino()
+    example = torch.zeros(tuple(int(s) for s in example_shape), dtype=torch.float32)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about data-dependent control flow
+            return ov.convert_model(module, example_input=example)
+    except Exception as err:  # noqa: BLE001 - the frontends raise many types (tracing, op support)
+        raise ConversionError(f"OpenVINO cannot convert {type(module).__name__}: {_first_line(err)}") from None
+
+
+def convert_network(
+    module: Any,
+    example_shape: Sequence[int],
+    *,
+    fingerprint: str,
+    weights_sha256: str | None,
+    threads: int | None = None,
+    precision: str = "float32",
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    verify: bool = True,
+) -> OpenVINONetwork:
+    """Convert ``module`` (or read it from the on-disk cache) and return it as an :class:`OpenVINONetwork`.
+
+    Args:
+        module: the torch network in eval mode, on the CPU (``nn.Module`` or ``torch.jit.ScriptModule``).
+        example_shape: ``(N, C, *spatial)`` of a representative input (the sliding window's
+            ``(sw_batch_size, C, *roi_size)``, the whole-volume input, ``(1, 3, 256, 256)`` for the SAM encoder).
+        fingerprint: identity of the network and its settings (part of the cache key).
+        weights_sha256: digest of the weights (part of the cache key).
+        threads: inference threads (``None``: OpenVINO's default).
+        precision: ``auto``/``float32`` (default) or ``bfloat16``.
+        cache: read and write the on-disk cache.
+        cache_dir: cache root (default :func:`openvino_cache_dir`).
+        verify: on a cache miss, run torch and OpenVINO once on a seeded random input of ``example_shape``
+            and refuse a conversion that disagrees (:func:`check_agreement`) before caching it. Tracing
+            can bake data-dependent Python code into constants; this catches it.
+
+    Raises:
+        RuntimeUnavailableError: OpenVINO missing.
+        ConversionError: the network does not convert.
+        ValueError: a bad ``example_shape``, ``threads`` or ``precision``.
+    """
+    shape = tuple(int(s) for s in example_shape)
+    if len(shape) < 3 or any(s < 1 for s in shape):
+        raise ValueError(f"example_shape must be (N, C, *spatial) with positive sizes, got {tuple(example_shape)}.")
+    ov_precision(precision)
+    ov = _import_openvino()
+    folder = None
+    t0 = time.perf_counter()
+    model = None
+    if cache:
+        root = Path(cache_dir) if cache_dir is not None else openvino_cache_dir()
+        folder = root / cache_key(fingerprint, weights_sha256, shape)
+        model = _read_cached(ov, folder)
+    hit = model is not None
+    if model is None:
+        model = convert_module(module, shape)
+    net = OpenVINONetwork(model, threads=threads, precision=precision, cache_hit=hit, cache_path=folder)
+    net.compiled_for(shape)  # compiled now: loading, not the first forward pass, pays for it
+    if not hit:
+        if verify:
+            check_agreement(module, net, shape)
+        if folder is not None:
+            meta = {"fingerprint": fingerprint, "weights_sha256": weights_sha256, "input_shape": list(shape),
+                    "openvino": openvino_version(), "format": CACHE_FORMAT, "module": type(module).__name__}
+            _write_cache(ov, model, folder, meta)
+    net.convert_seconds = time.perf_counter() - t0
+    return net
+
+
+def check_agreement(module: Any, net: OpenVINONetwork, shape: Sequence[int], seed: int = 0) -> dict[str, float]:
+    """Run ``module`` (torch) and ``net`` (OpenVINO) on one seeded ``N(0, 1)`` input of ``shape``; compare.
+
+    Accepted: mean absolute difference <= 1e-3 x (mean absolute torch output + 1e-6) and, for outputs with
+    several channels, argmax over channels equal on >= 99.9 % of positions (random inputs make near-ties
+    that real images rarely have; the parity tests hold converted networks to 99.99 % on structured input).
+
+    Returns:
+        ``{"max_abs": .., "mean_abs": .., "argmax_equal": ..}``.
+
+    Raises:
+        ConversionError: the converted network disagrees with torch (shapes or values).
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(tuple(int(s) for s in shape), generator=gen)
+    with torch.no_grad():
+        ref = module(x)
+    ref = (ref[0] if isinstance(ref, (tuple, list)) else ref).float()
+    out = net(x)
+    if tuple(out.shape) != tuple(ref.shape):
+        raise ConversionError(f"the converted network returns shape {list(out.shape)}, torch {list(ref.shape)}")
+    diff = (out - ref).abs()
+    mean_abs, scale = float(diff.mean()), float(ref.abs().mean())
+    agree = float((out.argmax(1) == ref.argmax(1)).float().mean()) if ref.ndim > 2 and ref.shape[1] > 1 else 1.0
+    if not mean_abs <= 1e-3 * (scale + 1e-6) or agree < 0.999:
+        raise ConversionError(
+            f"the converted network disagrees with torch (mean abs difference {mean_abs:.3g} for outputs of mean "
+            f"magnitude {scale:.3g}, argmax equal on {100 * agree:.3f} %)"
+        )
+    return {"max_abs": float(diff.max()), "mean_abs": mean_abs, "argmax_equal": agree}
