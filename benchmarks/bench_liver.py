@@ -15,7 +15,7 @@ example_mr_sm.nii.gz        example_seg_mr.nii.gz
 
 ``--lits`` adds the LiTS case 117 crop carried by the ``liver-ct-segmentation-package`` 1.6.0 wheel
 (``data/img_117.mrc`` HU, ``data/lab_117.mrc`` liver 1 / tumour 2, 128^3, no voxel size in the file; read by
-``tests/liver_data.py``: the array as stored is LPS): it is written as NIfTI with ``--lits-spacing`` (default
+``perfkit/liver_data.py``: the array as stored is LPS): it is written as NIfTI with ``--lits-spacing`` (default
 1.3 1.3 1.5 mm, our estimate from the anatomy) and run through ``liver-lesions``; liver (liver + tumour) and
 tumour Dice are reported. Run::
 
@@ -99,7 +99,7 @@ def lits(tmp: Path, threads: int, spacing: list[float]) -> dict:
     import nibabel as nib
 
     sys.path.insert(0, str(ROOT))
-    from tests.liver_data import lits117
+    from perfkit.liver_data import lits117
 
     img, lab, aff = lits117(tmp / "lits", tuple(spacing))
     nib.save(nib.Nifti1Image(img, aff), str(tmp / "lits117.nii.gz"))

@@ -122,7 +122,7 @@ def main() -> int:
     import nibabel as nib
     import torch
 
-    from tests.nnunet.nnunet_folder import PLAIN_ARCH, ct_intensity_properties, make_results_folder
+    from perfkit.nnunet_folder import PLAIN_ARCH, ct_intensity_properties, make_results_folder
 
     torch.set_num_threads(args.threads)
     ref_img = np.asanyarray(nib.load(DATA / "example_ct_sm.nii.gz").dataobj)

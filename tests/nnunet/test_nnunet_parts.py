@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from .nnunet_folder import PLAIN_ARCH, RESENC_ARCH, make_results_folder
+from perfkit.nnunet_folder import PLAIN_ARCH, RESENC_ARCH, make_results_folder
 
 PROPS = {"mean": 40.0, "std": 300.0, "percentile_00_5": -1000.0, "percentile_99_5": 1500.0,
          "max": 3000.0, "min": -1024.0, "median": 30.0}

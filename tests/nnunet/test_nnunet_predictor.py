@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from .nnunet_folder import PLAIN_ARCH, ct_intensity_properties, make_results_folder
+from perfkit.nnunet_folder import PLAIN_ARCH, ct_intensity_properties, make_results_folder
 
 CT = "TotalSegmentator/tests/reference_files/example_ct_sm.nii.gz"
 LABELS = {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}

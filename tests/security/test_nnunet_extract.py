@@ -13,7 +13,7 @@ def test_extracted_checkpoint_changed_later_is_refused(tmp_path):
     from medseg.errors import ModelError
     from medseg.models.loaders import safe_extract_results_folder
     from medseg.models.trust import member_records
-    from tests.nnunet.nnunet_folder import ct_intensity_properties, make_results_folder
+    from perfkit.nnunet_folder import ct_intensity_properties, make_results_folder
 
     props = ct_intensity_properties(np.random.default_rng(0).normal(40, 200, 2000))
     folder = make_results_folder(tmp_path / "res", labels={"background": 0, "a": 1}, intensity_properties=props,

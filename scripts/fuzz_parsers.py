@@ -1,4 +1,4 @@
-"""Long run of the config-parser fuzzer: ``python benchmarks/fuzz_parsers.py --cases 5000 --seed 1``.
+"""Long run of the config-parser fuzzer: ``python scripts/fuzz_parsers.py --cases 5000 --seed 1``.
 
 Prints, per parser (model specs, MONAI bundle configs, nnU-Net plans/dataset.json): inputs, clean errors
 (medseg's own), successes and failures by kind (any other exception, multi-line errors, over 10 s).
