@@ -34,6 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--sample", action="store_true", help="segment the bundled sample MRI (offline demo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true",
+                   help="print the sidecar document (OUT.json: labels, volumes, warnings, runtime, timings) to stdout "
+                   "instead of the summary lines")
     p.set_defaults(run=run)
 
 
@@ -150,16 +153,19 @@ def run(args: argparse.Namespace) -> int:
 
             send = [p for k, p in result.extra_outputs.items() if k in ("seg", "rtstruct")]
             stored = store_files(ref.base, send, dicomweb_auth(args))
-    print(f"wrote {result.output} ({result.seconds:.1f} s, model {result.model})")
+    if args.json:  # stdout carries the document only; the file list goes to stderr
+        sys.stdout.write(result.sidecars["json"].read_text(encoding="utf-8").rstrip("\n") + "\n")
+    out = sys.stderr if args.json else sys.stdout
+    print(f"wrote {result.output} ({result.seconds:.1f} s, model {result.model})", file=out)
     for kind, path in result.extra_outputs.items():
         if not kind.startswith("split:"):
-            print(f"wrote {path}")
+            print(f"wrote {path}", file=out)
     if args.split:
-        print(f"wrote {sum(k.startswith('split:') for k in result.extra_outputs)} per-label files")
+        print(f"wrote {sum(k.startswith('split:') for k in result.extra_outputs)} per-label files", file=out)
     if stored:
-        print(f"stored {len(stored)} object(s) on {ref.base}")  # type: ignore[union-attr]
+        print(f"stored {len(stored)} object(s) on {ref.base}", file=out)  # type: ignore[union-attr]
     for name, ml in result.volumes_ml.items():
-        print(f"  {name}: {ml:.2f} mL")
+        print(f"  {name}: {ml:.2f} mL", file=out)
     for warning in result.warnings:
         print(f"medseg segment: warning: {warning}", file=sys.stderr)
     return 0

@@ -18,12 +18,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 STAGES = {"load", "read", "preprocess", "network", "export", "write"}
 
 
-def _segment(tmp_path, runtime, name, cache):
+def _segment(tmp_path, runtime, name, cache, *extra):
     env = {**os.environ, "PYTHONPATH": REPO, "MEDSEG_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     env.pop("MEDSEG_RUNTIME", None)
     out = tmp_path / f"{name}.nii.gz"
     r = subprocess.run([sys.executable, "-m", "medseg", "segment", "--sample", "--runtime", runtime, "--threads", "2",
-                        "--no-progress", "-o", str(out)], capture_output=True, text=True, env=env)
+                        "--no-progress", "-o", str(out), *extra], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     return r, json.loads((tmp_path / f"{name}.json").read_text()), np.asarray(nib.load(out).dataobj)
 
@@ -31,7 +31,9 @@ def _segment(tmp_path, runtime, name, cache):
 def test_sample_openvino_matches_torch(tmp_path):
     cache = tmp_path / "cache"
     r_ov, doc_ov, ov = _segment(tmp_path, "openvino", "ov", cache)
-    r_t, doc_t, t = _segment(tmp_path, "torch", "torch", cache)
+    r_t, doc_t, t = _segment(tmp_path, "torch", "torch", cache, "--json")
+    assert json.loads(r_t.stdout) == doc_t  # --json: stdout is the sidecar document, the file list on stderr
+    assert "wrote " in r_t.stderr and "brain:" in r_t.stderr
     # measured with 2 threads: 99.9966 % (56 voxels); with 1 thread OpenVINO's deepbet output drifts more
     # (99.981 %, see README "CPU runtime"): the check's 2-core setting is what this pins
     assert float((ov == t).mean()) >= 0.9999
