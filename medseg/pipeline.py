@@ -443,8 +443,11 @@ def segment_case(
     mismatch = check_modality(volume, predictor.spec, force=force, modality=modality)
     labels = select_labels(predictor.predict(volume, progress=progress), roi)
     volumes_ml = label_volumes_ml(labels)
+    spec = predictor.spec
+    expected = {lab.name: spec.volume_ranges_ml[lab.id] for lab in labels.labels
+                if lab.id in getattr(spec, "volume_ranges_ml", {})}
     return Segmentation(labels, volumes_ml, (mismatch,) if mismatch else (),
-                        tuple(result_warnings(predictor.spec.name, volumes_ml)))
+                        tuple(result_warnings(spec.name, volumes_ml, expected)))
 
 
 def provenance_record(
