@@ -195,6 +195,7 @@ class _Item:
     labels: Any = None
     provenance: dict[str, Any] = field(default_factory=dict)
     volumes_ml: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -295,7 +296,7 @@ def run_local(
                             item.labels, item.planned.output, item.provenance, overwrite=item.planned.overwrite,
                             formats=settings.output_formats(), stats=settings.stats, split=settings.split,
                             source=case.path, series=case.series, algorithm=algorithm_info(predictor),
-                            image=item.volume, seg_type=settings.seg_type, make_parents=True,
+                            image=item.volume, seg_type=settings.seg_type, make_parents=True, quality=item.quality,
                         )
                         item.seconds += time.perf_counter() - t0
                         state.mark_done(item.planned.case.key, item.planned.output, item.seconds, item.volumes_ml)
@@ -329,7 +330,7 @@ def run_local(
                                        modality=settings.modality)
                     for warning in seg.input_warnings:
                         log.warning("%s: %s", item.volume.source.path, warning)
-                    item.labels, item.volumes_ml = seg.labels, seg.volumes_ml
+                    item.labels, item.volumes_ml, item.quality = seg.labels, seg.volumes_ml, seg.quality
                     item.provenance = provenance_record(
                         item.planned.case.path, item.volume, predictor, modality=settings.modality,
                         warnings=seg.warnings, roi=settings.roi,
