@@ -71,3 +71,7 @@ def test_brain_model_on_abdominal_ct_is_flagged_in_batch(shared_data, tmp_path):
     assert "outside the plausible" not in t1["warnings"]
     side = json.loads((out / ct["output"]).with_suffix("").with_suffix(".json").read_text())
     assert any("outside the plausible" in w for w in side.get("provenance", side)["warnings"])
+    for row in (ct, t1):  # the quality score: in the summary (sortable) and next to volume_ml in the sidecar
+        assert row["min_quality_label"] == "brain" and 0.0 <= float(row["min_quality"]) <= 1.0
+    brain = next(lab for lab in side["labels"] if lab["name"] == "brain")
+    assert brain["quality"] == pytest.approx(float(ct["min_quality"]), abs=1e-4) and "volume_ml" in brain
