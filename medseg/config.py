@@ -55,8 +55,8 @@ A spec has these sections (see ``configs/*.yaml`` for complete examples)::
       invert: probabilities        # resample probabilities (linear) or labels (nearest) to the source grid
       postprocess: {largest_component: false, fill_holes: false, min_size_mm3: 0}
       smooth_sigma: 0              # Gaussian blur (voxels) of the raw outputs on the working grid
-    labels:
-      - {id: 1, name: spleen, color: [157, 108, 162]}
+    labels:                        # volume_ml (optional): plausible [low, high] mL, outside = a warning
+      - {id: 1, name: spleen, color: [157, 108, 162], volume_ml: [30, 2000]}
 """
 
 from __future__ import annotations
