@@ -14,7 +14,7 @@ from medseg.cli import main
 from medseg.config import load_spec
 from medseg.errors import ModelError
 from medseg.input_checks import result_warnings
-from medseg.registry import resolve_model
+from medseg.models.registry import resolve_model
 
 REF = Path("TotalSegmentator/tests/reference_files")
 
