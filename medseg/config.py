@@ -55,8 +55,8 @@ A spec has these sections (see ``configs/*.yaml`` for complete examples)::
       invert: probabilities        # resample probabilities (linear) or labels (nearest) to the source grid
       postprocess: {largest_component: false, fill_holes: false, min_size_mm3: 0}
       smooth_sigma: 0              # Gaussian blur (voxels) of the raw outputs on the working grid
-    labels:
-      - {id: 1, name: spleen, color: [157, 108, 162]}
+    labels:                        # volume_ml (optional): plausible [low, high] mL, outside = a warning
+      - {id: 1, name: spleen, color: [157, 108, 162], volume_ml: [30, 2000]}
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from enum import Enum
 from os import PathLike
 from pathlib import Path
@@ -349,6 +349,10 @@ class ModelSpec:
     reference: str = spec_field("", check=lambda v, p: _str(v, p))
     pipeline: Mapping[str, Any] | None = None  # a model-specific pipeline (medseg.liver), e.g. {kind: liver}
     source_path: str | None = spec_field(None, internal=True)
+    #: plausible volume of a label in mL, ``{label id: (low, high)}`` from ``labels[i].volume_ml``: a result
+    #: outside it is a warning (:func:`medseg.input_checks.result_warnings`), never an error. Not part of
+    #: :meth:`to_dict` (it changes no output, so no fingerprint).
+    volume_ranges_ml: Mapping[int, tuple[float, float]] = spec_field(factory=dict, internal=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (enums as values) for provenance and fingerprints."""
@@ -364,6 +368,7 @@ class ModelSpec:
 
         d = conv(asdict(self))
         d.pop("source_path", None)
+        d.pop("volume_ranges_ml", None)
         for w in (d["weights"], (d["input"].get("localize") or {}).get("weights") or {}):
             w.pop("base_dir", None)  # file locations: not part of what the spec computes
             w.pop("mirrors", None)
@@ -749,7 +754,7 @@ def _labels(v: Any, path: str) -> tuple[Label, ...]:
     seen: set[int] = set()
     for i, d in enumerate(v):
         p = f"{path}[{i}]"
-        _check_keys(d, p, set(_keys(Label)), _required(Label))
+        _check_keys(d, p, set(_keys(Label)) | {"volume_ml"}, _required(Label))  # volume_ml: ModelSpec.volume_ranges_ml
         lid = _int(d["id"], f"{p}.id", 1)
         if lid in seen:
             raise _err(f"{p}.id", f"duplicate label id {lid}")
@@ -764,6 +769,23 @@ def _labels(v: Any, path: str) -> tuple[Label, ...]:
             raise _err(f"{p}.color", f"must be [r, g, b] integers 0-255, got {color!r}")
         out.append(Label(lid, name, tuple(color)))  # type: ignore[arg-type]
     return tuple(out)
+
+
+def _volume_ranges(v: Any, path: str) -> dict[int, tuple[float, float]]:
+    """``labels[i].volume_ml: [low, high]`` (mL, ``0 <= low < high``) by label id (labels already checked)."""
+    out: dict[int, tuple[float, float]] = {}
+    for i, d in enumerate(v if isinstance(v, list) else ()):
+        r = d.get("volume_ml") if isinstance(d, Mapping) else None
+        if r is None:
+            continue
+        p = f"{path}[{i}].volume_ml"
+        if not isinstance(r, list) or len(r) != 2:
+            raise _err(p, f"must be [low, high] in mL, got {r!r}")
+        lo, hi = _num(r[0], f"{p}[0]", 0.0), _num(r[1], f"{p}[1]", 0.0)
+        if not lo < hi:
+            raise _err(p, f"low must be below high, got {r!r}")
+        out[int(d["id"])] = (float(lo), float(hi))
+    return out
 
 
 def _default_color(i: int) -> list[int]:
@@ -837,7 +859,9 @@ def spec_from_dict(d: Mapping[str, Any], base_dir: str | None = None, source_pat
                 raise _err(f"output.channel_labels[{i}][1]", f"label id {lid} is not in labels")
     if inp.resize is not None and inp.spacing is not None:
         raise _err("input.resize", "give either a target spacing or a fixed resize shape, not both")
-    return spec
+    ranges = _volume_ranges(d["labels"], "labels")
+    return replace(spec, volume_ranges_ml=ranges) if ranges else spec
+
 
 def load_spec(path_or_dict: str | PathLike[str] | Mapping[str, Any]) -> ModelSpec:
     """Load and validate a model spec from a YAML file or a mapping.

@@ -4,7 +4,8 @@
   :func:`check_channels` refuses a 4D scan for a one-channel model before any model loads.
 * :func:`check_modality` compares the model's modality with the scan's (DICOM Modality, else the one
   intensity rule in :mod:`medseg.modality`) and refuses a mismatch unless ``--force`` is given.
-* :func:`result_warnings` flags results a reviewer should look at first (nothing found).
+* :func:`result_warnings` flags results a reviewer should look at first: nothing found, or a structure whose
+  volume is outside the range its spec declares plausible (``labels[i].volume_ml``).
 
 Every message is in command-line syntax (``--volume``, ``--force``), since that is where users meet it.
 """
@@ -147,8 +148,27 @@ def check_modality(volume: Volume, spec: ModelSpec, force: bool = False, modalit
     raise InputError(f"{message}; {hint}", volume.source.path)
 
 
-def result_warnings(model: str, volumes_ml: Mapping[str, float]) -> list[str]:
-    """Warnings about a result a reviewer should see: today, a model that found nothing at all."""
+def result_warnings(
+    model: str, volumes_ml: Mapping[str, float], expected_ml: Mapping[str, tuple[float, float]] | None = None
+) -> list[str]:
+    """Warnings about a result a reviewer should see (never errors).
+
+    Args:
+        model: the model's name (for the message).
+        volumes_ml: volume of each structure found, by label name.
+        expected_ml: plausible ``(low, high)`` volume in mL by label name (a spec's ``labels[i].volume_ml``);
+            a structure found outside it is flagged. Absent structures are not (a scan may not show them);
+            a model that found nothing at all is.
+
+    >>> result_warnings("brain-mri", {"brain": 13123.8}, {"brain": (800.0, 2200.0)})
+    ['brain: 13123.8 mL is outside the plausible 800-2200 mL of model brain-mri: check the scan and the result']
+    """
     if not volumes_ml or not any(v > 0 for v in volumes_ml.values()):
         return [f"model {model} found nothing in this scan: check that the scan shows what the model segments"]
-    return []
+    out = []
+    for name, (lo, hi) in (expected_ml or {}).items():
+        v = volumes_ml.get(name, 0.0)
+        if v > 0 and not lo <= v <= hi:
+            out.append(f"{name}: {v:.1f} mL is outside the plausible {lo:g}-{hi:g} mL of model {model}: "
+                       "check the scan and the result")
+    return out

@@ -253,6 +253,7 @@ def _write_planned(
     image: Volume | None,
     seg_type: str,
     overwrite: bool,
+    quality: dict[str, float] | None = None,
 ) -> dict[str, Path]:
     """Build every output of ``plan`` in memory, write each to a hidden temporary file, then rename them all."""
     import json
@@ -262,7 +263,7 @@ def _write_planned(
     from medseg.labels import label_volumes_ml
 
     volumes = label_volumes_ml(labels)
-    texts = render_sidecars(labels, plan.label_map.name, volumes, provenance)
+    texts = render_sidecars(labels, plan.label_map.name, volumes, provenance, quality)
     blobs: dict[str, tuple[Path, Any]] = {}
     if plan.dicom:
         from medseg.io.dicom_seg import AlgorithmInfo, build_seg, load_source
@@ -349,6 +350,7 @@ def write_segmentation(
     image: Volume | None = None,
     seg_type: str = "binary",
     make_parents: bool = False,
+    quality: dict[str, float] | None = None,
 ) -> dict[str, Path]:
     """Write a label map and everything that goes with it, all or nothing: the label map, its sidecars
     (``.json`` with ``provenance``, ``.ctbl``, ``.txt``) and, on request, the DICOM SEG, the RTSTRUCT, the
@@ -373,6 +375,8 @@ def write_segmentation(
         image: the scan, for intensity statistics.
         seg_type: ``"binary"`` (default) or ``"fractional"``.
         make_parents: create the label map's missing parent folders first.
+        quality: per-structure quality scores (:attr:`Segmentation.quality`), written next to each label's
+            ``volume_ml`` in the JSON sidecar.
 
     Returns:
         ``{kind: path}`` of every file written (kinds: ``label_map``, ``json``, ``ctbl``, ``txt``, ``seg``,
@@ -385,7 +389,7 @@ def write_segmentation(
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     plan = plan_outputs(path, overwrite, tuple(formats), stats=stats, split=split)
     return _write_planned(labels, plan, provenance, source=source, series=series, algorithm=algorithm, image=image,
-                          seg_type=seg_type, overwrite=overwrite)
+                          seg_type=seg_type, overwrite=overwrite, quality=quality)
 
 
 def read_case(
@@ -412,7 +416,10 @@ class Segmentation:
     labels: Volume
     volumes_ml: dict[str, float]
     input_warnings: tuple[str, ...] = ()  # the scan does not fit the model (e.g. modality, with ``force``)
-    result_warnings: tuple[str, ...] = ()  # the result looks wrong (e.g. nothing found)
+    result_warnings: tuple[str, ...] = ()  # the result looks wrong (e.g. nothing found, implausible volume)
+    #: label name -> quality score (mean decision margin, 0..1, higher = more confident; README "Quality
+    #: score") of each structure found, when the predictor measures it (``last_quality``)
+    quality: dict[str, float] = field(default_factory=dict)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -443,8 +450,14 @@ def segment_case(
     mismatch = check_modality(volume, predictor.spec, force=force, modality=modality)
     labels = select_labels(predictor.predict(volume, progress=progress), roi)
     volumes_ml = label_volumes_ml(labels)
+    spec = predictor.spec
+    expected = {lab.name: spec.volume_ranges_ml[lab.id] for lab in labels.labels
+                if lab.id in getattr(spec, "volume_ranges_ml", {})}
+    measured = getattr(predictor, "last_quality", None) or {}
+    quality = {lab.name: float(measured[lab.id]) for lab in labels.labels
+               if lab.id in measured and volumes_ml.get(lab.name, 0.0) > 0}
     return Segmentation(labels, volumes_ml, (mismatch,) if mismatch else (),
-                        tuple(result_warnings(predictor.spec.name, volumes_ml)))
+                        tuple(result_warnings(spec.name, volumes_ml, expected)), quality)
 
 
 def provenance_record(
@@ -569,7 +582,7 @@ def segment_file(
     written = write_segmentation(
         seg.labels, output, provenance, overwrite=overwrite, formats=fmts, stats=stats, split=split, source=input,
         series=series, algorithm=algorithm_info(predictor), image=volume, seg_type=seg_type,
-        make_parents=make_parents,
+        make_parents=make_parents, quality=seg.quality,
     )
     label_map = written["label_map"]
     t_end = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medseg.config import InferMode, LocalizeSpec, ModelSpec
-from medseg.engine.decision import Decision
+from medseg.engine.decision import Decision, Margins
 from medseg.engine.options import RunOptions
 from medseg.engine.protocol import Predictor as PredictorProtocol
 from medseg.engine.protocol import label_volume
@@ -137,7 +137,9 @@ class Predictor:
     """Runs one MONAI-style model spec on volumes (implements :class:`medseg.engine.protocol.Predictor`).
 
     Stages: :meth:`preprocess`, :meth:`predict_scores` (:meth:`predict_logits` per flip), :meth:`postprocess`;
-    :meth:`plan` decides the stitching and the way back for one volume.
+    :meth:`plan` decides the stitching and the way back for one volume. After :meth:`predict`,
+    ``last_quality`` holds ``{label id: quality score}`` of that volume (mean decision margin, 0..1, see
+    :class:`medseg.engine.decision.Margins`; empty when the scores are not probabilities).
 
     Args:
         spec: the model spec.
@@ -173,6 +175,7 @@ class Predictor:
         elif opts.tta is True and not inferer.tta_flips:
             inferer = replace(inferer, tta_flips=((0,), (1,), (2,)))
         self.spec = replace(spec, inferer=inferer)
+        self.last_quality: dict[int, float] = {}
         self.decision = Decision.for_output(spec.output, spec.labels)
         self.device = resolve_device(opts.device)
         self.precision = opts.precision.value
@@ -390,7 +393,9 @@ class Predictor:
 
         return plan_inference(self.spec, pre, self.options.stream_bytes)
 
-    def postprocess(self, result: Any, pre: Preprocessed, plan: InferencePlan | None = None) -> Volume:
+    def postprocess(
+        self, result: Any, pre: Preprocessed, plan: InferencePlan | None = None, margins: Margins | None = None
+    ) -> Volume:
         """Stitched result → cleaned label map on the source grid (exact shape and affine).
 
         ``result`` is what ``plan`` (default: :meth:`plan` of ``pre``, i.e. the full scores of
@@ -400,7 +405,7 @@ class Predictor:
         from medseg.engine.export import export_labels
 
         plan = plan or self.plan(pre)
-        labels = export_labels(result, plan, pre, self.decision, self.spec.output.postprocess)
+        labels = export_labels(result, plan, pre, self.decision, self.spec.output.postprocess, margins)
         return label_volume(labels, pre.geometry, pre.source, self)
 
     def predict(self, volume: Volume, progress: ProgressFn | None = None) -> Volume:
@@ -417,16 +422,19 @@ class Predictor:
         progress = progress or self.progress
         t0 = time.perf_counter()
         self._localizer_seconds = 0.0
+        margins = Margins()
+        self.last_quality = {}
         pre = self.preprocess(volume)
         plan = self.plan(pre)
         t1 = time.perf_counter()
         loc = self._localizer_seconds  # the localiser's forward pass is network time, not preprocessing
         if plan.stitch is Stitch.CELLS:
-            result = self._predict_cells(pre, plan, progress)
+            result = self._predict_cells(pre, plan, progress, margins)
         else:
             result = self.predict_scores(pre.x, progress=progress)
         t2 = time.perf_counter()
-        labels = self.postprocess(result, pre, plan)
+        labels = self.postprocess(result, pre, plan, margins)
+        self.last_quality = margins.mean()
         # streamed plans resample finished cells to the source grid while stitching: that is in "network"
         self.timings = {"load": self.timings.get("load", 0.0), "preprocess": t1 - t0 - loc, "network": loc + t2 - t1,
                         "export": time.perf_counter() - t2}
@@ -437,7 +445,9 @@ class Predictor:
     #: e.g. 512 x 512 x 512. Coordinates then carry float32 rounding (~1e-4 voxel at index 1000).
     float64_voxels: int = 2**27
 
-    def _predict_cells(self, pre: Preprocessed, plan: InferencePlan, progress: ProgressFn | None) -> np.ndarray:
+    def _predict_cells(
+        self, pre: Preprocessed, plan: InferencePlan, progress: ProgressFn | None, margins: Margins | None = None
+    ) -> np.ndarray:
         """The bounded stitching of ``plan`` (:mod:`medseg.infer.slab`): labels on the working grid, or on the
         source grid when the plan resamples probabilities along axis maps."""
         from medseg.engine.runtime import torch_settings
@@ -457,6 +467,7 @@ class Predictor:
             return stream_decide(
                 pre.x, self.network, inf, self.spec.output.activation, self.decision, sw_device=self.device,
                 autocast_ctx=self._autocast, progress=step, order=plan.order, invert_to=invert_to,
+                margins=margins,
             )
 
 

@@ -34,7 +34,7 @@ from medseg.errors import MedsegError, ReadError
 from medseg.batch.naming import series_label
 
 __all__ = [
-    "CaseFilter", "filter_cases", "CaseKind", "Case", "Discovery", "Entry", "discover_cases", "IMAGE_SUFFIXES",
+    "CaseFilter", "filter_cases", "group_channel_files", "CaseKind", "Case", "Discovery", "Entry", "discover_cases", "IMAGE_SUFFIXES",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,18 @@ class Case:
     description: str | None = None
     problem: str | None = None
     note: str | None = None  # e.g. read through a symlink leaving INPUT_DIR (shown in the summary)
+    #: an nnU-Net case (``CASE_0000 .. CASE_000N``, :func:`group_channel_files`): its files in channel order
+    channel_files: tuple[Path, ...] = ()
+
+    @property
+    def naming_rel(self) -> PurePosixPath:
+        """The path its output is named from: ``rel``, or ``folder/CASE.nii.gz`` for an nnU-Net case."""
+        if not self.channel_files:
+            return self.rel
+        from medseg.channels import NNUNET_CHANNEL
+
+        m = NNUNET_CHANNEL.match(self.rel.name)
+        return self.rel.with_name(m.group("case") + m.group("suffix")) if m else self.rel
 
     @property
     def display(self) -> str:
@@ -429,6 +441,53 @@ def _label_file_reason(path: Path) -> str | None:
     except MedsegError:
         return None  # unreadable: the case runs and fails with the reader's message
     return None if reason is None else f"label map, not a scan ({reason}); add --keep-label-files to segment it"
+
+
+def group_channel_files(found: Discovery, channels: int, model: str = "the model") -> Discovery:
+    """nnU-Net's raw-data naming for a multi-channel model: ``CASE_0000.nii.gz .. CASE_000N`` in one folder
+    become ONE case (read as the channels in order, see :func:`medseg.channels.stack_channels`), shown as its
+    ``_0000`` file; the other files are ``skipped`` entries naming the case they belong to, so every input is
+    accounted for. A case whose channels are not exactly ``0000 .. channels-1`` (a file missing, an extra one)
+    fails with the reason. One-channel models (``channels <= 1``) keep every file as its own case.
+    """
+    from medseg.channels import NNUNET_CHANNEL
+
+    if channels <= 1:
+        return found
+    groups: dict[tuple[str, str, str], dict[int, Case]] = defaultdict(dict)
+    keep: list[Case] = []
+    for case in found.cases:
+        m = NNUNET_CHANNEL.match(case.rel.name) if case.kind is CaseKind.FILE else None
+        if m is None:
+            keep.append(case)
+            continue
+        groups[(str(case.rel.parent), m.group("case"), m.group("suffix").lower())][int(m.group("channel"))] = case
+    entries = list(found.entries)
+    for (_, name, suffix), members in groups.items():
+        numbers = sorted(members)
+        first = members[numbers[0]]
+        problem = None
+        if numbers != list(range(channels)):
+            missing = [f"{name}_{i:04d}{suffix}" for i in range(channels) if i not in members]
+            extra = [f"{name}_{i:04d}{suffix}" for i in numbers if i >= channels]
+            why = []
+            if missing:
+                why.append("missing " + ", ".join(missing))
+            if extra:
+                why.append("unexpected " + ", ".join(extra))
+            problem = (f"nnU-Net case {name} has channel file(s) {', '.join(f'{i:04d}' for i in numbers)}; model "
+                       f"{model} takes {channels} ({name}_0000{suffix} .. {name}_{channels - 1:04d}{suffix}): "
+                       + "; ".join(why))
+        desc = f"nnU-Net case {name}, {len(numbers)} channel file(s)"
+        keep.append(Case(key=f"nnunet:{first.rel.parent / name}{suffix}", kind=CaseKind.FILE, path=first.path,
+                         series=None, rel=first.rel, description=desc, problem=problem, note=first.note,
+                         channel_files=tuple(members[i].path for i in numbers)))
+        for i in numbers:
+            if members[i] is not first:
+                entries.append(Entry(str(members[i].rel), "skipped",
+                                     f"channel {i:04d} of nnU-Net case {first.rel} (segmented with it)"))
+    keep.sort(key=lambda c: c.key)
+    return Discovery(cases=keep, notes=found.notes, entries=sorted(entries, key=lambda e: e.rel))
 
 
 def filter_cases(found: Discovery, flt: CaseFilter) -> Discovery:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from medseg.batch.discover import Case, CaseFilter, discover_cases, filter_cases
+from medseg.batch.discover import Case, CaseFilter, discover_cases, filter_cases, group_channel_files
 from medseg.batch.naming import ensure_inside, output_paths
 from medseg.batch.settings import BatchSettings
 from medseg.batch.state import STATE_DIRNAME, BatchState, run_fingerprint
@@ -70,6 +70,7 @@ def plan_batch(
     overwrite: bool = False,
     follow_outside_links: bool = False,
     select: CaseFilter | None = None,
+    channels: tuple[int, str] = (1, ""),
 ) -> tuple[BatchPlan, BatchState]:
     """Discover cases, name outputs, take the output folder's lock, sort cases into done / to do.
 
@@ -88,11 +89,12 @@ def plan_batch(
     if output_dir == input_dir or output_dir in input_dir.parents:
         raise WriteError("the output folder must not be the input folder or contain it", output_dir)
     found = discover_cases(input_dir, exclude=[output_dir], follow_outside_links=follow_outside_links)
+    found = group_channel_files(found, *channels)  # (model's channel count, model name): nnU-Net CASE_000N
     if select is not None:
         found = filter_cases(found, select)
     if not found.cases and not any(e.status == "failed" for e in found.entries):
         raise MedsegError("no images found (NIfTI, NRRD, MetaImage files or DICOM series)", input_dir)
-    outputs = output_paths([(c.key, c.rel, c.series_label) for c in found.cases], output_dir)
+    outputs = output_paths([(c.key, c.naming_rel, c.series_label) for c in found.cases], output_dir)
     state = BatchState(output_dir, fingerprint)
     state.lock()
     try:
@@ -195,6 +197,7 @@ class _Item:
     labels: Any = None
     provenance: dict[str, Any] = field(default_factory=dict)
     volumes_ml: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -295,7 +298,7 @@ def run_local(
                             item.labels, item.planned.output, item.provenance, overwrite=item.planned.overwrite,
                             formats=settings.output_formats(), stats=settings.stats, split=settings.split,
                             source=case.path, series=case.series, algorithm=algorithm_info(predictor),
-                            image=item.volume, seg_type=settings.seg_type, make_parents=True,
+                            image=item.volume, seg_type=settings.seg_type, make_parents=True, quality=item.quality,
                         )
                         item.seconds += time.perf_counter() - t0
                         state.mark_done(item.planned.case.key, item.planned.output, item.seconds, item.volumes_ml)
@@ -329,7 +332,7 @@ def run_local(
                                        modality=settings.modality)
                     for warning in seg.input_warnings:
                         log.warning("%s: %s", item.volume.source.path, warning)
-                    item.labels, item.volumes_ml = seg.labels, seg.volumes_ml
+                    item.labels, item.volumes_ml, item.quality = seg.labels, seg.volumes_ml, seg.quality
                     item.provenance = provenance_record(
                         item.planned.case.path, item.volume, predictor, modality=settings.modality,
                         warnings=seg.warnings, roi=settings.roi,
@@ -498,7 +501,7 @@ def run_batch(
             check_roi_names(tuple(Label(int(d["id"]), str(d["name"])) for d in info["labels"]), settings.roi)
         fingerprint = run_fingerprint(info["fingerprint"], settings.output_settings())
         plan, state = plan_batch(Path(input_dir), Path(output_dir), fingerprint, settings.overwrite,
-                                 settings.follow_outside_links, settings.case_filter())
+                                 settings.follow_outside_links, settings.case_filter(), _channels(info))
         for note in plan.notes:  # e.g. DICOM SEG/RTSTRUCT objects found next to the images: reported, not read
             log.info("note: %s", note)
         label_names = [lab["name"] for lab in info["labels"]]
@@ -588,6 +591,12 @@ def write_stats_table(path: Path, results: list[CaseResult]) -> None:
         tmp.write_text(to_csv(rows, extra_columns=("input", "series", "output")), encoding="utf-8")
 
 
+def _channels(info: dict[str, Any]) -> tuple[int, str]:
+    """``(channel count, name)`` of the loaded model from its :func:`medseg.pipeline.predictor_info`."""
+    spec = info.get("spec") or {}
+    return int((spec.get("input") or {}).get("channels", 1) or 1), str(info.get("name") or spec.get("name") or "")
+
+
 def dry_run(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str], settings: BatchSettings) -> list[tuple[str, str, str]]:
     """What a batch would do, touching nothing: ``(input, "run" | "skipped" | "failed", output or reason)``.
 
@@ -599,11 +608,17 @@ def dry_run(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str
     if not root.is_dir():
         raise ReadError("input is not a folder" if root.exists() else "no such folder", root)
     out = Path(output_dir).expanduser().resolve()
+    from medseg.model_input import model_contract
+
+    contract = model_contract(settings.model)
     found = filter_cases(
-        discover_cases(root.resolve(), exclude=[out], follow_outside_links=settings.follow_outside_links),
+        group_channel_files(
+            discover_cases(root.resolve(), exclude=[out], follow_outside_links=settings.follow_outside_links),
+            contract.channels, contract.name,
+        ),
         settings.case_filter(),
     )
-    outputs = output_paths([(c.key, c.rel, c.series_label) for c in found.cases], out)
+    outputs = output_paths([(c.key, c.naming_rel, c.series_label) for c in found.cases], out)
     rows = [(c.display, "run", str(outputs[c.key])) for c in found.cases]
     rows += [(e.rel, e.status, e.reason) for e in found.entries]
     return rows

@@ -1,10 +1,16 @@
 """The batch's summary table (CSV, one row per case) and provenance file (JSON).
 
-CSV columns: ``input, series, output, status, seconds, volume_ml:<label>... , error``. One row per input
+CSV columns: ``input, series, output, status, seconds, volume_ml:<label>..., min_quality, min_quality_label,
+warnings, error``. One row per input
 found: ``status`` is ``ok`` (segmented in this run), ``skipped`` (finished by an earlier run with the same
 model and settings, its volumes from the completion record; or not a case: not an image, hidden, a symlink
 leaving INPUT_DIR that was not followed) or ``failed``. ``error`` gives the one-line reason of ``failed`` and
-``skipped`` rows, and notes on ``ok`` rows (e.g. read through a followed symlink).
+``skipped`` rows, and notes on ``ok`` rows (e.g. read through a followed symlink). ``min_quality`` is the
+lowest per-structure quality score of the case's label map (see README "Quality score"; 0..1, higher = more
+confident) and ``min_quality_label`` its structure: sorting by it lists the doubtful cases first.
+``warnings`` are the case's warnings (``; ``-separated): modality run with ``--force``, nothing found, a
+volume outside the spec's plausible range. Both come from the case's JSON sidecar, so resumed (``skipped``)
+cases keep them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ __all__ = [
     "SUMMARY_NAME",
     "PROVENANCE_NAME",
     "summary_columns",
+    "sidecar_notes",
     "summary_text",
     "write_summary",
     "read_summary",
@@ -57,15 +64,48 @@ class CaseResult:
     seconds: float = 0.0
     volumes_ml: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    warnings: tuple[str, ...] = ()
+    quality: dict[str, float] = field(default_factory=dict)  # label name -> quality score (0..1)
+
+
+def sidecar_notes(label_map: Path) -> tuple[tuple[str, ...], dict[str, float]]:
+    """``(warnings, {label: quality})`` recorded in a label map's JSON sidecar (empty when it has none)."""
+    from medseg.io.sidecar import sidecar_paths
+
+    try:
+        doc = json.loads(sidecar_paths(Path(label_map))["json"].read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError):
+        return (), {}
+    if not isinstance(doc, dict):
+        return (), {}
+    prov = doc.get("provenance", doc)
+    warns = prov.get("warnings") if isinstance(prov, dict) else None
+    quality = {}
+    for lab in doc.get("labels") or ():
+        if isinstance(lab, dict) and isinstance(lab.get("quality"), (int, float)):
+            quality[str(lab.get("name"))] = float(lab["quality"])
+    return tuple(str(w) for w in warns or ()), quality
+
+
+def with_sidecar_notes(results: Iterable[CaseResult], output_dir: Path) -> list[CaseResult]:
+    """``results`` with ``warnings`` and ``quality`` read from the sidecars of their written label maps."""
+    out = []
+    for res in results:
+        if CaseStatus(res.status) is not CaseStatus.FAILED and res.output and not res.warnings and not res.quality:
+            res.warnings, res.quality = sidecar_notes(Path(output_dir) / res.output)
+        out.append(res)
+    return out
 
 
 def summary_columns(label_names: Sequence[str]) -> list[str]:
-    return ["input", "series", "output", "status", "seconds", *[VOLUME_PREFIX + n for n in label_names], "error"]
+    return ["input", "series", "output", "status", "seconds", *[VOLUME_PREFIX + n for n in label_names],
+            "min_quality", "min_quality_label", "warnings", "error"]
 
 
 def _row(result: CaseResult, label_names: Sequence[str]) -> list[str]:
     vols = [f"{result.volumes_ml[n]:.4f}" if n in result.volumes_ml else "" for n in label_names]
     error = " ".join(result.error.split())  # one physical line per row
+    worst = min(result.quality.items(), key=lambda kv: (kv[1], kv[0])) if result.quality else None
     return [
         result.input,
         result.series or "",
@@ -73,6 +113,9 @@ def _row(result: CaseResult, label_names: Sequence[str]) -> list[str]:
         CaseStatus(result.status).value,
         f"{result.seconds:.3f}",
         *vols,
+        f"{worst[1]:.4f}" if worst else "",
+        worst[0] if worst else "",
+        "; ".join(" ".join(w.split()) for w in result.warnings),
         error,
     ]
 
@@ -88,9 +131,11 @@ def summary_text(results: Iterable[CaseResult], label_names: Sequence[str]) -> s
 
 
 def write_summary(path: Path, results: Iterable[CaseResult], label_names: Sequence[str]) -> None:
-    """Write the summary CSV atomically (replacing an earlier summary of this output folder)."""
+    """Write the summary CSV atomically (replacing an earlier summary of this output folder); warnings and
+    quality scores of written cases are read from their sidecars (:func:`with_sidecar_notes`)."""
     from medseg.batch.state import write_bytes_atomic
 
+    results = with_sidecar_notes(results, Path(path).parent)
     write_bytes_atomic(Path(path), summary_text(results, label_names).encode("utf-8"))
 
 

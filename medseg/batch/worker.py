@@ -21,7 +21,8 @@ log = logging.getLogger("medseg.batch")
 
 
 def read_case(case: Case, settings: BatchSettings) -> Volume:
-    """Read a case (:func:`medseg.pipeline.read_case`): a problem found at discovery fails it unread.
+    """Read a case (:func:`medseg.pipeline.read_case`): a problem found at discovery fails it unread; an
+    nnU-Net case's channel files are read and stacked in channel order (:func:`medseg.channels.stack_channels`).
 
     Raises:
         ReadError: the case's problem, an unreadable input, or DICOM output formats for a non-DICOM case.
@@ -30,6 +31,11 @@ def read_case(case: Case, settings: BatchSettings) -> Volume:
 
     if case.problem:
         raise ReadError(case.problem, case.path)
+    if case.channel_files:
+        from medseg.channels import stack_channels
+
+        return stack_channels([(p.name, read(p, None, settings.irregular, settings.output_formats()))
+                               for p in case.channel_files])
     return read(case.path, case.series, settings.irregular, settings.output_formats())
 
 

@@ -21,7 +21,50 @@ from medseg.types import Label
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Decision", "Rule"]
+__all__ = ["Decision", "Rule", "Margins"]
+
+#: voxels per chunk when summing margins (bounds the temporaries: top-2 scores, int64 labels, float64 weights)
+_TALLY_CHUNK = 1 << 22
+
+
+class Margins:
+    """Running per-label sums of the decision margin: the quality score's accumulator (see README
+    "Quality score").
+
+    The margin of a voxel is how clearly the decision chose its label, in ``[0, 1]``: for ``argmax`` the
+    top-1 minus the top-2 probability; for ``threshold`` ``(p - t) / (1 - t)`` of the channel that painted
+    it (``|p - 0.5| * 2`` at ``t = 0.5``). :meth:`Decision.tally` adds scores as they are decided (a whole
+    volume or one finished cell at a time), so no full-size array is kept. Scores that are not probabilities
+    (a value outside ``[0, 1]``, e.g. logits of ``activation: none``) make the score undefined
+    (:meth:`mean` returns ``{}``).
+
+    >>> m = Margins(); m.add(np.array([1, 1, 2]), np.array([0.5, 1.0, 0.2])); m.mean()
+    {1: 0.75, 2: 0.2}
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[int, float] = {}
+        self.counts: dict[int, int] = {}
+        self.valid = True
+
+    def add(self, labels: Any, margins: Any) -> None:
+        """Add ``margins`` (same shape as ``labels``, numpy or torch) to the sums of their voxels' labels
+        (background 0 excluded)."""
+        lab = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).reshape(-1)
+        mar = np.asarray(margins.cpu() if hasattr(margins, "cpu") else margins).reshape(-1)
+        for start in range(0, lab.size, _TALLY_CHUNK):
+            lc = lab[start:start + _TALLY_CHUNK].astype(np.int64)
+            counts = np.bincount(lc)
+            sums = np.bincount(lc, weights=mar[start:start + _TALLY_CHUNK].astype(np.float64))
+            for lid in np.nonzero(counts[1:])[0] + 1:
+                self.sums[int(lid)] = self.sums.get(int(lid), 0.0) + float(sums[lid])
+                self.counts[int(lid)] = self.counts.get(int(lid), 0) + int(counts[lid])
+
+    def mean(self) -> dict[int, float]:
+        """Mean margin of every label decided at least once, ``{label id: score in [0, 1]}``."""
+        if not self.valid:
+            return {}
+        return {lid: round(min(1.0, max(0.0, self.sums[lid] / n)), 6) for lid, n in sorted(self.counts.items()) if n}
 
 
 @dataclass(frozen=True)
@@ -80,6 +123,38 @@ class Decision:
         for ch, lid in self._pairs(scores.shape[0]):
             out[scores[ch] > self.threshold] = lid
         return out
+
+    def margins(self, scores: torch.Tensor) -> torch.Tensor:
+        """``(C, ...)`` probabilities → ``(...)`` float32 margin of the label each voxel gets (see
+        :class:`Margins`; background voxels of a threshold decision get 0)."""
+        import torch
+
+        p = scores.float()
+        if self.rule is Rule.ARGMAX:
+            if p.shape[0] < 2:
+                return (p[0] - 0.5).abs() * 2
+            top = p.topk(2, dim=0).values
+            return top[0] - top[1]
+        out = torch.zeros(tuple(p.shape[1:]), dtype=torch.float32, device=p.device)
+        span = max(1.0 - self.threshold, 1e-6)
+        for ch, _ in self._pairs(p.shape[0]):
+            hit = p[ch] > self.threshold
+            out[hit] = (p[ch][hit] - self.threshold) / span
+        return out
+
+    def tally(self, scores: torch.Tensor, margins: Margins | None, labels: torch.Tensor | None = None) -> None:
+        """Add the margins of ``scores`` ``(C, ...)`` (decided here, or ``labels`` when already decided from
+        them) to ``margins``; nothing when ``margins`` is ``None``. Scores outside ``[0, 1]`` invalidate it."""
+        if margins is None or not margins.valid:
+            return
+        if scores.numel() and (float(scores.min()) < -1e-4 or float(scores.max()) > 1 + 1e-4):
+            margins.valid = False
+            return
+        step = max(1, _TALLY_CHUNK // max(1, int(np.prod(scores.shape[2:])) * scores.shape[0]))
+        for i in range(0, scores.shape[1], step):  # chunks along the first spatial axis
+            part = scores[:, i:i + step]
+            lab = self.labels(part) if labels is None else labels[i:i + step]
+            margins.add(lab, self.margins(part))
 
     def __call__(self, scores: torch.Tensor) -> np.ndarray:
         """``(C, ...)`` tensor → ``(...)`` numpy labels."""

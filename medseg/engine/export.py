@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from medseg.config import InvertMode, PostprocessSpec
-from medseg.engine.decision import Decision
+from medseg.engine.decision import Decision, Margins
 from medseg.engine.plan import InferencePlan, WayBack
 from medseg.errors import ModelError
 
@@ -21,7 +21,8 @@ __all__ = ["export_labels"]
 
 
 def export_labels(
-    result: Any, plan: InferencePlan, pre: Any, decision: Decision, postprocess: PostprocessSpec
+    result: Any, plan: InferencePlan, pre: Any, decision: Decision, postprocess: PostprocessSpec,
+    margins: Margins | None = None,
 ) -> np.ndarray:
     """The prediction's way back to the source grid: a cleaned ``(I, J, K)`` label map on ``pre.geometry``.
 
@@ -33,6 +34,8 @@ def export_labels(
         pre: the predictor's preprocessed input (``geometry``, ``image`` MetaTensor, ``transforms`` Compose).
         decision: the label decision.
         postprocess: the clean-up (largest component, holes, small components).
+        margins: when given, the decision margins of ``"scores"`` results are added to it, on the working
+            grid (the quality score; cells streamed by :mod:`medseg.infer.slab` were added as they finished).
 
     Raises:
         ModelError: the result does not land exactly on the source grid (an internal error).
@@ -46,6 +49,8 @@ def export_labels(
     geometry = pre.geometry
     inv_affine = geometry.affine  # medseg's own inverters write the source grid itself
     axis_maps = plan.way_back is WayBack.AXIS_MAPS
+    if plan.result == "scores":
+        decision.tally(torch.as_tensor(result), margins)
     if plan.result == "source_labels":
         labels = result
     elif plan.result == "scores" and plan.resample is InvertMode.PROBABILITIES:

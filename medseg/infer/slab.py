@@ -413,6 +413,7 @@ def stream_decide(
     progress: Callable[[int], None] | None = None,
     order: str | int = "monai",
     invert_to: tuple[Sequence[Any], Sequence[int]] | None = None,
+    margins: Any = None,
 ) -> np.ndarray:
     """Bounded counterpart of "sliding window → activation → decision (→ inversion)".
 
@@ -439,6 +440,8 @@ def stream_decide(
         order: window order, see :func:`slab_sliding_window`.
         invert_to: axis maps (:func:`medseg.infer.resample.axis_maps_from_affines`) and source shape for the
             inversion.
+        margins: a :class:`medseg.engine.decision.Margins` the decision margins of each finished cell are
+            added to (the quality score, on the working grid), or ``None``.
 
     Returns:
         ``(X, Y, Z)`` working-grid or source-grid label map (``decision.dtype``).
@@ -461,7 +464,9 @@ def stream_decide(
         return y.float()
 
     def activated(p: torch.Tensor) -> torch.Tensor:
-        return activate(p, activation)
+        p = activate(p, activation)
+        decision.tally(p, margins)  # each working-grid voxel belongs to exactly one finished cell
+        return p
 
     inverter = None
     if invert_to is not None:

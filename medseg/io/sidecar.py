@@ -38,15 +38,21 @@ def itksnap_name(name: str) -> str:
 
 
 def render_sidecars(
-    labels: Volume, label_file_name: str, volumes_ml: dict[str, float], extra: dict[str, Any] | None = None
+    labels: Volume,
+    label_file_name: str,
+    volumes_ml: dict[str, float],
+    extra: dict[str, Any] | None = None,
+    quality: dict[str, float] | None = None,
 ) -> dict[str, str]:
-    """Text of the three sidecars (keys ``json``, ``ctbl``, ``txt``)."""
+    """Text of the three sidecars (keys ``json``, ``ctbl``, ``txt``); ``quality`` (label name → score, see
+    README "Quality score") is written as each label's ``"quality"`` next to its ``"volume_ml"``."""
     doc: dict[str, Any] = {
         "label_map": label_file_name,
         "labels": [
             {"id": 0, "name": "background", "color": [0, 0, 0]},
             *[
-                {"id": lab.id, "name": lab.name, "color": list(lab.color), "volume_ml": volumes_ml.get(lab.name)}
+                {"id": lab.id, "name": lab.name, "color": list(lab.color), "volume_ml": volumes_ml.get(lab.name),
+                 **({"quality": quality[lab.name]} if quality and lab.name in quality else {})}
                 for lab in labels.labels
             ],
         ],

@@ -150,6 +150,7 @@ class LiverPredictor:
         with torch_settings(self.device, self.threads):
             prob = liver_probabilities(lps, vox, modality, crop, net, self.input_size, self.output_size,
                                        self.target_voxsize, pad_value=self._pad_value(modality), progress=progress)
+        self.last_quality = {1: q} if (q := _threshold_quality(prob, self.spec.pipeline["threshold"])) is not None else {}
         mask_lps = liver_mask(prob, lps.shape, crop, self.spec.pipeline["threshold"])
         return np.ascontiguousarray(np.flip(mask_lps, (0, 1))), ras, affine, ornt
 
@@ -165,8 +166,10 @@ class LiverPredictor:
         return label_volume(labels.astype(np.uint8), volume.geometry, volume.source, self, **self.last_info)
 
     def predict(self, volume: Volume, progress: ProgressFn | None = None) -> Volume:
-        """Label map (1 = liver) on exactly ``volume.geometry``."""
+        """Label map (1 = liver) on exactly ``volume.geometry``; ``last_quality`` ``{1: score}`` (the mean
+        threshold margin of the liver probabilities on the 3 mm grid, see README "Quality score")."""
         self.last_info = {}
+        self.last_quality: dict[int, float] = {}
         modality = self._modality(volume)
         mask, _, _, ornt = self.liver_ras(volume, modality, progress or self.progress)
         return self._volume(mask.astype(np.uint8), ornt, volume)
@@ -208,15 +211,18 @@ class LiverLesionPredictor(LiverPredictor):
         self.last_info = {}
 
     def predict(self, volume: Volume, progress: ProgressFn | None = None) -> Volume:
-        """Label map (1 = liver, 2 = lesion) on exactly ``volume.geometry``."""
+        """Label map (1 = liver, 2 = lesion) on exactly ``volume.geometry``; ``last_quality`` scores the liver
+        only (the lesion stage returns masks, not probabilities)."""
         from medseg.engine.runtime import torch_settings
         from medseg.liver.pipeline import lesion_mask
 
         self.last_info = {}
+        self.last_quality = {}
         modality = self._modality(volume)
         self.liver.last_info = {}
         liver, ras, affine, ornt = self.liver.liver_ras(volume, modality, progress or self.progress)
         self.last_info.update(self.liver.last_info)
+        self.last_quality = dict(getattr(self.liver, "last_quality", {}))
         vox = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
         net = _NetCall(self.network, self.device, self.autocast_dtype)
         with torch_settings(self.device, self.threads):
@@ -226,6 +232,18 @@ class LiverLesionPredictor(LiverPredictor):
         labels = liver.astype(np.uint8)
         labels[lesions] = 2
         return self._volume(labels, ornt, volume)
+
+
+def _threshold_quality(prob: np.ndarray, threshold: float) -> float | None:
+    """Mean threshold margin of the voxels ``prob > threshold`` (:class:`medseg.engine.decision.Margins`)."""
+    import torch
+
+    from medseg.config import Decision as Rule
+    from medseg.engine.decision import Decision, Margins
+
+    margins = Margins()
+    Decision(Rule.THRESHOLD, 1, float(threshold)).tally(torch.as_tensor(np.asarray(prob, dtype=np.float32))[None], margins)
+    return margins.mean().get(1)
 
 
 def load_liver_predictor(spec: ModelSpec, *, liver_spec: ModelSpec | None = None, **kwargs: Any) -> LiverPredictor:
