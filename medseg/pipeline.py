@@ -575,9 +575,7 @@ def segment_file(
     t_pred = time.perf_counter()
     provenance = provenance_record(input, volume, predictor, modality=modality, warnings=seg.warnings, roi=roi,
                                    extra=extra)
-    stages = dict(getattr(predictor, "timings", None) or {})  # the predictor's own stages, when it has them
-    timings = {"load": stages.get("load"), "read": t_read - t0, "preprocess": stages.get("preprocess"),
-               "network": stages.get("network"), "export": stages.get("export"), "write": None}
+    timings = stage_timings(predictor, t_read - t0)
     provenance["timings"] = timings
     written = write_segmentation(
         seg.labels, output, provenance, overwrite=overwrite, formats=fmts, stats=stats, split=split, source=input,
@@ -587,7 +585,7 @@ def segment_file(
     label_map = written["label_map"]
     t_end = time.perf_counter()
     timings["write"] = t_end - t_pred
-    _record_write_seconds(written.get("json"), timings)
+    record_write_seconds(written.get("json"), timings)
     return SegmentResult(
         input=str(input),
         output=label_map,
@@ -604,7 +602,16 @@ def segment_file(
     )
 
 
-def _record_write_seconds(json_path: Path | None, timings: dict[str, Any]) -> None:
+def stage_timings(predictor: Predictor, read_seconds: float) -> dict[str, float | None]:
+    """The sidecar's ``"timings"``: ``load``, ``read``, ``preprocess``, ``network``, ``export`` (the predictor's
+    own stages of its last :meth:`predict`, when it measures them) and ``write`` (None until
+    :func:`record_write_seconds`)."""
+    stages = dict(getattr(predictor, "timings", None) or {})
+    return {"load": stages.get("load"), "read": read_seconds, "preprocess": stages.get("preprocess"),
+            "network": stages.get("network"), "export": stages.get("export"), "write": None}
+
+
+def record_write_seconds(json_path: Path | None, timings: dict[str, Any]) -> None:
     """Put the ``write`` stage's seconds into the JSON sidecar just written, replacing it atomically (the
     time is known only once every output is on disk). Timings are provenance: left out of byte comparisons."""
     import json

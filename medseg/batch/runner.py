@@ -198,6 +198,7 @@ class _Item:
     provenance: dict[str, Any] = field(default_factory=dict)
     volumes_ml: dict[str, float] = field(default_factory=dict)
     quality: dict[str, float] = field(default_factory=dict)
+    read_seconds: float = 0.0
     error: str | None = None
 
 
@@ -242,7 +243,14 @@ def run_local(
         the whole pipeline): with overlap, ``wall`` is less than the sum of the stages.
     """
     from medseg.batch.worker import free_accelerator_memory, is_oom, read_case
-    from medseg.pipeline import algorithm_info, provenance_record, segment_case, write_segmentation
+    from medseg.pipeline import (
+        algorithm_info,
+        provenance_record,
+        record_write_seconds,
+        segment_case,
+        stage_timings,
+        write_segmentation,
+    )
 
     stages = {"read": 0.0, "predict": 0.0, "write": 0.0, "wall": 0.0}
     if not todo:
@@ -272,7 +280,7 @@ def run_local(
                     item.volume = read_case(planned.case, settings)
                 except Exception as err:  # noqa: BLE001 - per-case error capture
                     item.error = format_error(err)
-                item.seconds = time.perf_counter() - t0
+                item.seconds = item.read_seconds = time.perf_counter() - t0
                 stages["read"] += item.seconds
                 _put(read_q, item, stop)
             _put(read_q, _DONE, stop)
@@ -294,12 +302,14 @@ def run_local(
                         ensure_inside(state.output_dir, PurePosixPath(item.planned.output.relative_to(state.output_dir).as_posix()))
                         state.mark_pending(item.planned.case.key, item.planned.output)
                         case = item.planned.case
-                        write_segmentation(
+                        written = write_segmentation(
                             item.labels, item.planned.output, item.provenance, overwrite=item.planned.overwrite,
                             formats=settings.output_formats(), stats=settings.stats, split=settings.split,
                             source=case.path, series=case.series, algorithm=algorithm_info(predictor),
                             image=item.volume, seg_type=settings.seg_type, make_parents=True, quality=item.quality,
                         )
+                        item.provenance["timings"]["write"] = time.perf_counter() - t0
+                        record_write_seconds(written.get("json"), item.provenance["timings"])
                         item.seconds += time.perf_counter() - t0
                         state.mark_done(item.planned.case.key, item.planned.output, item.seconds, item.volumes_ml)
                     except Exception as err:  # noqa: BLE001 - per-case error capture
@@ -337,6 +347,7 @@ def run_local(
                         item.planned.case.path, item.volume, predictor, modality=settings.modality,
                         warnings=seg.warnings, roi=settings.roi,
                     )
+                    item.provenance["timings"] = stage_timings(predictor, item.read_seconds)
                 except Exception as err:  # noqa: BLE001 - per-case error capture (incl. out of memory)
                     item.error = format_error(err)
                     if is_oom(err):

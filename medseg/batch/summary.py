@@ -1,7 +1,7 @@
 """The batch's summary table (CSV, one row per case) and provenance file (JSON).
 
 CSV columns: ``input, series, output, status, seconds, volume_ml:<label>..., min_quality, min_quality_label,
-warnings, error``. One row per input
+runtime, load_s, read_s, preprocess_s, network_s, export_s, write_s, warnings, error``. One row per input
 found: ``status`` is ``ok`` (segmented in this run), ``skipped`` (finished by an earlier run with the same
 model and settings, its volumes from the completion record; or not a case: not an image, hidden, a symlink
 leaving INPUT_DIR that was not followed) or ``failed``. ``error`` gives the one-line reason of ``failed`` and
@@ -66,40 +66,57 @@ class CaseResult:
     error: str = ""
     warnings: tuple[str, ...] = ()
     quality: dict[str, float] = field(default_factory=dict)  # label name -> quality score (0..1)
+    runtime: str = ""  # the sidecar's runtime name (torch, openvino)
+    timings: dict[str, float] = field(default_factory=dict)  # the sidecar's stage seconds
 
 
-def sidecar_notes(label_map: Path) -> tuple[tuple[str, ...], dict[str, float]]:
-    """``(warnings, {label: quality})`` recorded in a label map's JSON sidecar (empty when it has none)."""
+#: The sidecar's stage timings, as summary columns ``<stage>_s``.
+STAGES = ("load", "read", "preprocess", "network", "export", "write")
+
+
+def sidecar_notes(label_map: Path) -> dict[str, Any]:
+    """What a label map's JSON sidecar records for the summary: ``warnings``, ``quality`` ({label: score}),
+    ``runtime`` (its name) and ``timings`` ({stage: seconds}); empty values when it has none."""
     from medseg.io.sidecar import sidecar_paths
 
+    notes: dict[str, Any] = {"warnings": (), "quality": {}, "runtime": "", "timings": {}}
     try:
         doc = json.loads(sidecar_paths(Path(label_map))["json"].read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError):
-        return (), {}
+        return notes
     if not isinstance(doc, dict):
-        return (), {}
+        return notes
     prov = doc.get("provenance", doc)
     warns = prov.get("warnings") if isinstance(prov, dict) else None
-    quality = {}
+    notes["warnings"] = tuple(str(w) for w in warns or ())
     for lab in doc.get("labels") or ():
         if isinstance(lab, dict) and isinstance(lab.get("quality"), (int, float)):
-            quality[str(lab.get("name"))] = float(lab["quality"])
-    return tuple(str(w) for w in warns or ()), quality
+            notes["quality"][str(lab.get("name"))] = float(lab["quality"])
+    runtime = doc.get("runtime")
+    if isinstance(runtime, dict) and isinstance(runtime.get("name"), str):
+        notes["runtime"] = runtime["name"]
+    timings = doc.get("timings")
+    if isinstance(timings, dict):
+        notes["timings"] = {k: float(v) for k, v in timings.items() if k in STAGES and isinstance(v, (int, float))}
+    return notes
 
 
 def with_sidecar_notes(results: Iterable[CaseResult], output_dir: Path) -> list[CaseResult]:
-    """``results`` with ``warnings`` and ``quality`` read from the sidecars of their written label maps."""
+    """``results`` with warnings, quality scores, runtime and stage timings read from the sidecars of their
+    written label maps."""
     out = []
     for res in results:
         if CaseStatus(res.status) is not CaseStatus.FAILED and res.output and not res.warnings and not res.quality:
-            res.warnings, res.quality = sidecar_notes(Path(output_dir) / res.output)
+            notes = sidecar_notes(Path(output_dir) / res.output)
+            res.warnings, res.quality = notes["warnings"], notes["quality"]
+            res.runtime, res.timings = notes["runtime"], notes["timings"]
         out.append(res)
     return out
 
 
 def summary_columns(label_names: Sequence[str]) -> list[str]:
     return ["input", "series", "output", "status", "seconds", *[VOLUME_PREFIX + n for n in label_names],
-            "min_quality", "min_quality_label", "warnings", "error"]
+            "min_quality", "min_quality_label", "runtime", *[f"{k}_s" for k in STAGES], "warnings", "error"]
 
 
 def _row(result: CaseResult, label_names: Sequence[str]) -> list[str]:
@@ -115,6 +132,8 @@ def _row(result: CaseResult, label_names: Sequence[str]) -> list[str]:
         *vols,
         f"{worst[1]:.4f}" if worst else "",
         worst[0] if worst else "",
+        result.runtime,
+        *[f"{result.timings[k]:.3f}" if k in result.timings else "" for k in STAGES],
         "; ".join(" ".join(w.split()) for w in result.warnings),
         error,
     ]
