@@ -30,15 +30,16 @@ def positive_float(text: str) -> float:
 
 
 def overlap(text: str) -> float:
-    """argparse type: a sliding-window overlap in [0, 1) (the CLI's only overlap check; the library's is
-    ``medseg.engine``'s ``RunOptions``, which owns it)."""
+    """argparse type: a sliding-window overlap, checked by the engine's one rule
+    (:func:`medseg.engine.options.check_overlap`) at parse time."""
+    from medseg.engine.options import check_overlap
+
     try:
-        value = float(text)
-    except ValueError:
+        return check_overlap(float(text))
+    except ValueError as err:
+        if "overlap must" in str(err):
+            raise argparse.ArgumentTypeError(str(err).rstrip(".")) from None
         raise argparse.ArgumentTypeError(f"overlap must be a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"overlap must be in [0, 1), got {value}")
-    return value
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ def test_missing_input_folder_fails_before_loading_a_model(tmp_path: Path, capsy
 def test_bad_option_values_are_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["batch", str(tmp_path), "-o", str(tmp_path / "o"), "--overlap", "1.5"])
-    assert "overlap must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert "overlap must be >= 0 and < 1, got 1.5" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["batch", str(tmp_path), "-o", str(tmp_path / "o"), "--threads", "0"])
     assert "expected a positive integer, got 0" in capsys.readouterr().err

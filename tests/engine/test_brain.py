@@ -71,5 +71,5 @@ def test_cli_errors_leave_no_output(tmp_path, capsys):
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["segment", str(bad), "-o", str(tmp_path / "y.nii.gz"), "--overlap", "1.2"])
-    assert "overlap must be in [0, 1), got 1.2" in capsys.readouterr().err
+    assert "overlap must be >= 0 and < 1, got 1.2" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz", "seg.nii.gz"]
