@@ -32,31 +32,20 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # perfkit (shared with tests)
+
 EXE = Path(sys.executable).parent / "medseg"
 
 
 def make_model(folder: Path) -> Path:
-    import torch
-    import yaml
-    from monai.networks.nets import UNet
+    from perfkit.seeded_spec import CT_WINDOW, write_seeded_unet_spec
 
-    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [16, 32, 64, 128],
-            "strides": [2, 2, 2], "num_res_units": 1}
-    torch.manual_seed(0)
-    torch.save(UNet(**args).state_dict(), folder / "weights.pt")
-    spec = {
-        "name": "bench-unet",
-        "network": {"class": "UNet", "args": args},
-        "weights": {"source": "weights.pt"},
-        "input": {"modality": "CT", "orientation": "RAS", "spacing": [1.5, 1.5, 1.5],
-                  "normalize": [{"type": "window", "a_min": -200, "a_max": 300, "b_min": 0.0, "b_max": 1.0,
-                                 "clip": True}]},
-        "inferer": {"mode": "sliding", "roi_size": [96, 96, 96], "overlap": 0.25, "sw_batch_size": 1},
-        "output": {"activation": "softmax", "decision": "argmax", "invert": "labels"},
-        "labels": [{"id": 1, "name": "a", "color": [255, 0, 0]}, {"id": 2, "name": "b", "color": [0, 255, 0]}],
-    }
-    (folder / "bench.yaml").write_text(yaml.safe_dump(spec))
-    return folder / "bench.yaml"
+    labels = [{"id": 1, "name": "a", "color": [255, 0, 0]}, {"id": 2, "name": "b", "color": [0, 255, 0]}]
+    return write_seeded_unet_spec(
+        folder, name="bench-unet", labels=labels, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1,
+        modality="CT", spacing=(1.5, 1.5, 1.5), normalize=CT_WINDOW,
+        inferer={"mode": "sliding", "roi_size": [96, 96, 96], "overlap": 0.25, "sw_batch_size": 1},
+        filename="bench.yaml")
 
 
 def make_cases(folder: Path, n: int, size: int) -> list[Path]:

@@ -35,27 +35,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real spec YAML + a seeded UNet state dict, as ``medseg models`` specs are written."""
-    import torch
-    import yaml
-    from monai.networks.nets import UNet
+    from perfkit.seeded_spec import write_seeded_unet_spec
 
-    folder = tmp_path_factory.mktemp("model")
-    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8], "strides": [2],
-            "num_res_units": 0}
-    torch.manual_seed(0)
-    torch.save(UNet(**args).state_dict(), folder / "weights.pt")
-    spec = {
-        "name": "tiny-batch-test",
-        "network": {"class": "UNet", "args": args},
-        "weights": {"source": "weights.pt"},
-        "input": {"modality": "any", "orientation": "RAS", "spacing": [4.0, 4.0, 4.0],
-                  "normalize": [{"type": "zscore", "nonzero": False}]},
-        "inferer": {"mode": "whole"},
-        "output": {"activation": "softmax", "decision": "argmax", "invert": "labels"},
-        "labels": LABELS,
-    }
-    (folder / "tiny.yaml").write_text(yaml.safe_dump(spec))
-    return folder / "tiny.yaml"
+    return write_seeded_unet_spec(tmp_path_factory.mktemp("model"), name="tiny-batch-test", labels=LABELS)
 
 
 @pytest.fixture(scope="module")
