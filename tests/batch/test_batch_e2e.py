@@ -110,6 +110,9 @@ def test_mixed_folder_gives_outputs_and_a_failed_row(reference: Path, batch_inpu
     for r in ok:
         assert r["runtime"] == "torch" and all(float(r[f"{k}_s"]) >= 0 for k in ("read", "network", "write"))
     assert failed[0]["runtime"] == "" and failed[0]["network_s"] == ""
+    # the model is loaded once per worker: the first case it serves carries the load time, later ones 0
+    loads = [float(r["load_s"]) for r in ok]
+    assert 0 < sum(x > 0 for x in loads) < len(loads)
 
     predictor = load_predictor(tiny_model, device="cpu")
     for row in ok:
