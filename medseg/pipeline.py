@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from dataclasses import dataclass, field
 from enum import Enum
 from os import PathLike
@@ -602,12 +603,26 @@ def segment_file(
     )
 
 
+#: predictors whose load time a case has already reported
+_LOAD_REPORTED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def stage_timings(predictor: Predictor, read_seconds: float) -> dict[str, float | None]:
-    """The sidecar's ``"timings"``: ``load``, ``read``, ``preprocess``, ``network``, ``export`` (the predictor's
+    """The sidecar's ``"timings"``: ``load`` (reported by the first case a loaded predictor serves, 0 after),
+    ``read``, ``preprocess``, ``network``, ``export`` (the predictor's
     own stages of its last :meth:`predict`, when it measures them) and ``write`` (None until
     :func:`record_write_seconds`)."""
     stages = dict(getattr(predictor, "timings", None) or {})
-    return {"load": stages.get("load"), "read": read_seconds, "preprocess": stages.get("preprocess"),
+    load = stages.get("load")
+    if load is not None:
+        try:  # the model is loaded once: its first case carries the load, later ones 0 (batch sums stay true)
+            if predictor in _LOAD_REPORTED:
+                load = 0.0
+            else:
+                _LOAD_REPORTED.add(predictor)
+        except TypeError:  # not weak-referenceable: report as measured
+            pass
+    return {"load": load, "read": read_seconds, "preprocess": stages.get("preprocess"),
             "network": stages.get("network"), "export": stages.get("export"), "write": None}
 
 

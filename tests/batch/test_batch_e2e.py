@@ -35,27 +35,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real spec YAML + a seeded UNet state dict, as ``medseg models`` specs are written."""
-    import torch
-    import yaml
-    from monai.networks.nets import UNet
+    from perfkit.seeded_spec import write_seeded_unet_spec
 
-    folder = tmp_path_factory.mktemp("model")
-    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8], "strides": [2],
-            "num_res_units": 0}
-    torch.manual_seed(0)
-    torch.save(UNet(**args).state_dict(), folder / "weights.pt")
-    spec = {
-        "name": "tiny-batch-test",
-        "network": {"class": "UNet", "args": args},
-        "weights": {"source": "weights.pt"},
-        "input": {"modality": "any", "orientation": "RAS", "spacing": [4.0, 4.0, 4.0],
-                  "normalize": [{"type": "zscore", "nonzero": False}]},
-        "inferer": {"mode": "whole"},
-        "output": {"activation": "softmax", "decision": "argmax", "invert": "labels"},
-        "labels": LABELS,
-    }
-    (folder / "tiny.yaml").write_text(yaml.safe_dump(spec))
-    return folder / "tiny.yaml"
+    return write_seeded_unet_spec(tmp_path_factory.mktemp("model"), name="tiny-batch-test", labels=LABELS)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +110,9 @@ def test_mixed_folder_gives_outputs_and_a_failed_row(reference: Path, batch_inpu
     for r in ok:
         assert r["runtime"] == "torch" and all(float(r[f"{k}_s"]) >= 0 for k in ("read", "network", "write"))
     assert failed[0]["runtime"] == "" and failed[0]["network_s"] == ""
+    # the model is loaded once per worker: the first case it serves carries the load time, later ones 0
+    loads = [float(r["load_s"]) for r in ok]
+    assert 0 < sum(x > 0 for x in loads) < len(loads)
 
     predictor = load_predictor(tiny_model, device="cpu")
     for row in ok:

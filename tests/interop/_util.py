@@ -42,25 +42,9 @@ def reference_labels(shared: Path) -> tuple[Volume, Volume]:
 
 def tiny_model(folder: Path, names: tuple[str, ...] = ("liver", "spleen")) -> Path:
     """A real spec YAML + a seeded MONAI UNet state dict (random weights, deterministic output)."""
-    import torch
-    import yaml
-    from monai.networks.nets import UNet
+    from perfkit.seeded_spec import write_seeded_unet_spec
 
-    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": len(names) + 1, "channels": [4, 8], "strides": [2],
-            "num_res_units": 0}
-    torch.manual_seed(0)
-    torch.save(UNet(**args).state_dict(), folder / "weights.pt")
-    spec = {
-        "name": "tiny-interop-test",
-        "network": {"class": "UNet", "args": args},
-        "weights": {"source": "weights.pt"},
-        "input": {"modality": "any", "orientation": "RAS", "spacing": [4.0, 4.0, 4.0],
-                  "normalize": [{"type": "zscore", "nonzero": False}]},
-        "inferer": {"mode": "whole"},
-        "output": {"activation": "softmax", "decision": "argmax", "invert": "labels"},
-        "labels": [{"id": i + 1, "name": n, "color": [200, 40 * i, 40]} for i, n in enumerate(names)],
-    }
-    (folder / "tiny.yaml").write_text(yaml.safe_dump(spec))
-    return folder / "tiny.yaml"
+    labels = [{"id": i + 1, "name": n, "color": [200, 40 * i, 40]} for i, n in enumerate(names)]
+    return write_seeded_unet_spec(folder, name="tiny-interop-test", labels=labels)
 
 

@@ -17,26 +17,13 @@ yaml = pytest.importorskip("yaml")
 @pytest.fixture(scope="module")
 def spec_path(tmp_path_factory):
     """A sliding-window UNet spec with seeded weights (48^3 windows, 3 labels)."""
-    from monai.networks.nets import UNet
+    from perfkit.seeded_spec import CT_WINDOW, write_seeded_unet_spec
 
-    folder = tmp_path_factory.mktemp("spec")
-    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [8, 16, 32], "strides": [2, 2],
-            "num_res_units": 1}
-    torch.manual_seed(0)
-    torch.save(UNet(**args).state_dict(), folder / "weights.pt")
-    spec = {
-        "name": "tiny-unet",
-        "network": {"class": "UNet", "args": args},
-        "weights": {"source": "weights.pt"},
-        "input": {"modality": "CT", "orientation": "RAS", "spacing": [2.0, 2.0, 2.0],
-                  "normalize": [{"type": "window", "a_min": -200, "a_max": 300, "b_min": 0.0, "b_max": 1.0,
-                                 "clip": True}]},
-        "inferer": {"mode": "sliding", "roi_size": [48, 48, 48], "overlap": 0.25, "sw_batch_size": 1},
-        "output": {"activation": "softmax", "decision": "argmax", "invert": "labels"},
-        "labels": [{"id": 1, "name": "liver", "color": [255, 0, 0]}, {"id": 2, "name": "spleen", "color": [0, 255, 0]}],
-    }
-    (folder / "tiny.yaml").write_text(yaml.safe_dump(spec))
-    return folder / "tiny.yaml"
+    labels = [{"id": 1, "name": "liver", "color": [255, 0, 0]}, {"id": 2, "name": "spleen", "color": [0, 255, 0]}]
+    return write_seeded_unet_spec(
+        tmp_path_factory.mktemp("spec"), name="tiny-unet", labels=labels, channels=(8, 16, 32), strides=(2, 2),
+        num_res_units=1, modality="CT", spacing=(2.0, 2.0, 2.0), normalize=CT_WINDOW,
+        inferer={"mode": "sliding", "roi_size": [48, 48, 48], "overlap": 0.25, "sw_batch_size": 1})
 
 
 def _torch_net(spec_path):
