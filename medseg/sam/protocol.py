@@ -214,6 +214,11 @@ class LiteMedSAM:
     """
 
     image_size = IMAGE_SIZE
+    #: CPU threads of the prompt decoder (``None``: the process's torch setting). One thread: the decoder is
+    #: ~1 GFLOP of small products, where a second OpenMP thread mostly waits at barriers: on the 2-core
+    #: machines it made a prompt 1.5-3x slower under load and up to 10x slower right after OpenVINO encoder
+    #: runs (OpenVINO's worker threads still hold the cores), see benchmarks/bench_sam.py.
+    decoder_threads: int | None = 1
 
     def __init__(self, network: Any, device: str = "cpu", model_id: str = "litemedsam") -> None:
         from medseg.sam.registry import Family
@@ -269,11 +274,18 @@ class LiteMedSAM:
         A box and/or points in the 256 frame (x, y). One mask (``multimask_output=False``), except for a
         single point alone, where the best of three by predicted IoU is taken (SAM's ambiguity rule).
         """
+        import torch
+
+        from medseg.engine.runtime import torch_settings
+
         if self._decoder is None:
             from medseg.sam.litemedsam import PromptDecoder
 
             self._decoder = PromptDecoder(self.network)
-        return self._decoder.logits(emb.embedding, emb.shape, emb.resized, box256, points256, point_labels)
+        dev = torch.device(self.device)
+        threads = self.decoder_threads if dev.type == "cpu" else None
+        with torch_settings(dev, threads):
+            return self._decoder.logits(emb.embedding, emb.shape, emb.resized, box256, points256, point_labels)
 
 
 class BoxSession:
