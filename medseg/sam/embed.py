@@ -1,7 +1,11 @@
 """Image embeddings of volume slices: the encoder, a byte-budgeted LRU cache (optionally on disk) and
 background precomputation of neighbouring slices.
 
-Cache keys are ``(volume fingerprint, axis, slice, window, model id, image size)``. A prompt on a slice
+:class:`EmbeddingCache` is the one embedding cache of every SAM family: SAM / SAM 2 (:class:`SliceEncoder`,
+:class:`Embedding` values) and LiteMedSAM (:class:`medseg.sam.protocol.BoxSession`,
+:class:`~medseg.sam.protocol.PlaneEmbedding` values) keep their embeddings in it and compute a missing one
+through :meth:`EmbeddingCache.get_or_compute` (once, however many threads ask). Cache keys are
+``(volume fingerprint, axis, slice, intensity rule and window, model id, image size)``. A prompt on a slice
 whose embedding is cached never runs the image encoder again.
 
 >>> cache = EmbeddingCache(max_bytes=512 * 1024**2)
@@ -22,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -32,7 +37,9 @@ from medseg.types import Volume
 
 __all__ = [
     "volume_fingerprint",
+    "known_fingerprint",
     "EmbeddingKey",
+    "Cached",
     "Embedding",
     "EmbeddingCache",
     "encode_image",
@@ -67,9 +74,21 @@ def volume_fingerprint(volume: Volume) -> str:
     return fp
 
 
+def known_fingerprint(volume: Volume) -> str | None:
+    """:func:`volume_fingerprint` if it was computed already, else ``None`` (never hashes: a GUI thread asks
+    whether a slice is cached without reading the whole volume)."""
+    with _FP_LOCK:
+        return _FINGERPRINTS.get(volume)
+
+
 @dataclass(frozen=True)
 class EmbeddingKey:
-    """Identity of one slice embedding."""
+    """Identity of one slice embedding.
+
+    ``window`` is the ``(low, high)`` intensity clip and ``rule`` how the slice's intensities were made from
+    it: ``"window"`` (clip and scale, SAM's windows and LiteMedSAM's CT windows) or ``"percentile"``
+    (LiteMedSAM's MR rule: clipped to the non-zero voxels' percentiles, zero stays zero).
+    """
 
     volume: str
     axis: int
@@ -77,6 +96,7 @@ class EmbeddingKey:
     window: tuple[float, float]
     model: str
     image_size: int
+    rule: str = "window"
 
     def digest(self) -> str:
         """Stable file-name-safe digest (used by the on-disk cache)."""
@@ -102,14 +122,26 @@ class Embedding:
         return int(sum(a.nbytes for a in self.features.values()))
 
 
+class Cached(Protocol):
+    """What the cache holds: an embedding that knows its size (:class:`Embedding`, LiteMedSAM's
+    :class:`~medseg.sam.protocol.PlaneEmbedding`)."""
+
+    @property
+    def nbytes(self) -> int: ...
+
+
+E = TypeVar("E", bound=Cached)
+
+
 class EmbeddingCache:
-    """Thread-safe LRU cache of :class:`Embedding` with a memory budget, optionally backed by a directory.
+    """Thread-safe LRU cache of embeddings with a memory budget, optionally backed by a directory.
 
     Args:
         max_bytes: memory budget; least recently used entries are evicted beyond it. An entry larger
-            than the budget is not kept in memory (only on disk, if enabled).
-        disk_dir: if set, every embedding is also written there as ``<digest>.npz`` (``np.savez``, loaded
-            with ``allow_pickle=False``) and read back on a memory miss.
+            than the budget is not kept in memory (only on disk, if enabled); ``0`` keeps nothing.
+        disk_dir: if set, every :class:`Embedding` (SAM, SAM 2) is also written there as ``<digest>.npz``
+            (``np.savez``, loaded with ``allow_pickle=False``) and read back on a memory miss. LiteMedSAM's
+            plane embeddings (torch tensors its decoder reuses by identity) stay in memory only.
     """
 
     def __init__(self, max_bytes: int = 1 << 30, disk_dir: str | os.PathLike[str] | None = None) -> None:
@@ -119,9 +151,10 @@ class EmbeddingCache:
         self.disk_dir = Path(disk_dir) if disk_dir is not None else None
         if self.disk_dir is not None:
             self.disk_dir.mkdir(parents=True, exist_ok=True)
-        self._items: OrderedDict[EmbeddingKey, Embedding] = OrderedDict()
+        self._items: OrderedDict[EmbeddingKey, Any] = OrderedDict()
         self._bytes = 0
         self._lock = threading.RLock()
+        self._inflight: dict[EmbeddingKey, tuple[threading.Event, list[Any]]] = {}
         self.hits = 0
         self.misses = 0
         self.disk_hits = 0
@@ -150,7 +183,7 @@ class EmbeddingCache:
             self._items.clear()
             self._bytes = 0
 
-    def get(self, key: EmbeddingKey) -> Embedding | None:
+    def get(self, key: EmbeddingKey) -> Any | None:
         with self._lock:
             emb = self._items.get(key)
             if emb is not None:
@@ -166,11 +199,44 @@ class EmbeddingCache:
             self.misses += 1
         return None
 
-    def put(self, key: EmbeddingKey, emb: Embedding) -> None:
+    def put(self, key: EmbeddingKey, emb: Cached) -> None:
         self._remember(key, emb)
         self._save(key, emb)
 
-    def _remember(self, key: EmbeddingKey, emb: Embedding) -> None:
+    def get_or_compute(self, key: EmbeddingKey, compute: Callable[[], E]) -> E:
+        """The cached entry of ``key``, or ``compute()``'s result, stored (the one way embeddings enter the cache).
+
+        ``compute`` runs once per missing key: another thread asking for the same key meanwhile (e.g. a
+        prompt while the background precompute encodes that slice) waits for it and gets the same object,
+        even when the budget keeps nothing. An error in ``compute`` is raised in the thread that ran it; a
+        waiting thread then computes the entry itself.
+        """
+        while True:
+            emb = self.get(key)
+            if emb is not None:
+                return emb
+            with self._lock:
+                flight = self._inflight.get(key)
+                mine = flight is None
+                if mine:
+                    flight = self._inflight[key] = (threading.Event(), [])
+            event, result = flight  # type: ignore[misc]
+            if mine:
+                break
+            event.wait()
+            if result:
+                return result[0]
+        try:
+            emb = compute()
+            self.put(key, emb)
+            result.append(emb)
+            return emb
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+            event.set()
+
+    def _remember(self, key: EmbeddingKey, emb: Cached) -> None:
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
@@ -186,9 +252,9 @@ class EmbeddingCache:
     def _disk_path(self, key: EmbeddingKey) -> Path | None:
         return None if self.disk_dir is None else self.disk_dir / f"{key.digest()}.npz"
 
-    def _save(self, key: EmbeddingKey, emb: Embedding) -> None:
+    def _save(self, key: EmbeddingKey, emb: Cached) -> None:
         path = self._disk_path(key)
-        if path is None or path.exists():
+        if path is None or not isinstance(emb, Embedding) or path.exists():
             return
         f = emb.frame
         meta = json.dumps(
@@ -327,8 +393,6 @@ class SliceEncoder:
         self.model = model
         self.cache = cache if cache is not None else EmbeddingCache()
         self._encode_lock = threading.Lock()
-        self._inflight: dict[EmbeddingKey, threading.Event] = {}
-        self._inflight_lock = threading.Lock()
 
     def key(self, volume: Volume, axis: int | str, index: int, window: Window) -> EmbeddingKey:
         ax = resolve_axis(axis)
@@ -345,33 +409,15 @@ class SliceEncoder:
     def get(self, volume: Volume, axis: int | str, index: int, window: Window) -> Embedding:
         """The slice's embedding: from the cache, or encoded now (and cached)."""
         key = self.key(volume, axis, index, window)
-        while True:
-            emb = self.cache.get(key)
-            if emb is not None:
-                return emb
-            with self._inflight_lock:
-                ev = self._inflight.get(key)
-                mine = ev is None
-                if mine:
-                    ev = self._inflight[key] = threading.Event()
-            if mine:
-                break
-            ev.wait()  # another thread is encoding this slice
-            emb = self.cache.get(key)
-            if emb is not None:
-                return emb
-        try:
+
+        def encode() -> Embedding:
             frame = self.frame(volume, key.axis)
             img = slice_image(volume, key.axis, key.index, window, frame)
             with self._encode_lock:
                 feats = encode_image(self.model, img)
-            emb = Embedding(feats, frame)
-            self.cache.put(key, emb)
-            return emb
-        finally:
-            with self._inflight_lock:
-                self._inflight.pop(key, None)
-            ev.set()
+            return Embedding(feats, frame)
+
+        return self.cache.get_or_compute(key, encode)
 
     def precompute(
         self,

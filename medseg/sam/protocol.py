@@ -30,7 +30,6 @@ Options beyond the reference: positive/negative points on a slice (with or witho
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from medseg.modality import default_window, resolve_modality
+from medseg.sam.embed import EmbeddingCache, EmbeddingKey, known_fingerprint, volume_fingerprint
 from medseg.sam.image import resolve_axis
 from medseg.sam.resize import longest_side_shape, resize_area
 from medseg.types import Volume
@@ -57,6 +57,8 @@ __all__ = [
 
 IMAGE_SIZE = 256
 BOX_SHIFT = 3
+#: A :class:`BoxSession`'s default embedding budget: 64 planes of 4 MiB (256x64x64 float32).
+DEFAULT_CACHE_BYTES = 64 * 256 * 64 * 64 * 4
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,11 @@ class PlaneEmbedding:
     shape: tuple[int, int]
     resized: tuple[int, int]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the embedding tensor (the :class:`~medseg.sam.embed.EmbeddingCache` budget)."""
+        return int(self.embedding.numel() * self.embedding.element_size())
+
 
 class LiteMedSAM:
     """The LiteMedSAM network with the reference protocol's encode and decode steps.
@@ -289,30 +296,33 @@ class LiteMedSAM:
 
 
 class BoxSession:
-    """LiteMedSAM on one volume: uint8 intensities once per window, embeddings cached per plane.
+    """LiteMedSAM on one volume: uint8 intensities once per window, embeddings in an
+    :class:`~medseg.sam.embed.EmbeddingCache` (the one cache of every SAM family).
 
     Args:
         model: a :class:`LiteMedSAM`.
         volume: the scan (3D, or 4D using its first time point).
         modality: ``auto``/``ct``/``mr`` (see :func:`intensity_uint8`).
-        cache_size: embeddings kept (LRU); 0 keeps none.
+        cache: the embedding cache; share one between sessions (e.g. the napari widget's sessions of one
+            image) to share its entries and its memory budget. Default: a new one of
+            :data:`DEFAULT_CACHE_BYTES` (64 planes); ``EmbeddingCache(max_bytes=0)`` keeps none. Entries are
+            keyed by the volume's content, the plane, the intensity rule and the model, so sharing is safe.
     """
 
-    def __init__(self, model: LiteMedSAM, volume: Volume, modality: str = "auto", cache_size: int = 64) -> None:
+    def __init__(self, model: LiteMedSAM, volume: Volume, modality: str = "auto",
+                 cache: EmbeddingCache | None = None) -> None:
         if not isinstance(volume, Volume):
             raise TypeError(f"volume must be a medseg Volume, got {type(volume).__name__}.")
-        if not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"cache_size must be an int >= 0, got {cache_size!r}.")
+        if cache is not None and not isinstance(cache, EmbeddingCache):
+            raise TypeError(f"cache must be an EmbeddingCache, got {type(cache).__name__}.")
         self.model = model
         self.volume = volume
         self.modality = modality
         self.shape = tuple(_volume_array(volume).shape)
+        self.cache = cache if cache is not None else EmbeddingCache(max_bytes=DEFAULT_CACHE_BYTES)
         self._u8: dict[tuple[float, float] | None, tuple[np.ndarray, IntensityRule]] = {}
-        self._emb: OrderedDict[tuple, PlaneEmbedding] = OrderedDict()
-        self._cache_size = cache_size
         self._lock = threading.RLock()
-        self._inflight: dict[tuple, threading.Event] = {}
-        self.encoded = 0  # number of image-encoder runs (for tests and benchmarks)
+        self.encoded = 0  # number of image-encoder runs of this session (for sidecars, tests and benchmarks)
 
     def intensities(self, window: Sequence[float] | None = None) -> tuple[np.ndarray, IntensityRule]:
         """The uint8 volume and its rule for ``window`` (computed once per window)."""
@@ -325,44 +335,39 @@ class BoxSession:
     def plane_shape(self, axis: int | str) -> tuple[int, int]:
         return plane_shape(self.shape, axis)
 
+    def key(self, axis: int | str, index: int, window: Sequence[float] | None = None) -> EmbeddingKey:
+        """The cache key of a plane: volume content, axis, slice, the uint8 rule's clip and kind, model."""
+        ax = resolve_axis(axis)
+        n = self.shape[ax]
+        if not 0 <= int(index) < n:
+            raise IndexError(f"slice {index} out of range 0..{n - 1} along axis {ax}.")
+        fingerprint = volume_fingerprint(self.volume)
+        rule = self.intensities(window)[1]
+        return EmbeddingKey(fingerprint, ax, int(index), (float(rule.low), float(rule.high)),
+                            self.model.model_id, IMAGE_SIZE, rule.kind)
+
     def is_cached(self, axis: int | str, index: int, window: Sequence[float] | None = None) -> bool:
-        key = (resolve_axis(axis), int(index), None if window is None else tuple(float(v) for v in window))
+        """Whether the plane's embedding is cached; cheap (``False`` until this session has the volume's
+        fingerprint and ``window``'s intensities: a GUI thread asks this, the first encoding computes them)."""
+        wkey = None if window is None else (float(window[0]), float(window[1]))
         with self._lock:
-            return key in self._emb
+            ready = wkey in self._u8
+        if not ready or known_fingerprint(self.volume) is None:
+            return False
+        return self.key(axis, index, window) in self.cache
 
     def embedding(self, axis: int | str, index: int, window: Sequence[float] | None = None) -> PlaneEmbedding:
-        """The plane's embedding, from the cache or encoded now."""
-        ax = resolve_axis(axis)
-        wkey = None if window is None else tuple(float(v) for v in window)
-        key = (ax, int(index), wkey)
-        while True:
-            with self._lock:
-                emb = self._emb.get(key)
-                if emb is not None:
-                    self._emb.move_to_end(key)
-                    return emb
-                busy = self._inflight.get(key)
-                if busy is None:  # ours to encode
-                    busy = self._inflight[key] = threading.Event()
-                    break
-            busy.wait()  # another thread (e.g. the background precompute) is encoding this plane
-            if not self._cache_size:
-                break
-        try:
+        """The plane's embedding, from the cache or encoded now (once, whichever thread asks first)."""
+        key = self.key(axis, index, window)
+
+        def encode() -> PlaneEmbedding:
             u8, _ = self.intensities(window)
-            emb = self.model.embed(plane(u8, ax, index))
+            emb = self.model.embed(plane(u8, key.axis, key.index))
             with self._lock:
                 self.encoded += 1
-                if self._cache_size:
-                    self._emb[key] = emb
-                    while len(self._emb) > self._cache_size:
-                        self._emb.popitem(last=False)
             return emb
-        finally:
-            with self._lock:
-                ev = self._inflight.pop(key, None)
-            if ev is not None:
-                ev.set()
+
+        return self.cache.get_or_compute(key, encode)
 
     def slice2d(
         self,
