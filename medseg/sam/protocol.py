@@ -30,6 +30,7 @@ Options beyond the reference: positive/negative points on a slice (with or witho
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from medseg.modality import default_window, resolve_modality
-from medseg.sam.embed import EmbeddingCache, EmbeddingKey, known_fingerprint, volume_fingerprint
+from medseg.sam.cache import EmbeddingCache, EmbeddingKey, known_fingerprint, volume_fingerprint
 from medseg.sam.image import resolve_axis
 from medseg.sam.resize import longest_side_shape, resize_area
 from medseg.types import Volume
@@ -261,13 +262,17 @@ class LiteMedSAM:
         return cls(net, device, mid)
 
     def embed(self, plane_u8: np.ndarray) -> PlaneEmbedding:
-        """Run the image encoder on one uint8 plane."""
+        """Run the image encoder on one uint8 plane (:func:`model_input`, then :meth:`encode`)."""
+        x, new = model_input(plane_u8)
+        return self.encode(x, new, tuple(plane_u8.shape))  # type: ignore[arg-type]
+
+    def encode(self, x: np.ndarray, resized: tuple[int, int], shape: tuple[int, int]) -> PlaneEmbedding:
+        """Run the image encoder on a :func:`model_input` array ``(3, 256, 256)`` of a plane of ``shape``."""
         import torch
 
-        x, new = model_input(plane_u8)
         with self._lock, torch.inference_mode():
             emb = self.encoder(torch.from_numpy(x)[None].to(self.device))
-        return PlaneEmbedding(emb, tuple(plane_u8.shape), new)  # type: ignore[arg-type]
+        return PlaneEmbedding(emb, shape, resized)
 
     def decode(
         self,
@@ -323,13 +328,26 @@ class BoxSession:
         self._u8: dict[tuple[float, float] | None, tuple[np.ndarray, IntensityRule]] = {}
         self._lock = threading.RLock()
         self.encoded = 0  # number of image-encoder runs of this session (for sidecars, tests and benchmarks)
+        #: seconds spent by this session: ``preprocess`` (uint8 intensities, planes to the model input) and
+        #: ``network`` (image encoder and prompt decoder); a caller adds its own stages (``medseg prompt``:
+        #: ``load``, ``export``) for :func:`medseg.pipeline.stage_timings`.
+        self.timings: dict[str, float] = {"preprocess": 0.0, "network": 0.0}
+
+    def _spent(self, stage: str, since: float) -> float:
+        """Add the seconds since ``since`` to ``timings[stage]``; returns now."""
+        now = time.perf_counter()
+        with self._lock:
+            self.timings[stage] = self.timings.get(stage, 0.0) + (now - since)
+        return now
 
     def intensities(self, window: Sequence[float] | None = None) -> tuple[np.ndarray, IntensityRule]:
         """The uint8 volume and its rule for ``window`` (computed once per window)."""
         key = None if window is None else (float(window[0]), float(window[1]))
         with self._lock:
             if key not in self._u8:
+                t0 = time.perf_counter()
                 self._u8[key] = intensity_uint8(self.volume, self.modality, key)
+                self._spent("preprocess", t0)
             return self._u8[key]
 
     def plane_shape(self, axis: int | str) -> tuple[int, int]:
@@ -362,7 +380,12 @@ class BoxSession:
 
         def encode() -> PlaneEmbedding:
             u8, _ = self.intensities(window)
-            emb = self.model.embed(plane(u8, key.axis, key.index))
+            t0 = time.perf_counter()
+            p = plane(u8, key.axis, key.index)
+            x, resized = model_input(p)
+            t1 = self._spent("preprocess", t0)
+            emb = self.model.encode(x, resized, tuple(p.shape))  # type: ignore[arg-type]
+            self._spent("network", t1)
             with self._lock:
                 self.encoded += 1
             return emb
@@ -389,7 +412,10 @@ class BoxSession:
             lab = np.asarray(labels, dtype=np.int64).reshape(-1)
             if len(lab) != len(pts):
                 raise ValueError(f"got {len(pts)} points but {len(lab)} labels.")
-        return self.model.decode(emb, b, pts, lab) > 0.0
+        t0 = time.perf_counter()
+        logits = self.model.decode(emb, b, pts, lab)
+        self._spent("network", t0)
+        return logits > 0.0
 
     def box3d(
         self,
