@@ -85,7 +85,34 @@ def cpu_flags() -> str:
     return f"{model}; flags: {' '.join(keep)}"
 
 
-def bench_litemedsam(threads: int, repeats: int, runtime: str = "torch") -> None:
+def _decoder_table(title: str, runs: dict, n: int, timed=None) -> None:
+    """Alternate ``runs`` (name -> callable) ``n`` times; print median wall and process CPU ms per call.
+    ``timed(fn) -> (wall, cpu)`` measures one call (default: the call alone)."""
+    def plain(fn):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - t, time.process_time() - c
+
+    timed = timed or plain
+    for fn in runs.values():  # warm-up
+        fn()
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(n):
+        for k, fn in runs.items():
+            w, c = timed(fn)
+            wall[k].append(w)
+            cpu[k].append(c)
+    ref = next((k for k in runs if k.startswith("reference")), None)
+    print(f"{title}; load average {os.getloadavg()[0]:.1f}:")
+    for k in runs:
+        w = statistics.median(wall[k])
+        ratio = f", {statistics.median(wall[ref]) / w:.2f}x vs reference" if ref and k != ref else ""
+        print(f"  {k:40s} median {1000 * w:7.1f} ms (min {1000 * min(wall[k]):6.1f}, max {1000 * max(wall[k]):7.1f})"
+              f"{ratio}  [process CPU time {1000 * statistics.median(cpu[k]):.1f} ms]", flush=True)
+
+
+def bench_litemedsam(threads: int, repeats: int, runtime: str = "torch", encoder_variants: bool = True) -> None:
     import sys
     from pathlib import Path
 
@@ -135,24 +162,42 @@ def bench_litemedsam(threads: int, repeats: int, runtime: str = "torch") -> None
     print(f"3D box: reference loop {r:.2f} s/slice, medseg {m:.2f} s/slice -> ratio {r / m:.2f}x "
           f"[process CPU time: {rc:.2f} vs {mc:.2f} s/slice, ratio {rc / mc:.2f}x] "
           f"(masks agree: Dice {agree:.4f} on the {z1 - z0 - 1} slices both cover)")
-    # decoder with a cached embedding
+    # decoder with a cached embedding: medseg's default (LiteMedSAM.decoder_threads, one thread), medseg with the
+    # process's torch threads, and the reference, alternating
     emb = session.embedding(2, zm)
     b256 = scale_box((box[0], box[1], box[3], box[4]), emb.shape)
-    dec, rdec, dec_c, rdec_c = [], [], [], []
     remb, new, orig = reference_embed(ref_net, u8[zm])
-    for _ in range(max(5, repeats * 5)):
+    box2d = (box[0], box[1], box[3], box[4])
+    default_threads = model.decoder_threads
+
+    def medseg_decoder(threads):
+        model.decoder_threads = threads
+        try:
+            session.slice2d(2, zm, box=box2d)
+        finally:
+            model.decoder_threads = default_threads
+
+    runs = {
+        f"medseg ({default_threads} decoder thread, default)": lambda: medseg_decoder(default_threads),
+        f"medseg ({threads} threads)": lambda: medseg_decoder(None),
+        f"reference ({threads} threads)": lambda: reference_logits(ref_net, remb, b256, new, orig),
+    }
+    _decoder_table("decoder per prompt (cached embedding, box -> mask on the slice)", runs, max(5, repeats * 5))
+    # the same right after an image-encoder run (what a prompt meets while neighbours are being embedded)
+    u8_ours = session.intensities()[0]
+    planes = [plane(u8_ours, 2, z) for z in range(z0, z1 + 1)]
+
+    def after_encoder(fn, i=[0]):  # noqa: B006 - a counter across calls
+        model.embed(planes[i[0] % len(planes)])
+        i[0] += 1
         t, c = time.perf_counter(), time.process_time()
-        session.slice2d(2, zm, box=(box[0], box[1], box[3], box[4]))
-        dec.append(time.perf_counter() - t)
-        dec_c.append(time.process_time() - c)
-        t, c = time.perf_counter(), time.process_time()
-        reference_logits(ref_net, remb, b256, new, orig)
-        rdec.append(time.perf_counter() - t)
-        rdec_c.append(time.process_time() - c)
-    d, rd = statistics.median(dec), statistics.median(rdec)
-    print(f"decoder per prompt (cached embedding, box -> mask on the slice): medseg median "
-          f"{1000 * d:.1f} ms (max {1000 * max(dec):.1f}), reference {1000 * rd:.1f} ms -> ratio {rd / d:.2f}x "
-          f"[process CPU time: {1000 * statistics.median(dec_c):.1f} vs {1000 * statistics.median(rdec_c):.1f} ms]")
+        fn()
+        return time.perf_counter() - t, time.process_time() - c
+
+    _decoder_table(f"decoder per prompt right after an image-encoder run ({runtime} encoder)",
+                   {k: v for k, v in runs.items() if k.startswith("medseg")}, max(3, repeats * 2), after_encoder)
+    if not encoder_variants:
+        return
     # encoder variants, alternating
     x, _ = model_input(plane(session.intensities()[0], 2, zm))
     xt = torch.from_numpy(x)[None]
@@ -192,10 +237,12 @@ def main() -> None:
     ap.add_argument("--only", choices=["litemedsam", "sam", "sam2"], default="litemedsam")
     ap.add_argument("--runtime", choices=["torch", "openvino", "auto"], default="torch",
                     help="LiteMedSAM image encoder runtime for the 3D box and decoder runs (default: torch)")
+    ap.add_argument("--no-encoder-variants", action="store_true",
+                    help="skip the torch encoder variants (3D box and decoder only)")
     args = ap.parse_args()
     if args.only == "litemedsam":
         for th in args.threads:
-            bench_litemedsam(th, args.repeats, args.runtime)
+            bench_litemedsam(th, args.repeats, args.runtime, not args.no_encoder_variants)
         return
     from medseg.sam import build_sam2_network, build_sam_network, wrap_network
 

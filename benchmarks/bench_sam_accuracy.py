@@ -58,10 +58,11 @@ class Scan:
 
     def __init__(self, image, model):
         from medseg.io import read
+        from medseg.sam.embed import EmbeddingCache
         from medseg.sam.protocol import BoxSession
 
         self.vol = read(image)
-        self.session = BoxSession(model, self.vol, cache_size=max(self.vol.shape))
+        self.session = BoxSession(model, self.vol, cache=EmbeddingCache(max_bytes=max(self.vol.shape) * 4 * 1024**2))  # 4 MiB a plane
         self.ref_cache: dict = {}
         self.u8 = None
 

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -22,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from ._qt import progress_bar, status_label
 
-__all__ = ["SamLayout", "SHORTCUTS", "BROWSE", "NEW_LABELS"]
+__all__ = ["SamLayout", "SHORTCUTS", "BROWSE", "NEW_LABELS", "RUNTIMES"]
 
 #: action -> napari key binding (shown in the widget).
 SHORTCUTS = {
@@ -36,6 +38,8 @@ SHORTCUTS = {
 }
 
 BROWSE = "Checkpoint file…"
+#: image-encoder runtimes (medseg.engine.backends), as the CLI's ``--runtime``.
+RUNTIMES = ("auto", "torch", "openvino")
 NEW_LABELS = "<new labels layer>"
 
 
@@ -56,6 +60,11 @@ class SamLayout(QWidget):
         self.model_combo.addItem(BROWSE)
         self.device_combo = QComboBox()
         self.device_combo.addItems(["cpu", "cuda"])
+        self.runtime_combo = QComboBox()  # LiteMedSAM's image encoder: auto = OpenVINO on the CPU when it converts
+        self.runtime_combo.addItems(RUNTIMES)
+        self.runtime_combo.setCurrentText(os.environ.get("MEDSEG_RUNTIME", "auto"))  # as `medseg prompt --runtime`
+        self.runtime_combo.setToolTip("image encoder runtime: auto = OpenVINO on the CPU when installed and the "
+                                      "encoder converts, else torch; openvino = OpenVINO or an error; torch")
         self.load_button = QPushButton("Load model")
         self.model_label = QLabel("no model loaded")
         self.model_label.setWordWrap(True)
@@ -94,6 +103,7 @@ class SamLayout(QWidget):
         model_row.addWidget(self.device_combo)
         model_row.addWidget(self.load_button)
         form.addRow("SAM model", model_row)
+        form.addRow("Runtime", self.runtime_combo)
         form.addRow("", self.model_label)
         form.addRow("Image", self.image_combo)
         form.addRow("Window", self.window_combo)

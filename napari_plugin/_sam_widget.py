@@ -20,6 +20,11 @@ How it works:
   volume, stopping where the object ends), propagated as the CVPR 2024 challenge's reference inference does
   it (:class:`medseg.sam.lite_session.LiteSession`, the same planes, intensities and rules as
   ``medseg prompt``). Points on the box's slice refine it.
+* *Runtime* (``auto`` | ``torch`` | ``openvino``, default ``auto`` or ``$MEDSEG_RUNTIME``, as ``medseg
+  prompt --runtime``) runs LiteMedSAM's image encoder; the model line says which one runs. SAM / SAM 2 run on
+  torch (``openvino`` is then an error, never a silent fallback).
+* Embeddings live in one :class:`medseg.sam.EmbeddingCache` of the widget, shared by every image, window
+  and model (keyed by content, plane, intensities and model): going back to a window or image reuses them.
 * The model sees the contrast the image opens with: the *Window* ``auto`` is
   :func:`medseg.modality.default_window`, the display contrast of the reader.
 * *Accept* writes the candidate into the target Labels layer as the chosen label id (never over other
@@ -69,6 +74,38 @@ PALETTE = [
 PROMPTS_NAME, BOX_NAME, PREVIEW_NAME = "SAM prompts", "SAM box", "SAM preview"
 
 
+def apply_runtime(model: Any, runtime: str, tracker: Any = None) -> None:
+    """Run ``model``'s image encoder on ``runtime`` as ``medseg prompt --runtime`` does (LiteMedSAM:
+    :meth:`medseg.sam.protocol.LiteMedSAM.use_runtime`; SAM / SAM 2 run on torch, so ``openvino`` is an error).
+
+    Raises:
+        ModelError: ``openvino`` asked for and not possible (not installed, no conversion, a SAM / SAM 2 model).
+    """
+    from medseg.errors import ModelError
+    from medseg.sam.registry import Family
+
+    if model.family is Family.LITEMEDSAM:
+        if tracker is not None:
+            tracker.stage(f"image encoder runtime: {runtime}")
+        model.use_runtime(runtime)
+    elif runtime == "openvino":
+        raise ModelError(f"runtime openvino: only LiteMedSAM's image encoder runs on OpenVINO; {model.family.value} "
+                         "runs on torch (choose auto or torch)")
+
+
+def runtime_text(model: Any) -> str:
+    """What runs the image encoder, for the model line: ``encoder: openvino 2026.4.1 (cache hit)``,
+    ``encoder: torch`` (+ why ``auto`` did not pick OpenVINO)."""
+    info = getattr(model, "runtime_info", None)
+    if info is None:
+        return "encoder: torch"
+    version = (info.version or "").split("-")[0]
+    text = f"encoder: {info.name}" + (f" {version}" if version and info.name != "torch" else "")
+    if info.cache:
+        text += f" (compiled cache {info.cache})"
+    return text + (f" — {info.note}" if info.note else "")
+
+
 class SamWidget(SamLayout):
     """Interactive SAM segmentation of an image layer.
 
@@ -94,8 +131,12 @@ class SamWidget(SamLayout):
         self._precompute = None
         self._precompute_key: tuple | None = None
         self._updating_shapes = False
+        from medseg.sam.embed import EmbeddingCache
+
+        self.cache = EmbeddingCache()  # the one embedding cache of every session this widget builds
 
         self.load_button.clicked.connect(self.load_selected_model)
+        self.runtime_combo.currentTextChanged.connect(self._on_runtime_changed)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.window_combo.currentIndexChanged.connect(self._on_image_changed)
         self.label_id.valueChanged.connect(self._on_label_id_changed)
@@ -167,20 +208,36 @@ class SamWidget(SamLayout):
                 self.status.setText(f"{Path(path).name}: pick the registry model it belongs to, then Browse")
                 return None
         device = self.device_combo.currentText()
+        runtime = self.runtime_combo.currentText()
 
         def body(tracker):
             from medseg.sam import load_model
 
             tracker.stage(f"loading {name}")
-            return load_model(name, checkpoint=checkpoint, device=device)
+            model = load_model(name, checkpoint=checkpoint, device=device)
+            apply_runtime(model, runtime, tracker)
+            return model
 
         return self._start(body, self.use_model, f"loading {name}…")
+
+    def _on_runtime_changed(self, runtime: str) -> Job | None:
+        """A new *Runtime* for the loaded model: re-select its image encoder in the background."""
+        model = self.model
+        if model is None or (self.job is not None and self.job.running):
+            return None  # applied by the next Load model
+
+        def body(tracker):
+            apply_runtime(model, runtime, tracker)
+            return model
+
+        return self._start(body, self.use_model, f"image encoder runtime {runtime}…")
 
     def use_model(self, model: Any) -> None:
         """Use an already loaded :class:`medseg.sam.SamModel` (also what *Load model* ends with)."""
         self.model = model
         self._segmenter_key = None
-        self.model_label.setText(f"{model.family.value}, {model.image_size} px, {model.model_id or 'unnamed'}")
+        self.model_label.setText(f"{model.family.value}, {model.image_size} px, {model.model_id or 'unnamed'}; "
+                                 f"{runtime_text(model)}")
         self.status.setText("model ready: click on the image")
         self._on_slice_changed()
 
@@ -203,9 +260,9 @@ class SamWidget(SamLayout):
             if self.model.family is Family.LITEMEDSAM:
                 from medseg.sam.lite_session import LiteSession
 
-                self.session.segmenter = LiteSession(self.model, volume, window=window)
+                self.session.segmenter = LiteSession(self.model, volume, window=window, cache=self.cache)
             else:
-                self.session.segmenter = SamSession(self.model, volume, window=window)
+                self.session.segmenter = SamSession(self.model, volume, window=window, cache=self.cache)
             self._segmenter_key = key
         return self.session
 
@@ -256,17 +313,26 @@ class SamWidget(SamLayout):
         Raises:
             ValueError: that slice cannot be reached with the current displayed axes.
         """
-        hidden = [d for d in range(self.viewer.dims.ndim) if d not in self.viewer.dims.displayed]
-        for dim in reversed(hidden):
-            start = list(self.viewer.dims.current_step)
-            for step in range(int(self.viewer.dims.nsteps[dim])):
-                cur = list(start)
-                cur[dim] = step
-                self.viewer.dims.current_step = tuple(cur)
-                if self.current_slice() == (axis, index):
-                    return
-            self.viewer.dims.current_step = tuple(start)
-        raise ValueError(f"slice {index} along axis {'ijk'[axis]} is not reachable in this view")
+        dims = self.viewer.dims
+        hidden = [d for d in range(dims.ndim) if d not in dims.displayed]
+        found = None
+        # search with this widget's slice handler blocked: the slices passed on the way are not embedded
+        with dims.events.current_step.blocker(self._on_slice_changed):
+            first = tuple(dims.current_step)
+            for dim in reversed(hidden):
+                for step in range(int(dims.nsteps[dim])):
+                    cur = list(first)
+                    cur[dim] = step
+                    dims.current_step = tuple(cur)
+                    if self.current_slice() == (axis, index):
+                        found = tuple(cur)
+                        break
+                if found is not None:
+                    break
+            dims.current_step = first
+        if found is None:
+            raise ValueError(f"slice {index} along axis {'ijk'[axis]} is not reachable in this view")
+        dims.current_step = found  # one change, seen by every listener (and this widget's embedding)
 
     def _world_to_ijk(self, world: Any) -> np.ndarray:
         layer = self.image_layer()

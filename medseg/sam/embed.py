@@ -1,8 +1,9 @@
-"""Image embeddings of volume slices: the encoder, a byte-budgeted LRU cache (optionally on disk) and
-background precomputation of neighbouring slices.
+"""Image embeddings of volume slices for SAM / SAM 2: the encoder through the one embedding cache
+(:mod:`medseg.sam.cache`, also LiteMedSAM's) and background precomputation of neighbouring slices
+(:class:`PrecomputeJob`, every family's).
 
-Cache keys are ``(volume fingerprint, axis, slice, window, model id, image size)``. A prompt on a slice
-whose embedding is cached never runs the image encoder again.
+Cache keys are ``(volume fingerprint, axis, slice, intensity rule and window, model id, image size)``. A
+prompt on a slice whose embedding is cached never runs the image encoder again.
 
 >>> cache = EmbeddingCache(max_bytes=512 * 1024**2)
 >>> enc = SliceEncoder(model, cache)                          # doctest: +SKIP
@@ -13,18 +14,12 @@ whose embedding is cached never runs the image encoder again.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from medseg.sam.cache import Cached, Embedding, EmbeddingCache, EmbeddingKey, known_fingerprint, volume_fingerprint
 from medseg.sam.image import SliceFrame, Window, frame_for, resolve_axis, slice_image
 from medseg.sam.models import SamModel
 from medseg.sam.registry import Family, PixelNorm
@@ -32,7 +27,9 @@ from medseg.types import Volume
 
 __all__ = [
     "volume_fingerprint",
+    "known_fingerprint",
     "EmbeddingKey",
+    "Cached",
     "Embedding",
     "EmbeddingCache",
     "encode_image",
@@ -43,178 +40,6 @@ __all__ = [
 
 #: ``progress(done, total)``; called from the worker thread.
 ProgressCallback = Callable[[int, int], None]
-
-_FINGERPRINTS: weakref.WeakKeyDictionary[Volume, str] = weakref.WeakKeyDictionary()
-_FP_LOCK = threading.Lock()
-
-
-def volume_fingerprint(volume: Volume) -> str:
-    """Content hash of a volume (array bytes, dtype, shape and affine); memoised per Volume object."""
-    with _FP_LOCK:
-        fp = _FINGERPRINTS.get(volume)
-    if fp is not None:
-        return fp
-    h = hashlib.blake2b(digest_size=16)
-    arr = np.ascontiguousarray(volume.array)
-    h.update(str((arr.dtype.str, arr.shape)).encode())
-    h.update(np.ascontiguousarray(volume.affine, dtype=np.float64).tobytes())
-    flat = arr.reshape(-1).view(np.uint8)
-    for start in range(0, flat.size, 1 << 26):
-        h.update(flat[start : start + (1 << 26)])
-    fp = h.hexdigest()
-    with _FP_LOCK:
-        _FINGERPRINTS[volume] = fp
-    return fp
-
-
-@dataclass(frozen=True)
-class EmbeddingKey:
-    """Identity of one slice embedding."""
-
-    volume: str
-    axis: int
-    index: int
-    window: tuple[float, float]
-    model: str
-    image_size: int
-
-    def digest(self) -> str:
-        """Stable file-name-safe digest (used by the on-disk cache)."""
-        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:40]
-
-
-@dataclass(frozen=True, eq=False)
-class Embedding:
-    """Encoder output for one slice.
-
-    Args:
-        features: named float arrays, each with a leading batch dim of 1. SAM: ``image_embed``
-            ``(1, 256, S/16, S/16)``. SAM 2: ``image_embed`` ``(1, 256, S/16, S/16)`` plus
-            ``high_res_0`` ``(1, 32, S/4, S/4)`` and ``high_res_1`` ``(1, 64, S/8, S/8)``.
-        frame: how the slice sits in the model frame.
-    """
-
-    features: dict[str, np.ndarray]
-    frame: SliceFrame
-
-    @property
-    def nbytes(self) -> int:
-        return int(sum(a.nbytes for a in self.features.values()))
-
-
-class EmbeddingCache:
-    """Thread-safe LRU cache of :class:`Embedding` with a memory budget, optionally backed by a directory.
-
-    Args:
-        max_bytes: memory budget; least recently used entries are evicted beyond it. An entry larger
-            than the budget is not kept in memory (only on disk, if enabled).
-        disk_dir: if set, every embedding is also written there as ``<digest>.npz`` (``np.savez``, loaded
-            with ``allow_pickle=False``) and read back on a memory miss.
-    """
-
-    def __init__(self, max_bytes: int = 1 << 30, disk_dir: str | os.PathLike[str] | None = None) -> None:
-        if not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
-            raise ValueError(f"max_bytes must be a non-negative int, got {max_bytes!r}.")
-        self.max_bytes = int(max_bytes)
-        self.disk_dir = Path(disk_dir) if disk_dir is not None else None
-        if self.disk_dir is not None:
-            self.disk_dir.mkdir(parents=True, exist_ok=True)
-        self._items: OrderedDict[EmbeddingKey, Embedding] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.RLock()
-        self.hits = 0
-        self.misses = 0
-        self.disk_hits = 0
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held in memory."""
-        return self._bytes
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: EmbeddingKey) -> bool:
-        with self._lock:
-            if key in self._items:
-                return True
-        return self._disk_path(key) is not None and self._disk_path(key).is_file()  # type: ignore[union-attr]
-
-    def keys(self) -> list[EmbeddingKey]:
-        with self._lock:
-            return list(self._items)
-
-    def clear(self) -> None:
-        """Drop the in-memory entries (the disk cache stays)."""
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-    def get(self, key: EmbeddingKey) -> Embedding | None:
-        with self._lock:
-            emb = self._items.get(key)
-            if emb is not None:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return emb
-        emb = self._load(key)
-        if emb is not None:
-            self.disk_hits += 1
-            self._remember(key, emb)
-            return emb
-        with self._lock:
-            self.misses += 1
-        return None
-
-    def put(self, key: EmbeddingKey, emb: Embedding) -> None:
-        self._remember(key, emb)
-        self._save(key, emb)
-
-    def _remember(self, key: EmbeddingKey, emb: Embedding) -> None:
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
-            if emb.nbytes > self.max_bytes:
-                return
-            self._items[key] = emb
-            self._bytes += emb.nbytes
-            while self._bytes > self.max_bytes and self._items:
-                _, ev = self._items.popitem(last=False)
-                self._bytes -= ev.nbytes
-
-    def _disk_path(self, key: EmbeddingKey) -> Path | None:
-        return None if self.disk_dir is None else self.disk_dir / f"{key.digest()}.npz"
-
-    def _save(self, key: EmbeddingKey, emb: Embedding) -> None:
-        path = self._disk_path(key)
-        if path is None or path.exists():
-            return
-        f = emb.frame
-        meta = json.dumps(
-            {"key": key.__dict__, "frame": [f.axis, list(f.slice_shape), list(f.pixel_spacing), f.image_size,
-                                             list(f.content_shape)]}
-        )
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, __meta__=np.array(meta), **{f"f_{k}": v for k, v in emb.features.items()})
-        os.replace(tmp, path)
-
-    def _load(self, key: EmbeddingKey) -> Embedding | None:
-        path = self._disk_path(key)
-        if path is None or not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["__meta__"]))
-                feats = {k[2:]: np.array(z[k]) for k in z.files if k.startswith("f_")}
-        except (OSError, ValueError, KeyError):
-            return None  # unreadable cache file: recompute (and it will be rewritten)
-        if meta.get("key") != json.loads(json.dumps(key.__dict__)):
-            return None
-        ax, ss, ps, size, cs = meta["frame"]
-        frame = SliceFrame(int(ax), tuple(ss), tuple(ps), int(size), tuple(cs))  # type: ignore[arg-type]
-        return Embedding(feats, frame)
 
 
 def _model_input(model: SamModel, image01: np.ndarray) -> object:
@@ -327,8 +152,6 @@ class SliceEncoder:
         self.model = model
         self.cache = cache if cache is not None else EmbeddingCache()
         self._encode_lock = threading.Lock()
-        self._inflight: dict[EmbeddingKey, threading.Event] = {}
-        self._inflight_lock = threading.Lock()
 
     def key(self, volume: Volume, axis: int | str, index: int, window: Window) -> EmbeddingKey:
         ax = resolve_axis(axis)
@@ -345,33 +168,15 @@ class SliceEncoder:
     def get(self, volume: Volume, axis: int | str, index: int, window: Window) -> Embedding:
         """The slice's embedding: from the cache, or encoded now (and cached)."""
         key = self.key(volume, axis, index, window)
-        while True:
-            emb = self.cache.get(key)
-            if emb is not None:
-                return emb
-            with self._inflight_lock:
-                ev = self._inflight.get(key)
-                mine = ev is None
-                if mine:
-                    ev = self._inflight[key] = threading.Event()
-            if mine:
-                break
-            ev.wait()  # another thread is encoding this slice
-            emb = self.cache.get(key)
-            if emb is not None:
-                return emb
-        try:
+
+        def encode() -> Embedding:
             frame = self.frame(volume, key.axis)
             img = slice_image(volume, key.axis, key.index, window, frame)
             with self._encode_lock:
                 feats = encode_image(self.model, img)
-            emb = Embedding(feats, frame)
-            self.cache.put(key, emb)
-            return emb
-        finally:
-            with self._inflight_lock:
-                self._inflight.pop(key, None)
-            ev.set()
+            return Embedding(feats, frame)
+
+        return self.cache.get_or_compute(key, encode)
 
     def precompute(
         self,

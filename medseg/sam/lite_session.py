@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medseg.sam.embed import PrecomputeJob, neighbours
+from medseg.sam.embed import EmbeddingCache, PrecomputeJob, neighbours
 from medseg.sam.image import WindowPreset, _CT_WL, resolve_axis
 from medseg.sam.protocol import BoxSession, LiteMedSAM
 from medseg.sam.slices import SlicePrompt
@@ -90,15 +90,20 @@ class LiteSession:
         model: a loaded :class:`LiteMedSAM`.
         volume: the image.
         window: a :class:`~medseg.sam.image.WindowPreset` name or ``(width, level)``.
-        cache_size: embeddings kept.
+        cache: the embedding cache (:class:`BoxSession`'s); share one between sessions of an image, e.g.
+            across window changes, as :class:`~medseg.sam.segment.SamSession` does.
     """
 
     def __init__(self, model: LiteMedSAM, volume: Volume, window: str | tuple[float, float] | None = "auto",
-                 cache_size: int = 64) -> None:
+                 cache: EmbeddingCache | None = None) -> None:
         self.model = model
         self.volume = volume
         modality, self.window = window_choice(window)
-        self.box = BoxSession(model, volume, modality=modality, cache_size=cache_size)
+        self.box = BoxSession(model, volume, modality=modality, cache=cache)
+
+    @property
+    def cache(self) -> EmbeddingCache:
+        return self.box.cache
 
     def num_slices(self, axis: int | str) -> int:
         return int(self.box.shape[resolve_axis(axis)])

@@ -208,11 +208,13 @@ def run_prompts(
     session: Any, prompts: list[Prompt], progress: Callable[[str, int, int], None] | None = None
 ) -> np.ndarray:
     """Segment every prompt with a :class:`~medseg.sam.protocol.BoxSession`; returns the ``(I, J, K)`` label
-    array (uint8, or uint16 for labels above 255), later prompts winning overlaps."""
+    array (uint8, or uint16 for labels above 255), later prompts winning overlaps. The seconds spent putting
+    masks into the label array go to ``session.timings["export"]``."""
     from medseg.sam.protocol import put_plane
 
     dtype = np.uint8 if max(p.label for p in prompts) < 256 else np.uint16
     labels = np.zeros(session.shape, dtype=dtype)
+    export = 0.0
     for p in prompts:
         cb = (lambda d, t, _n=p.name: progress(_n, d, t)) if progress is not None else None
         if p.is_3d:
@@ -223,8 +225,14 @@ def run_prompts(
             zs = [p.slices[0]] if p.box is not None else sorted(p.points)
             for z in zs:
                 xy, lab = p.points.get(z, ((), ()))
-                put_plane(mask, p.axis, z, session.slice2d(p.axis, z, box=p.box, points=xy, labels=lab, window=p.window))
+                m = session.slice2d(p.axis, z, box=p.box, points=xy, labels=lab, window=p.window)
+                t0 = time.perf_counter()
+                put_plane(mask, p.axis, z, m)
+                export += time.perf_counter() - t0
+        t0 = time.perf_counter()
         labels[mask] = p.label
+        export += time.perf_counter() - t0
+    session.timings["export"] = session.timings.get("export", 0.0) + export
     return labels
 
 
@@ -311,6 +319,8 @@ def prompt_file(
     from medseg.pipeline import write_segmentation
     from medseg.sam.protocol import BoxSession, LiteMedSAM
 
+    from medseg.pipeline import record_write_seconds, stage_timings
+
     t0 = time.perf_counter()
     if model != "litemedsam":
         raise ModelError(f"medseg prompt runs the LiteMedSAM protocol; unknown model {model!r} (choices: litemedsam)")
@@ -323,6 +333,7 @@ def prompt_file(
         raise InputError(f"this scan is 4D with {n} volumes; choose one with --volume N (0..{n - 1}) or --volume mean",
                          input)
     volume = scan
+    t_read = time.perf_counter()
     items = load_prompts(prompts, volume.shape)
     try:
         from medseg.modality import resolve_modality
@@ -330,11 +341,13 @@ def prompt_file(
         resolve_modality(volume, modality)
     except ValueError as exc:
         raise ReadError(str(exc), input) from None
+    t_load = time.perf_counter()
     sam = LiteMedSAM.load(device=device)
     info = sam.use_runtime(runtime, threads)  # the image encoder on torch or OpenVINO (medseg.engine.backends)
     if info.note is not None or info.name != "torch":
         print(info.line(), file=sys.stderr)
     session = BoxSession(sam, volume, modality=modality)
+    session.timings["load"] = time.perf_counter() - t_load
     arr = run_prompts(session, items, progress)
     t_pred = time.perf_counter()
     seen: dict[int, Label] = {}
@@ -359,10 +372,17 @@ def prompt_file(
     }
     if extra:
         doc["arguments"] = extra
+    # segment's stages (one definition, medseg.pipeline.stage_timings): load = the model and its encoder
+    # runtime, read, preprocess = uint8 intensities and model inputs, network = encoder + decoder, export =
+    # masks into the label map, write
+    timings = stage_timings(session, t_read - t0)
+    doc["timings"] = timings
     written = write_segmentation(
         labels, plan.label_map, doc, formats=plan.formats, source=input, series=series, image=volume,
         seg_type=seg_type, algorithm=AlgorithmInfo(sam.model_id, __version__), overwrite=overwrite,
     )
+    timings["write"] = time.perf_counter() - t_pred
+    record_write_seconds(written.get("json"), timings)
     document = json.loads(plan.sidecars["json"].read_text(encoding="utf-8"))
     extra_outputs = {k: v for k, v in written.items() if k not in ("label_map", "json", "ctbl", "txt")}
     return PromptResult(plan.label_map, plan.sidecars, document, time.perf_counter() - t0, extra_outputs)

@@ -30,7 +30,7 @@ Options beyond the reference: positive/negative points on a slice (with or witho
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from medseg.modality import default_window, resolve_modality
+from medseg.sam.cache import EmbeddingCache, EmbeddingKey, known_fingerprint, volume_fingerprint
 from medseg.sam.image import resolve_axis
 from medseg.sam.resize import longest_side_shape, resize_area
 from medseg.types import Volume
@@ -57,6 +58,8 @@ __all__ = [
 
 IMAGE_SIZE = 256
 BOX_SHIFT = 3
+#: A :class:`BoxSession`'s default embedding budget: 64 planes of 4 MiB (256x64x64 float32).
+DEFAULT_CACHE_BYTES = 64 * 256 * 64 * 64 * 4
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,11 @@ class PlaneEmbedding:
     shape: tuple[int, int]
     resized: tuple[int, int]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the embedding tensor (the :class:`~medseg.sam.embed.EmbeddingCache` budget)."""
+        return int(self.embedding.numel() * self.embedding.element_size())
+
 
 class LiteMedSAM:
     """The LiteMedSAM network with the reference protocol's encode and decode steps.
@@ -214,6 +222,11 @@ class LiteMedSAM:
     """
 
     image_size = IMAGE_SIZE
+    #: CPU threads of the prompt decoder (``None``: the process's torch setting). One thread: the decoder is
+    #: ~1 GFLOP of small products, where a second OpenMP thread mostly waits at barriers: on the 2-core
+    #: machines it made a prompt 1.5-3x slower under load and up to 10x slower right after OpenVINO encoder
+    #: runs (OpenVINO's worker threads still hold the cores), see benchmarks/bench_sam.py.
+    decoder_threads: int | None = 1
 
     def __init__(self, network: Any, device: str = "cpu", model_id: str = "litemedsam") -> None:
         from medseg.sam.registry import Family
@@ -249,13 +262,17 @@ class LiteMedSAM:
         return cls(net, device, mid)
 
     def embed(self, plane_u8: np.ndarray) -> PlaneEmbedding:
-        """Run the image encoder on one uint8 plane."""
+        """Run the image encoder on one uint8 plane (:func:`model_input`, then :meth:`encode`)."""
+        x, new = model_input(plane_u8)
+        return self.encode(x, new, tuple(plane_u8.shape))  # type: ignore[arg-type]
+
+    def encode(self, x: np.ndarray, resized: tuple[int, int], shape: tuple[int, int]) -> PlaneEmbedding:
+        """Run the image encoder on a :func:`model_input` array ``(3, 256, 256)`` of a plane of ``shape``."""
         import torch
 
-        x, new = model_input(plane_u8)
         with self._lock, torch.inference_mode():
             emb = self.encoder(torch.from_numpy(x)[None].to(self.device))
-        return PlaneEmbedding(emb, tuple(plane_u8.shape), new)  # type: ignore[arg-type]
+        return PlaneEmbedding(emb, shape, resized)
 
     def decode(
         self,
@@ -269,88 +286,111 @@ class LiteMedSAM:
         A box and/or points in the 256 frame (x, y). One mask (``multimask_output=False``), except for a
         single point alone, where the best of three by predicted IoU is taken (SAM's ambiguity rule).
         """
+        import torch
+
+        from medseg.engine.runtime import torch_settings
+
         if self._decoder is None:
             from medseg.sam.litemedsam import PromptDecoder
 
             self._decoder = PromptDecoder(self.network)
-        return self._decoder.logits(emb.embedding, emb.shape, emb.resized, box256, points256, point_labels)
+        dev = torch.device(self.device)
+        threads = self.decoder_threads if dev.type == "cpu" else None
+        with torch_settings(dev, threads):
+            return self._decoder.logits(emb.embedding, emb.shape, emb.resized, box256, points256, point_labels)
 
 
 class BoxSession:
-    """LiteMedSAM on one volume: uint8 intensities once per window, embeddings cached per plane.
+    """LiteMedSAM on one volume: uint8 intensities once per window, embeddings in an
+    :class:`~medseg.sam.embed.EmbeddingCache` (the one cache of every SAM family).
 
     Args:
         model: a :class:`LiteMedSAM`.
         volume: the scan (3D, or 4D using its first time point).
         modality: ``auto``/``ct``/``mr`` (see :func:`intensity_uint8`).
-        cache_size: embeddings kept (LRU); 0 keeps none.
+        cache: the embedding cache; share one between sessions (e.g. the napari widget's sessions of one
+            image) to share its entries and its memory budget. Default: a new one of
+            :data:`DEFAULT_CACHE_BYTES` (64 planes); ``EmbeddingCache(max_bytes=0)`` keeps none. Entries are
+            keyed by the volume's content, the plane, the intensity rule and the model, so sharing is safe.
     """
 
-    def __init__(self, model: LiteMedSAM, volume: Volume, modality: str = "auto", cache_size: int = 64) -> None:
+    def __init__(self, model: LiteMedSAM, volume: Volume, modality: str = "auto",
+                 cache: EmbeddingCache | None = None) -> None:
         if not isinstance(volume, Volume):
             raise TypeError(f"volume must be a medseg Volume, got {type(volume).__name__}.")
-        if not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"cache_size must be an int >= 0, got {cache_size!r}.")
+        if cache is not None and not isinstance(cache, EmbeddingCache):
+            raise TypeError(f"cache must be an EmbeddingCache, got {type(cache).__name__}.")
         self.model = model
         self.volume = volume
         self.modality = modality
         self.shape = tuple(_volume_array(volume).shape)
+        self.cache = cache if cache is not None else EmbeddingCache(max_bytes=DEFAULT_CACHE_BYTES)
         self._u8: dict[tuple[float, float] | None, tuple[np.ndarray, IntensityRule]] = {}
-        self._emb: OrderedDict[tuple, PlaneEmbedding] = OrderedDict()
-        self._cache_size = cache_size
         self._lock = threading.RLock()
-        self._inflight: dict[tuple, threading.Event] = {}
-        self.encoded = 0  # number of image-encoder runs (for tests and benchmarks)
+        self.encoded = 0  # number of image-encoder runs of this session (for sidecars, tests and benchmarks)
+        #: seconds spent by this session: ``preprocess`` (uint8 intensities, planes to the model input) and
+        #: ``network`` (image encoder and prompt decoder); a caller adds its own stages (``medseg prompt``:
+        #: ``load``, ``export``) for :func:`medseg.pipeline.stage_timings`.
+        self.timings: dict[str, float] = {"preprocess": 0.0, "network": 0.0}
+
+    def _spent(self, stage: str, since: float) -> float:
+        """Add the seconds since ``since`` to ``timings[stage]``; returns now."""
+        now = time.perf_counter()
+        with self._lock:
+            self.timings[stage] = self.timings.get(stage, 0.0) + (now - since)
+        return now
 
     def intensities(self, window: Sequence[float] | None = None) -> tuple[np.ndarray, IntensityRule]:
         """The uint8 volume and its rule for ``window`` (computed once per window)."""
         key = None if window is None else (float(window[0]), float(window[1]))
         with self._lock:
             if key not in self._u8:
+                t0 = time.perf_counter()
                 self._u8[key] = intensity_uint8(self.volume, self.modality, key)
+                self._spent("preprocess", t0)
             return self._u8[key]
 
     def plane_shape(self, axis: int | str) -> tuple[int, int]:
         return plane_shape(self.shape, axis)
 
+    def key(self, axis: int | str, index: int, window: Sequence[float] | None = None) -> EmbeddingKey:
+        """The cache key of a plane: volume content, axis, slice, the uint8 rule's clip and kind, model."""
+        ax = resolve_axis(axis)
+        n = self.shape[ax]
+        if not 0 <= int(index) < n:
+            raise IndexError(f"slice {index} out of range 0..{n - 1} along axis {ax}.")
+        fingerprint = volume_fingerprint(self.volume)
+        rule = self.intensities(window)[1]
+        return EmbeddingKey(fingerprint, ax, int(index), (float(rule.low), float(rule.high)),
+                            self.model.model_id, IMAGE_SIZE, rule.kind)
+
     def is_cached(self, axis: int | str, index: int, window: Sequence[float] | None = None) -> bool:
-        key = (resolve_axis(axis), int(index), None if window is None else tuple(float(v) for v in window))
+        """Whether the plane's embedding is cached; cheap (``False`` until this session has the volume's
+        fingerprint and ``window``'s intensities: a GUI thread asks this, the first encoding computes them)."""
+        wkey = None if window is None else (float(window[0]), float(window[1]))
         with self._lock:
-            return key in self._emb
+            ready = wkey in self._u8
+        if not ready or known_fingerprint(self.volume) is None:
+            return False
+        return self.key(axis, index, window) in self.cache
 
     def embedding(self, axis: int | str, index: int, window: Sequence[float] | None = None) -> PlaneEmbedding:
-        """The plane's embedding, from the cache or encoded now."""
-        ax = resolve_axis(axis)
-        wkey = None if window is None else tuple(float(v) for v in window)
-        key = (ax, int(index), wkey)
-        while True:
-            with self._lock:
-                emb = self._emb.get(key)
-                if emb is not None:
-                    self._emb.move_to_end(key)
-                    return emb
-                busy = self._inflight.get(key)
-                if busy is None:  # ours to encode
-                    busy = self._inflight[key] = threading.Event()
-                    break
-            busy.wait()  # another thread (e.g. the background precompute) is encoding this plane
-            if not self._cache_size:
-                break
-        try:
+        """The plane's embedding, from the cache or encoded now (once, whichever thread asks first)."""
+        key = self.key(axis, index, window)
+
+        def encode() -> PlaneEmbedding:
             u8, _ = self.intensities(window)
-            emb = self.model.embed(plane(u8, ax, index))
+            t0 = time.perf_counter()
+            p = plane(u8, key.axis, key.index)
+            x, resized = model_input(p)
+            t1 = self._spent("preprocess", t0)
+            emb = self.model.encode(x, resized, tuple(p.shape))  # type: ignore[arg-type]
+            self._spent("network", t1)
             with self._lock:
                 self.encoded += 1
-                if self._cache_size:
-                    self._emb[key] = emb
-                    while len(self._emb) > self._cache_size:
-                        self._emb.popitem(last=False)
             return emb
-        finally:
-            with self._lock:
-                ev = self._inflight.pop(key, None)
-            if ev is not None:
-                ev.set()
+
+        return self.cache.get_or_compute(key, encode)
 
     def slice2d(
         self,
@@ -372,7 +412,10 @@ class BoxSession:
             lab = np.asarray(labels, dtype=np.int64).reshape(-1)
             if len(lab) != len(pts):
                 raise ValueError(f"got {len(pts)} points but {len(lab)} labels.")
-        return self.model.decode(emb, b, pts, lab) > 0.0
+        t0 = time.perf_counter()
+        logits = self.model.decode(emb, b, pts, lab)
+        self._spent("network", t0)
+        return logits > 0.0
 
     def box3d(
         self,

@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from medseg.sam.embed import EmbeddingCache, ProgressCallback, PrecomputeJob, SliceEncoder, neighbours
+from medseg.sam.embed import EmbeddingCache, ProgressCallback, PrecomputeJob, SliceEncoder, known_fingerprint, neighbours
 from medseg.sam.image import SliceFrame, Window, WindowPreset, from_model_frame, resolve_axis, to_model_frame, window_for
 from medseg.sam.models import SamModel
 from medseg.sam.registry import Family
@@ -131,6 +131,10 @@ class SamSession:
         return int(self.volume.shape[resolve_axis(axis)])
 
     def is_cached(self, axis: int | str, index: int) -> bool:
+        """Whether the slice's embedding is cached; cheap (``False`` until the volume's fingerprint exists:
+        the GUI thread asks this, the first encoding computes it)."""
+        if known_fingerprint(self.volume) is None:
+            return False
         return self.encoder.key(self.volume, axis, index, self.window) in self.cache
 
     def segment(

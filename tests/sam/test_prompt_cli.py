@@ -53,6 +53,13 @@ def test_prompt_cli_writes_labels_on_the_input_grid(brain1, tmp_path, capsys):
     assert doc["prompts"][0]["box"] == [x0, y0, 13, x1, y1, 15] and doc["model"] == "litemedsam"
     assert doc["intensity"]["default"]["modality"] == "MR" and doc["intensity"]["default"]["rule"] == "percentile"
     assert doc["encoder_runs"] == 4
+    # segment's stage timings (medseg.pipeline.stage_timings) and runtime object
+    timings = doc["timings"]
+    assert set(timings) == {"load", "read", "preprocess", "network", "export", "write"}, timings
+    assert all(isinstance(v, float) and v >= 0 for v in timings.values()), timings
+    assert timings["network"] > timings["preprocess"] and timings["load"] > 0 and timings["write"] > 0
+    assert sum(timings.values()) <= doc["seconds"] + timings["write"] + 1.0
+    assert doc["runtime"]["name"] == "torch" and doc["runtime"]["requested"] == "torch"
     assert [lb["name"] for lb in doc["labels"]] == ["background", "tumour", "corner"]
     assert json.loads((tmp_path / "seg.json").read_text()) == doc
     assert (tmp_path / "seg.ctbl").is_file() and (tmp_path / "seg.txt").is_file()
