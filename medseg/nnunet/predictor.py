@@ -174,9 +174,12 @@ class NnUNetPredictor:
         mirror_batch: int | str = "auto",
         **run_options: Any,
     ) -> None:
+        import time
+
         from medseg.engine.runtime import precision_name, resolve_device, resolve_precision
         from medseg.nnunet.checkpoint import load_checkpoint
 
+        t_load = time.perf_counter()
         self.options = RunOptions.build(options, **run_options)
         try:
             self.logits_dtype = LogitsDtype(logits_dtype)
@@ -227,6 +230,46 @@ class NnUNetPredictor:
             self.decision = Decision(Rule.THRESHOLD, max_id, 0.5, tuple((c, int(lid)) for c, lid in enumerate(order)))
         else:
             self.decision = Decision(Rule.ARGMAX, max_id)
+        #: one converted network per fold under the OpenVINO runtime (``None``: torch, weights swapped per fold)
+        self.fold_networks: list[Any] | None = None
+        self._use_runtime(self.options.runtime)
+        #: seconds per stage of the last :meth:`predict` (``load``: building, converting and compiling networks)
+        self.timings: dict[str, float] = {"load": time.perf_counter() - t_load}
+
+    def _use_runtime(self, runtime: str) -> None:
+        """Put the fold networks on ``runtime`` (:func:`medseg.engine.backends.select_network`) and set
+        :attr:`runtime_info` (provenance).
+
+        OpenVINO converts one network per fold (the weights become constants), for the static input
+        ``(mirror_batch, C, *patch)``: every call of the sliding window has that shape (a last, smaller batch of
+        mirrored copies runs zero-padded). The compiled-model cache key is the plans' and dataset's digest, the
+        configuration, the fold's checkpoint sha256, the input shape and the OpenVINO version.
+        """
+        from medseg.engine.backends import select_network
+
+        shape = (self.mirror_batch, self.model.num_input_channels, *self.model.config.patch_size)
+        h = hashlib.sha256()
+        for f in ("plans.json", "dataset.json"):
+            h.update((self.model.path / f).read_bytes())
+        nets: list[Any] = []
+        info = None
+        for i, (fold, state) in enumerate(zip(self.checkpoint_digests, self.weights)):
+            self.network.load_state_dict(state)
+            fingerprint = json.dumps({"nnunet": h.hexdigest(), "configuration": self.model.config.name,
+                                      "role": "network", "device": self.device.type}, sort_keys=True)
+            net, fold_info = select_network(self.network.eval(), shape, runtime=runtime, device=self.device,
+                                            precision=self.precision, threads=self.threads,
+                                            fingerprint=fingerprint, weights_sha256=self.checkpoint_digests[fold])
+            if i == 0:
+                info = fold_info
+            elif fold_info.cache != info.cache:  # report a miss when any fold was converted
+                info = replace(info, cache="miss")
+            if fold_info.name != "openvino":  # auto fell back (or torch asked for): every fold runs on torch
+                nets = []
+                break
+            nets.append(net)
+        self.fold_networks = nets or None
+        self.runtime_info = info
 
     # ------------------------------------------------------------------------------------------- properties
 
@@ -234,6 +277,11 @@ class NnUNetPredictor:
     def labels(self) -> tuple[Label, ...]:
         """Output labels (from ``dataset.json``; background 0 not listed)."""
         return self.model.labels.labels
+
+    @property
+    def _network_autocast(self):
+        """torch autocast dtype around the network calls (none for OpenVINO, which has its own precision)."""
+        return self.autocast_dtype if self.fold_networks is None else None
 
     @property
     def mirror_axes(self) -> tuple[int, ...] | None:
@@ -262,6 +310,8 @@ class NnUNetPredictor:
             "tta": self.mirror_axes, "gaussian": self.gaussian, "logits": self.logits_dtype.value,
             "precision": self.precision, "orientation": self.orientation, "mirror_batch": self.mirror_batch,
         }
+        if self.fold_networks is not None:  # converted to OpenVINO: kernels round differently from torch
+            settings["runtime"] = "openvino"
         h.update(json.dumps(settings, sort_keys=True).encode())
         return h.hexdigest()
 
@@ -376,12 +426,14 @@ class NnUNetPredictor:
 
         with torch.inference_mode():
             out = None
-            for state in self.weights:
-                self.network.load_state_dict(state)
+            for i, state in enumerate(self.weights):
+                if self.fold_networks is None:
+                    self.network.load_state_dict(state)
+                network = self.network if self.fold_networks is None else self.fold_networks[i]
                 out = predict_sliding_window(
-                    self.network, x, self.model.labels.num_heads, patch, step_size=self.step_size,
+                    network, x, self.model.labels.num_heads, patch, step_size=self.step_size,
                     gaussian=self.gaussian, mirror_axes=self.mirror_axes, device=self.device,
-                    logits_dtype=_to_torch_dtype(self.logits_dtype), autocast_dtype=self.autocast_dtype,
+                    logits_dtype=_to_torch_dtype(self.logits_dtype), autocast_dtype=self._network_autocast,
                     out=out, progress=tick, mirror_batch=self.mirror_batch)
             if len(self.weights) > 1:
                 out /= len(self.weights)
@@ -430,10 +482,18 @@ class NnUNetPredictor:
             volume: CT/MR volume ``(I, J, K)`` (or ``(I, J, K, C)`` for multi-channel models).
             progress: called as ``progress(done, total)`` after every sliding-window tile.
         """
+        import time
+
+        t0 = time.perf_counter()
         x, meta = self.preprocess(volume)
+        t1 = time.perf_counter()
         logits = self.predict_logits(x, progress if progress is not None else self.progress)
         del x
-        return self.postprocess(logits, meta)
+        t2 = time.perf_counter()
+        out = self.postprocess(logits, meta)
+        self.timings = {"load": self.timings.get("load", 0.0), "preprocess": t1 - t0, "network": t2 - t1,
+                        "export": time.perf_counter() - t2}
+        return out
 
 
 # ----------------------------------------------------------------------------------- engine entry points
