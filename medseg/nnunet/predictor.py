@@ -69,6 +69,13 @@ class NnUNetMeta:
     shape_after_cropping: tuple[int, int, int]
     spacing: tuple[float, float, float]
 
+    def back(self, model: NnUNetModel):  # -> medseg.engine.export.CropBack
+        """The way back to the source grid (:class:`medseg.engine.export.CropBack`)."""
+        from medseg.engine.export import CropBack
+
+        return CropBack(self.source.geometry, self.shape_before_cropping, self.bbox, model.transpose_backward,
+                        self.reoriented_affine)
+
 
 # --------------------------------------------------------------------------------------------- array functions
 
@@ -440,38 +447,19 @@ class NnUNetPredictor:
         return out
 
     def postprocess(self, logits, meta: NnUNetMeta) -> Volume:
-        """Logits → label :class:`Volume` on the source volume's exact grid (nnU-Net's export: resample each
-        channel to the cropped shape, :attr:`decision`, uncrop, ``transpose_backward``, back to ``(i, j, k)``)."""
-        import torch
+        """Logits → label :class:`Volume` on the source volume's exact grid: nnU-Net's export through
+        :func:`medseg.engine.export.export_cropped_scores` (resample each channel to the cropped shape,
+        :attr:`decision`, uncrop, ``transpose_backward``, back to ``(i, j, k)``, reorientation undone)."""
+        from medseg.engine.export import export_cropped_scores
 
-        labels_info = self.model.labels
-        arr = logits.numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
+        cfg = self.model.config
 
-        def resampled():  # one channel at a time, resampled exactly as nnU-Net does it (per channel)
-            for c in range(arr.shape[0]):
-                yield c, resample_to_shape(arr[c:c + 1], meta.shape_after_cropping, self.model.config.spacing,
-                                           meta.spacing, self.model.config.resample_probabilities)[0]
+        def resample(channel: np.ndarray) -> np.ndarray:  # exactly as nnU-Net resamples probabilities
+            return resample_to_shape(channel, meta.shape_after_cropping, cfg.spacing, meta.spacing,
+                                     cfg.resample_probabilities)
 
-        # Unlike nnU-Net, never hold all resampled channels at once: 117 TotalSegmentator classes on a
-        # 512 x 512 x 400 CT are 25 GB of float16. The decision runs over the channels one at a time (running
-        # argmax, first maximum wins as np.argmax; per-region thresholds): identical labels, one channel held.
-        if labels_info.has_regions:
-            channels = ((c, torch.sigmoid(torch.from_numpy(np.asarray(ch, dtype=np.float32))).numpy())
-                        for c, ch in resampled())
-        else:
-            channels = resampled()
-        seg = self.decision.over_channels(channels, meta.shape_after_cropping)
-        full = np.zeros(meta.shape_before_cropping, dtype=self.decision.dtype)
-        full[tuple(slice(a, b) for a, b in meta.bbox)] = seg
-        full = full.transpose(self.model.transpose_backward)
-        out = np.ascontiguousarray(full.transpose(2, 1, 0))  # (z, y, x) -> (i, j, k)
-        if meta.reoriented_affine is not None:
-            from medseg.geometry import orientation_code, reorient
-
-            out, back_affine = reorient(out, meta.reoriented_affine, orientation_code(meta.source.affine))
-            if not np.allclose(back_affine, meta.source.affine, atol=1e-4) or out.shape != meta.source.shape[:3]:
-                raise ModelError("internal error: reorientation round trip changed the grid")
-            out = np.ascontiguousarray(out)
+        activation = "sigmoid" if self.model.labels.has_regions else None
+        out = export_cropped_scores(logits, resample, self.decision, meta.back(self.model), activation)
         return label_volume(out, meta.source.geometry, meta.source.source, self, labels_of=self.labels,
                             keep_source_extra=True)
 
