@@ -25,7 +25,7 @@ from medseg.engine.decision import Decision, Margins
 from medseg.engine.plan import InferencePlan, WayBack
 from medseg.errors import ModelError
 
-__all__ = ["CropBack", "export_cropped_scores", "export_labels", "sigmoid", "uncrop_labels"]
+__all__ = ["CropBack", "SlabExport", "export_cropped_scores", "export_labels", "sigmoid", "uncrop_labels"]
 
 
 def export_labels(
@@ -171,6 +171,49 @@ def export_cropped_scores(
         raise ValueError(f"activation must be None or 'sigmoid', got {activation!r}.")
     seg = decision.over_channels(channels, back.cropped_shape)
     return uncrop_labels(seg, back)
+
+
+class SlabExport:
+    """:func:`export_cropped_scores` for working-grid scores arriving in slabs of rows along axis 0.
+
+    Each slab goes to ``resampler`` (e.g. :class:`medseg.nnunet.resample.RowResampler`), which hands back the
+    output rows of the cropped grid it completes, one channel at a time; the decision runs over those channels
+    and the labels are written into the cropped label map, the only full-size array (one or two bytes per
+    voxel). :meth:`finish` undoes the crop, transposition and reorientation (:func:`uncrop_labels`).
+
+    Args:
+        resampler: has ``push(block)`` yielding ``(o0, o1, channels)`` (see ``RowResampler.push``).
+        decision, back, activation: as :func:`export_cropped_scores`.
+    """
+
+    def __init__(self, resampler: Any, decision: Decision, back: CropBack, activation: str | None = None) -> None:
+        if activation not in (None, "sigmoid"):
+            raise ValueError(f"activation must be None or 'sigmoid', got {activation!r}.")
+        self.resampler = resampler
+        self.decision = decision
+        self.back = back
+        self.activation = activation
+        self.seg = np.zeros(back.cropped_shape, dtype=decision.dtype)
+        self.rows_done = 0
+
+    def push(self, block: Any) -> None:
+        """The next slab ``(C, rows, Y, Z)`` of working-grid scores (numpy or a CPU tensor; not kept)."""
+        arr = block.numpy() if hasattr(block, "numpy") else np.asarray(block)
+        for o0, o1, channels in self.resampler.push(arr):
+            if self.activation == "sigmoid":
+                channels = ((c, sigmoid(ch)) for c, ch in channels)
+            self.seg[o0:o1] = self.decision.over_channels(channels, (o1 - o0, *self.seg.shape[1:]))
+            self.rows_done = o1
+
+    def finish(self) -> np.ndarray:
+        """The ``(I, J, K)`` label map on the source grid.
+
+        Raises:
+            ModelError: some rows of the crop never arrived (an internal error).
+        """
+        if self.rows_done != self.seg.shape[0]:
+            raise ModelError(f"internal error: {self.rows_done} of {self.seg.shape[0]} rows were exported")
+        return uncrop_labels(self.seg, self.back)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -237,6 +237,8 @@ class NnUNetPredictor:
             self.decision = Decision(Rule.THRESHOLD, max_id, 0.5, tuple((c, int(lid)) for c, lid in enumerate(order)))
         else:
             self.decision = Decision(Rule.ARGMAX, max_id)
+        #: ``"full"`` or ``"rows"``: how the last :meth:`predict` stitched (see :meth:`streams`)
+        self.last_stitch: str | None = None
         #: one converted network per fold under the OpenVINO runtime (``None``: torch, weights swapped per fold)
         self.fold_networks: list[Any] | None = None
         self._use_runtime(self.options.runtime)
@@ -446,6 +448,71 @@ class NnUNetPredictor:
                 out /= len(self.weights)
         return out
 
+    def full_path_bytes(self, x, meta: NnUNetMeta) -> int:
+        """Peak bytes the full path holds for ``x`` (a preprocessed ``(C, X, Y, Z)`` tensor): the blended logits
+        and weights of the padded working grid, plus the export's float64 temporaries of one channel."""
+        patch = self.model.config.patch_size
+        working = int(np.prod([max(s, p) for s, p in zip(x.shape[1:], patch)]))
+        cropped = int(np.prod(meta.shape_after_cropping))
+        item = 2 if self.logits_dtype is LogitsDtype.FLOAT16 else 4
+        return (self.model.labels.num_heads + 1) * working * item + 8 * working + cropped * (8 + 2 * item + 2)
+
+    def streams(self, x, meta: NnUNetMeta) -> bool:
+        """Whether :meth:`predict` stitches and exports in bounded row slabs (:meth:`_predict_rows`): when the full
+        path would hold more than ``options.stream_bytes`` and the resampling back can stream bitwise
+        (:meth:`medseg.nnunet.resample.RowResampler.supports`: linear, or no resampling)."""
+        from medseg.nnunet.resample import RowResampler
+
+        if self.full_path_bytes(x, meta) <= self.options.stream_bytes:
+            return False
+        cfg = self.model.config
+        return RowResampler.supports(tuple(x.shape[1:]), meta.shape_after_cropping, cfg.spacing, meta.spacing,
+                                     cfg.resample_probabilities)
+
+    def _predict_rows(self, x, meta: NnUNetMeta, progress: ProgressFn | None) -> np.ndarray:
+        """The bounded path: tiles stitched, fold-averaged, resampled and decided in slabs of rows along the first
+        working axis (:func:`medseg.nnunet.sliding.stream_sliding_window` →
+        :class:`medseg.nnunet.resample.RowResampler` → :class:`medseg.engine.export.SlabExport`). Labels
+        bitwise equal to the full path's; about ``tile / X`` of its logits memory and no full-size float channel."""
+        from medseg.engine.export import SlabExport
+        from medseg.engine.runtime import torch_settings
+        from medseg.nnunet.resample import RowResampler
+        from medseg.nnunet.sliding import stream_sliding_window, tile_starts
+
+        cfg = self.model.config
+        patch = cfg.patch_size
+        padded = [max(s, p) for s, p in zip(x.shape[1:], patch)]
+        total = int(np.prod([len(s) for s in tile_starts(padded, patch, self.step_size)])) * len(self.weights)
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
+        loaded = [-1]
+
+        def network_for(i: int):
+            if self.fold_networks is not None:
+                return self.fold_networks[i]
+            if loaded[0] != i:
+                self.network.load_state_dict(self.weights[i])
+                loaded[0] = i
+            return self.network
+
+        out_dtype = np.float16 if self.logits_dtype is LogitsDtype.FLOAT16 else np.float32
+        resampler = RowResampler(tuple(x.shape[1:]), meta.shape_after_cropping, cfg.spacing, meta.spacing,
+                                 cfg.resample_probabilities, out_dtype)
+        export = SlabExport(resampler, self.decision, meta.back(self.model),
+                            "sigmoid" if self.model.labels.has_regions else None)
+        with torch_settings(self.device, self.threads):
+            stream_sliding_window(
+                network_for, len(self.weights), x, self.model.labels.num_heads, patch, export.push,
+                step_size=self.step_size, gaussian=self.gaussian, mirror_axes=self.mirror_axes, device=self.device,
+                logits_dtype=_to_torch_dtype(self.logits_dtype), autocast_dtype=self._network_autocast,
+                progress=tick, mirror_batch=self.mirror_batch)
+        return export.finish()
+
     def postprocess(self, logits, meta: NnUNetMeta) -> Volume:
         """Logits → label :class:`Volume` on the source volume's exact grid: nnU-Net's export through
         :func:`medseg.engine.export.export_cropped_scores` (resample each channel to the cropped shape,
@@ -472,13 +539,22 @@ class NnUNetPredictor:
         """
         import time
 
+        progress = progress if progress is not None else self.progress
         t0 = time.perf_counter()
         x, meta = self.preprocess(volume)
         t1 = time.perf_counter()
-        logits = self.predict_logits(x, progress if progress is not None else self.progress)
-        del x
-        t2 = time.perf_counter()
-        out = self.postprocess(logits, meta)
+        self.last_stitch = "rows" if self.streams(x, meta) else "full"
+        if self.last_stitch == "rows":  # the network stage also resamples and decides finished rows
+            labels = self._predict_rows(x, meta, progress)
+            del x
+            t2 = time.perf_counter()
+            out = label_volume(labels, meta.source.geometry, meta.source.source, self, labels_of=self.labels,
+                               keep_source_extra=True)
+        else:
+            logits = self.predict_logits(x, progress)
+            del x
+            t2 = time.perf_counter()
+            out = self.postprocess(logits, meta)
         self.timings = {"load": self.timings.get("load", 0.0), "preprocess": t1 - t0, "network": t2 - t1,
                         "export": time.perf_counter() - t2}
         return out
