@@ -203,7 +203,7 @@ class RowResampler:
             o0, self.emitted = self.emitted, o1
             yield o0, o1, self._channels(o0, o1)
         if self.emitted < self.new_shape[0]:  # release the rows no later output row reads
-            keep = int(self.lo[self.emitted])
+            keep = min(int(self.lo[self.emitted]), self.received)  # rows not received yet are not in the buffer
             if keep > self._buf0:
                 self._buf = self._buf[:, keep - self._buf0:].copy()
                 self._buf0 = keep
