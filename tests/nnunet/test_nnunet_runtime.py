@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from perfkit.nnunet_folder import PLAIN_ARCH, RESENC_ARCH, ct_intensity_properties, make_results_folder
+from perfkit.nnunet_folder import RESENC_ARCH, ct_intensity_properties, make_results_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = {"load", "read", "preprocess", "network", "export", "write"}
