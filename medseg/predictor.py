@@ -99,7 +99,7 @@ def load_predictor(
     if not isinstance(model, ModelSpec) and Path(str(model)).is_dir() and is_nnunet_folder(model):
         from medseg.nnunet.predictor import load_nnunet_predictor  # nnU-Net results folder (issue: nnU-Net support)
 
-        return _torch_only(load_nnunet_predictor(Path(model), options=options, progress=progress), options)
+        return load_nnunet_predictor(Path(model), options=options, progress=progress)  # runtime: its own
     spec = model if isinstance(model, ModelSpec) else load_model_spec(model)
     if spec.pipeline is not None:  # a model-specific pipeline (pyliverlesionseg's liver / lesion cascade)
         from medseg.liver.predictor import load_liver_predictor
@@ -112,12 +112,12 @@ def load_predictor(
     if spec.network.nnunet:
         from medseg.nnunet.predictor import load_nnunet_predictor
 
-        return _torch_only(load_nnunet_predictor(spec, options=options, progress=progress), options)
+        return load_nnunet_predictor(spec, options=options, progress=progress)
     return Predictor(spec, options=options, progress=progress, trust_model_code=trust_model_code)
 
 
 def _torch_only(predictor: Any, options: RunOptions) -> Any:
-    """nnU-Net and liver predictors run on torch: ``openvino`` is an error, ``auto`` a one-line note."""
+    """Liver predictors run on torch: ``openvino`` is an error, ``auto`` a one-line note."""
     from medseg.engine.backends import parse_runtime, torch_info
 
     kind = type(predictor).__name__

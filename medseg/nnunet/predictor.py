@@ -69,6 +69,13 @@ class NnUNetMeta:
     shape_after_cropping: tuple[int, int, int]
     spacing: tuple[float, float, float]
 
+    def back(self, model: NnUNetModel):  # -> medseg.engine.export.CropBack
+        """The way back to the source grid (:class:`medseg.engine.export.CropBack`)."""
+        from medseg.engine.export import CropBack
+
+        return CropBack(self.source.geometry, self.shape_before_cropping, self.bbox, model.transpose_backward,
+                        self.reoriented_affine)
+
 
 # --------------------------------------------------------------------------------------------- array functions
 
@@ -174,9 +181,12 @@ class NnUNetPredictor:
         mirror_batch: int | str = "auto",
         **run_options: Any,
     ) -> None:
+        import time
+
         from medseg.engine.runtime import precision_name, resolve_device, resolve_precision
         from medseg.nnunet.checkpoint import load_checkpoint
 
+        t_load = time.perf_counter()
         self.options = RunOptions.build(options, **run_options)
         try:
             self.logits_dtype = LogitsDtype(logits_dtype)
@@ -227,6 +237,48 @@ class NnUNetPredictor:
             self.decision = Decision(Rule.THRESHOLD, max_id, 0.5, tuple((c, int(lid)) for c, lid in enumerate(order)))
         else:
             self.decision = Decision(Rule.ARGMAX, max_id)
+        #: ``"full"`` or ``"rows"``: how the last :meth:`predict` stitched (see :meth:`streams`)
+        self.last_stitch: str | None = None
+        #: one converted network per fold under the OpenVINO runtime (``None``: torch, weights swapped per fold)
+        self.fold_networks: list[Any] | None = None
+        self._use_runtime(self.options.runtime)
+        #: seconds per stage of the last :meth:`predict` (``load``: building, converting and compiling networks)
+        self.timings: dict[str, float] = {"load": time.perf_counter() - t_load}
+
+    def _use_runtime(self, runtime: str) -> None:
+        """Put the fold networks on ``runtime`` (:func:`medseg.engine.backends.select_network`) and set
+        :attr:`runtime_info` (provenance).
+
+        OpenVINO converts one network per fold (the weights become constants), for the static input
+        ``(mirror_batch, C, *patch)``: every call of the sliding window has that shape (a last, smaller batch of
+        mirrored copies runs zero-padded). The compiled-model cache key is the plans' and dataset's digest, the
+        configuration, the fold's checkpoint sha256, the input shape and the OpenVINO version.
+        """
+        from medseg.engine.backends import select_network
+
+        shape = (self.mirror_batch, self.model.num_input_channels, *self.model.config.patch_size)
+        h = hashlib.sha256()
+        for f in ("plans.json", "dataset.json"):
+            h.update((self.model.path / f).read_bytes())
+        nets: list[Any] = []
+        info = None
+        for i, (fold, state) in enumerate(zip(self.checkpoint_digests, self.weights)):
+            self.network.load_state_dict(state)
+            fingerprint = json.dumps({"nnunet": h.hexdigest(), "configuration": self.model.config.name,
+                                      "role": "network", "device": self.device.type}, sort_keys=True)
+            net, fold_info = select_network(self.network.eval(), shape, runtime=runtime, device=self.device,
+                                            precision=self.precision, threads=self.threads,
+                                            fingerprint=fingerprint, weights_sha256=self.checkpoint_digests[fold])
+            if i == 0:
+                info = fold_info
+            elif fold_info.cache != info.cache:  # report a miss when any fold was converted
+                info = replace(info, cache="miss")
+            if fold_info.name != "openvino":  # auto fell back (or torch asked for): every fold runs on torch
+                nets = []
+                break
+            nets.append(net)
+        self.fold_networks = nets or None
+        self.runtime_info = info
 
     # ------------------------------------------------------------------------------------------- properties
 
@@ -234,6 +286,11 @@ class NnUNetPredictor:
     def labels(self) -> tuple[Label, ...]:
         """Output labels (from ``dataset.json``; background 0 not listed)."""
         return self.model.labels.labels
+
+    @property
+    def _network_autocast(self):
+        """torch autocast dtype around the network calls (none for OpenVINO, which has its own precision)."""
+        return self.autocast_dtype if self.fold_networks is None else None
 
     @property
     def mirror_axes(self) -> tuple[int, ...] | None:
@@ -262,6 +319,8 @@ class NnUNetPredictor:
             "tta": self.mirror_axes, "gaussian": self.gaussian, "logits": self.logits_dtype.value,
             "precision": self.precision, "orientation": self.orientation, "mirror_batch": self.mirror_batch,
         }
+        if self.fold_networks is not None:  # converted to OpenVINO: kernels round differently from torch
+            settings["runtime"] = "openvino"
         h.update(json.dumps(settings, sort_keys=True).encode())
         return h.hexdigest()
 
@@ -376,50 +435,98 @@ class NnUNetPredictor:
 
         with torch.inference_mode():
             out = None
-            for state in self.weights:
-                self.network.load_state_dict(state)
+            for i, state in enumerate(self.weights):
+                if self.fold_networks is None:
+                    self.network.load_state_dict(state)
+                network = self.network if self.fold_networks is None else self.fold_networks[i]
                 out = predict_sliding_window(
-                    self.network, x, self.model.labels.num_heads, patch, step_size=self.step_size,
+                    network, x, self.model.labels.num_heads, patch, step_size=self.step_size,
                     gaussian=self.gaussian, mirror_axes=self.mirror_axes, device=self.device,
-                    logits_dtype=_to_torch_dtype(self.logits_dtype), autocast_dtype=self.autocast_dtype,
+                    logits_dtype=_to_torch_dtype(self.logits_dtype), autocast_dtype=self._network_autocast,
                     out=out, progress=tick, mirror_batch=self.mirror_batch)
             if len(self.weights) > 1:
                 out /= len(self.weights)
         return out
 
+    def full_path_bytes(self, x, meta: NnUNetMeta) -> int:
+        """Peak bytes the full path holds for ``x`` (a preprocessed ``(C, X, Y, Z)`` tensor): the blended logits
+        and weights of the padded working grid, plus the export's float64 temporaries of one channel."""
+        patch = self.model.config.patch_size
+        working = int(np.prod([max(s, p) for s, p in zip(x.shape[1:], patch)]))
+        cropped = int(np.prod(meta.shape_after_cropping))
+        item = 2 if self.logits_dtype is LogitsDtype.FLOAT16 else 4
+        return (self.model.labels.num_heads + 1) * working * item + 8 * working + cropped * (8 + 2 * item + 2)
+
+    def streams(self, x, meta: NnUNetMeta) -> bool:
+        """Whether :meth:`predict` stitches and exports in bounded row slabs (:meth:`_predict_rows`): when the full
+        path would hold more than ``options.stream_bytes`` and the resampling back can stream bitwise
+        (:meth:`medseg.nnunet.resample.RowResampler.supports`: linear, or no resampling)."""
+        from medseg.nnunet.resample import RowResampler
+
+        if self.full_path_bytes(x, meta) <= self.options.stream_bytes:
+            return False
+        cfg = self.model.config
+        return RowResampler.supports(tuple(x.shape[1:]), meta.shape_after_cropping, cfg.spacing, meta.spacing,
+                                     cfg.resample_probabilities)
+
+    def _predict_rows(self, x, meta: NnUNetMeta, progress: ProgressFn | None) -> np.ndarray:
+        """The bounded path: tiles stitched, fold-averaged, resampled and decided in slabs of rows along the first
+        working axis (:func:`medseg.nnunet.sliding.stream_sliding_window` →
+        :class:`medseg.nnunet.resample.RowResampler` → :class:`medseg.engine.export.SlabExport`). Labels
+        bitwise equal to the full path's; about ``tile / X`` of its logits memory and no full-size float channel."""
+        from medseg.engine.export import SlabExport
+        from medseg.engine.runtime import torch_settings
+        from medseg.nnunet.resample import RowResampler
+        from medseg.nnunet.sliding import stream_sliding_window, tile_starts
+
+        cfg = self.model.config
+        patch = cfg.patch_size
+        padded = [max(s, p) for s, p in zip(x.shape[1:], patch)]
+        total = int(np.prod([len(s) for s in tile_starts(padded, patch, self.step_size)])) * len(self.weights)
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
+        loaded = [-1]
+
+        def network_for(i: int):
+            if self.fold_networks is not None:
+                return self.fold_networks[i]
+            if loaded[0] != i:
+                self.network.load_state_dict(self.weights[i])
+                loaded[0] = i
+            return self.network
+
+        out_dtype = np.float16 if self.logits_dtype is LogitsDtype.FLOAT16 else np.float32
+        resampler = RowResampler(tuple(x.shape[1:]), meta.shape_after_cropping, cfg.spacing, meta.spacing,
+                                 cfg.resample_probabilities, out_dtype)
+        export = SlabExport(resampler, self.decision, meta.back(self.model),
+                            "sigmoid" if self.model.labels.has_regions else None)
+        with torch_settings(self.device, self.threads):
+            stream_sliding_window(
+                network_for, len(self.weights), x, self.model.labels.num_heads, patch, export.push,
+                step_size=self.step_size, gaussian=self.gaussian, mirror_axes=self.mirror_axes, device=self.device,
+                logits_dtype=_to_torch_dtype(self.logits_dtype), autocast_dtype=self._network_autocast,
+                progress=tick, mirror_batch=self.mirror_batch)
+        return export.finish()
+
     def postprocess(self, logits, meta: NnUNetMeta) -> Volume:
-        """Logits → label :class:`Volume` on the source volume's exact grid (nnU-Net's export: resample each
-        channel to the cropped shape, :attr:`decision`, uncrop, ``transpose_backward``, back to ``(i, j, k)``)."""
-        import torch
+        """Logits → label :class:`Volume` on the source volume's exact grid: nnU-Net's export through
+        :func:`medseg.engine.export.export_cropped_scores` (resample each channel to the cropped shape,
+        :attr:`decision`, uncrop, ``transpose_backward``, back to ``(i, j, k)``, reorientation undone)."""
+        from medseg.engine.export import export_cropped_scores
 
-        labels_info = self.model.labels
-        arr = logits.numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
+        cfg = self.model.config
 
-        def resampled():  # one channel at a time, resampled exactly as nnU-Net does it (per channel)
-            for c in range(arr.shape[0]):
-                yield c, resample_to_shape(arr[c:c + 1], meta.shape_after_cropping, self.model.config.spacing,
-                                           meta.spacing, self.model.config.resample_probabilities)[0]
+        def resample(channel: np.ndarray) -> np.ndarray:  # exactly as nnU-Net resamples probabilities
+            return resample_to_shape(channel, meta.shape_after_cropping, cfg.spacing, meta.spacing,
+                                     cfg.resample_probabilities)
 
-        # Unlike nnU-Net, never hold all resampled channels at once: 117 TotalSegmentator classes on a
-        # 512 x 512 x 400 CT are 25 GB of float16. The decision runs over the channels one at a time (running
-        # argmax, first maximum wins as np.argmax; per-region thresholds): identical labels, one channel held.
-        if labels_info.has_regions:
-            channels = ((c, torch.sigmoid(torch.from_numpy(np.asarray(ch, dtype=np.float32))).numpy())
-                        for c, ch in resampled())
-        else:
-            channels = resampled()
-        seg = self.decision.over_channels(channels, meta.shape_after_cropping)
-        full = np.zeros(meta.shape_before_cropping, dtype=self.decision.dtype)
-        full[tuple(slice(a, b) for a, b in meta.bbox)] = seg
-        full = full.transpose(self.model.transpose_backward)
-        out = np.ascontiguousarray(full.transpose(2, 1, 0))  # (z, y, x) -> (i, j, k)
-        if meta.reoriented_affine is not None:
-            from medseg.geometry import orientation_code, reorient
-
-            out, back_affine = reorient(out, meta.reoriented_affine, orientation_code(meta.source.affine))
-            if not np.allclose(back_affine, meta.source.affine, atol=1e-4) or out.shape != meta.source.shape[:3]:
-                raise ModelError("internal error: reorientation round trip changed the grid")
-            out = np.ascontiguousarray(out)
+        activation = "sigmoid" if self.model.labels.has_regions else None
+        out = export_cropped_scores(logits, resample, self.decision, meta.back(self.model), activation)
         return label_volume(out, meta.source.geometry, meta.source.source, self, labels_of=self.labels,
                             keep_source_extra=True)
 
@@ -430,10 +537,27 @@ class NnUNetPredictor:
             volume: CT/MR volume ``(I, J, K)`` (or ``(I, J, K, C)`` for multi-channel models).
             progress: called as ``progress(done, total)`` after every sliding-window tile.
         """
+        import time
+
+        progress = progress if progress is not None else self.progress
+        t0 = time.perf_counter()
         x, meta = self.preprocess(volume)
-        logits = self.predict_logits(x, progress if progress is not None else self.progress)
-        del x
-        return self.postprocess(logits, meta)
+        t1 = time.perf_counter()
+        self.last_stitch = "rows" if self.streams(x, meta) else "full"
+        if self.last_stitch == "rows":  # the network stage also resamples and decides finished rows
+            labels = self._predict_rows(x, meta, progress)
+            del x
+            t2 = time.perf_counter()
+            out = label_volume(labels, meta.source.geometry, meta.source.source, self, labels_of=self.labels,
+                               keep_source_extra=True)
+        else:
+            logits = self.predict_logits(x, progress)
+            del x
+            t2 = time.perf_counter()
+            out = self.postprocess(logits, meta)
+        self.timings = {"load": self.timings.get("load", 0.0), "preprocess": t1 - t0, "network": t2 - t1,
+                        "export": time.perf_counter() - t2}
+        return out
 
 
 # ----------------------------------------------------------------------------------- engine entry points

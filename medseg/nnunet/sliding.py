@@ -20,6 +20,7 @@ import torch
 from medseg.engine.runtime import autocast
 
 __all__ = ["auto_mirror_batch", "gaussian_importance", "mirror_combinations", "predict_sliding_window",
+           "stream_sliding_window",
            "tile_starts"]
 
 
@@ -180,3 +181,107 @@ def predict_sliding_window(
         return logits
     out += logits
     return out
+
+
+@torch.inference_mode()
+def stream_sliding_window(
+    network_for: Callable[[int], Callable[[torch.Tensor], torch.Tensor]],
+    n_folds: int,
+    image: torch.Tensor,
+    num_heads: int,
+    tile_size: Sequence[int],
+    consumer: Callable[[torch.Tensor], None],
+    *,
+    step_size: float = 0.5,
+    gaussian: bool = True,
+    mirror_axes: Sequence[int] | None = (0, 1, 2),
+    device: torch.device | str = "cpu",
+    logits_dtype: torch.dtype = torch.float32,
+    autocast_dtype: torch.dtype | None = None,
+    progress: Callable[[], None] | None = None,
+    mirror_batch: int = 1,
+) -> None:
+    """:func:`predict_sliding_window` over every fold, averaged, handed on in slabs of rows along axis 0.
+
+    Tiles run in the same order (axis 0 slowest), so once the tiles of one start along axis 0 are done, the
+    rows before the next start are final: they are divided by their weights, summed over the folds, averaged
+    and passed to ``consumer``, then freed. Every voxel sees the same floating-point operations in the same
+    order as :func:`predict_sliding_window` fold after fold (``out +=``, ``/= n_folds``), so the blocks are
+    bitwise the full path's logits. Held at once: ``n_folds`` accumulators of one tile's extent along axis 0
+    ``(num_heads, tile[0], Y, Z)`` instead of the whole ``(num_heads, X, Y, Z)``.
+
+    Args:
+        network_for: the network of fold ``i`` (called once per fold per row of tiles; a torch predictor may
+            swap weights there).
+        n_folds: folds to average.
+        image: ``(C, X, Y, Z)`` float32 on the CPU.
+        num_heads: output channels.
+        tile_size: patch size ``(X, Y, Z)``.
+        consumer: called with each finished ``(num_heads, rows, Y, Z)`` block (logits dtype), in row order; the
+            blocks tile the unpadded image along axis 0 exactly once.
+        step_size, gaussian, mirror_axes, device, logits_dtype, autocast_dtype, mirror_batch: as
+            :func:`predict_sliding_window`.
+        progress: called once per tile and fold.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"image must be (C, X, Y, Z), got shape {tuple(image.shape)}.")
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be >= 1, got {n_folds}.")
+    padded, crop = _pad_to_tile(image, tile_size)
+    starts = tile_starts(padded.shape[1:], tile_size, step_size)
+    t0 = int(tile_size[0])
+    size = tuple(int(s) for s in padded.shape[1:])
+    acc = [torch.zeros((num_heads, t0, *size[1:]), dtype=logits_dtype) for _ in range(n_folds)]
+    weights = torch.zeros((t0, *size[1:]), dtype=logits_dtype)
+    g = gaussian_importance(tile_size, dtype=logits_dtype) if gaussian else None
+    flips = mirror_combinations(mirror_axes)
+    dev = torch.device(device)
+    ac = autocast(dev, autocast_dtype)
+    xs = starts[0]
+    keep = crop[1]  # rows of the unpadded image, in padded coordinates
+    for k, sx in enumerate(xs):
+        for f in range(n_folds):
+            network = network_for(f)
+            for sy, sz in itertools.product(starts[1], starts[2]):
+                sl = (slice(sy, sy + tile_size[1]), slice(sz, sz + tile_size[2]))
+                x = padded[:, sx:sx + t0][(slice(None), slice(None), *sl)][None].contiguous().to(dev)
+                with ac:
+                    pred = _mirrored_prediction(network, x, flips, mirror_batch)
+                pred = pred[0].to("cpu", torch.float32)
+                if g is not None:
+                    pred *= g
+                    acc[f][(slice(None), slice(None), *sl)] += pred
+                    if f == 0:
+                        weights[(slice(None), *sl)] += g
+                else:
+                    acc[f][(slice(None), slice(None), *sl)] += pred
+                    if f == 0:
+                        weights[(slice(None), *sl)] += 1
+                if progress is not None:
+                    progress()
+        end = xs[k + 1] if k + 1 < len(xs) else sx + t0
+        n = end - sx
+        out = None
+        for f in range(n_folds):
+            logits = acc[f][:, :n]
+            torch.div(logits, weights[:n], out=logits)
+            if torch.isinf(logits).any():
+                raise FloatingPointError("infinite logits after blending; use logits_dtype=torch.float32")
+            lo, hi = max(sx, keep.start), min(end, keep.stop)
+            part = logits[:, lo - sx:hi - sx][(slice(None), slice(None), *crop[2:])] if hi > lo else None
+            if part is None:
+                continue
+            if out is None:
+                out = part
+            else:
+                out += part
+        if out is not None:
+            if n_folds > 1:
+                out /= n_folds
+            consumer(out)
+        del out
+        for f in range(n_folds):  # carry the unfinished rows to the front
+            acc[f][:, :t0 - n] = acc[f][:, n:].clone()
+            acc[f][:, t0 - n:] = 0
+        weights[:t0 - n] = weights[n:].clone()
+        weights[t0 - n:] = 0
