@@ -139,10 +139,11 @@ class LiverPredictor:
         input (cached by the spec's digest, the weights' sha256, that shape and OpenVINO's version) and
         compiles it for the segment size."""
         from medseg.engine.backends import select_network
+        from medseg.nets.unet_generalized import PORT_VERSION
 
         precision = str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype is not None else "float32"
         fingerprint = json.dumps({"spec": self.spec.digest(), "device": self.device.type, "role": "network",
-                                  "pipeline": self.spec.pipeline.get("kind")}, sort_keys=True)
+                                  "pipeline": self.spec.pipeline.get("kind"), "port": PORT_VERSION}, sort_keys=True)
         net, info = select_network(network, _small_input(network), runtime=self.options.runtime, device=self.device,
                                    precision=precision, threads=self.threads, fingerprint=fingerprint,
                                    weights_sha256=weights_digest)
