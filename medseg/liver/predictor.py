@@ -200,7 +200,8 @@ class LiverPredictor:
         t0 = time.perf_counter()
         with torch_settings(self.device, self.threads):
             prob = liver_probabilities(lps, vox, modality, crop, net, self.input_size, self.output_size,
-                                       self.target_voxsize, pad_value=self._pad_value(modality), progress=progress)
+                                       self.target_voxsize, pad_value=self._pad_value(modality), progress=progress,
+                                       slab_extend_mm=float(self.spec.pipeline.get("slab_extend_mm", 0.0)))
         t1 = time.perf_counter()
         self.last_quality = {1: q} if (q := _threshold_quality(prob, self.spec.pipeline["threshold"])) is not None else {}
         mask_lps = liver_mask(prob, lps.shape, crop, self.spec.pipeline["threshold"])
