@@ -250,7 +250,7 @@ def test_liver_dicom_dice_and_grid(liver_dicom_runs, shared_data):
     labels = doc["labels"]
     liver_id = next(lab["id"] for lab in labels if lab["name"] == "liver")
     d = dice(pred == liver_id, ref == LIVER_CLASS)
-    assert d >= 0.90, d  # measured 0.963
+    assert d >= 0.90, d  # measured 0.972 (0.963 without the slab extension)
     # the quality score of the liver stage's probabilities (README "Quality score"): confident on a real CT
     liver = next(lab for lab in labels if lab["name"] == "liver")
     assert 0.5 < liver["quality"] <= 1.0, liver
