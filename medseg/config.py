@@ -798,7 +798,7 @@ def _default_color(i: int) -> list[int]:
 
 #: Model-specific pipelines (:mod:`medseg.liver`): kind -> allowed keys.
 PIPELINES = {
-    "liver": {"kind", "crop", "pad_value", "mr_pad_value", "threshold"},
+    "liver": {"kind", "crop", "pad_value", "mr_pad_value", "slab_extend_mm", "threshold"},
     "liver-lesions": {"kind", "liver_model", "threshold"},
 }
 
@@ -813,6 +813,7 @@ def _pipeline(d: Any, path: str) -> dict[str, Any]:
         out["crop"] = _str(d.get("crop", "auto"), f"{path}.crop", ("auto", "original", "body-box", "none"))
         out["pad_value"] = _num(d.get("pad_value", 0.0), f"{path}.pad_value", -1.0, 1.0)
         out["mr_pad_value"] = _num(d.get("mr_pad_value", out["pad_value"]), f"{path}.mr_pad_value", -1.0, 1.0)
+        out["slab_extend_mm"] = _num(d.get("slab_extend_mm", 0.0), f"{path}.slab_extend_mm", 0.0, 1000.0)
     else:
         out["liver_model"] = _str(d.get("liver_model", "liver"), f"{path}.liver_model")
     out["threshold"] = _num(d.get("threshold", 0.5), f"{path}.threshold", 0.0, 1.0)

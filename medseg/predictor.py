@@ -107,30 +107,13 @@ def load_predictor(
         liver_spec = None
         if spec.pipeline.get("kind") == "liver-lesions":
             liver_spec = load_model_spec(spec.pipeline["liver_model"])
-        return _torch_only(load_liver_predictor(spec, liver_spec=liver_spec, options=options, modality=modality,
-                                                progress=progress), options)
+        # chooses its runtime itself (options.runtime: both U-Nets convert to OpenVINO)
+        return load_liver_predictor(spec, liver_spec=liver_spec, options=options, modality=modality, progress=progress)
     if spec.network.nnunet:
         from medseg.nnunet.predictor import load_nnunet_predictor
 
         return load_nnunet_predictor(spec, options=options, progress=progress)
     return Predictor(spec, options=options, progress=progress, trust_model_code=trust_model_code)
-
-
-def _torch_only(predictor: Any, options: RunOptions) -> Any:
-    """Liver predictors run on torch: ``openvino`` is an error, ``auto`` a one-line note."""
-    from medseg.engine.backends import parse_runtime, torch_info
-
-    kind = type(predictor).__name__
-    if options.runtime == "openvino":
-        raise ModelError(f"--runtime openvino: not available for {kind} models yet (use --runtime torch or auto)")
-    note = None
-    device = getattr(predictor, "device", "cpu")
-    if options.runtime == "auto" and getattr(device, "type", str(device)) == "cpu":
-        note = f"runtime: torch (the OpenVINO runtime is not wired for {kind} models yet)"
-    dtype = getattr(predictor, "autocast_dtype", None)
-    precision = str(dtype).replace("torch.", "") if dtype is not None else "float32"
-    predictor.runtime_info = torch_info(device, precision, parse_runtime(options.runtime), note)
-    return predictor
 
 
 class Predictor:

@@ -276,8 +276,15 @@ def liver_probabilities(
     target_voxsize: Sequence[float] = (3.0, 3.0, 3.0),
     pad_value: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
+    slab_extend_mm: float = 0.0,
 ) -> np.ndarray:
-    """The liver model's probabilities on its 3 mm grid (RAS layout) for the cropped volume."""
+    """The liver model's probabilities on its 3 mm grid (RAS layout) for the cropped volume.
+
+    ``slab_extend_mm``: a volume thinner than this along z (a slab, which cannot hold a whole liver: the
+    organ runs through both ends) is extended on each side by its own thickness, repeating its end slices,
+    before it is placed in the network's segment; the extension is cut away from the probabilities. Without
+    it the network sees the organ stop abruptly at the slab's ends (0 = off, the original's behaviour).
+    """
     vox = np.asarray(voxsize, dtype=np.float64)
     t2 = np.asarray(target_voxsize, dtype=np.float64)
     t1 = t2 / 2.0
@@ -287,7 +294,12 @@ def liver_probabilities(
     x = zoom3d(x, t1 / t2)
     x = normalize_ct(x) if modality == "CT" else normalize_mr_liver(x)
     x = np.ascontiguousarray(np.flip(x, (0, 1)))
-    return deepvoxnet_predict(x, net, input_size, output_size, center_sampling=True, pad_value=pad_value, progress=progress)
+    k = 0
+    if 0 < x.shape[2] * t2[2] < slab_extend_mm:
+        k = min(x.shape[2], max(0, (int(output_size[2]) - x.shape[2]) // 2))
+        x = np.pad(x, ((0, 0), (0, 0), (k, k)), mode="edge")
+    prob = deepvoxnet_predict(x, net, input_size, output_size, center_sampling=True, pad_value=pad_value, progress=progress)
+    return np.ascontiguousarray(prob[:, :, k: prob.shape[2] - k]) if k else prob
 
 
 def _largest_component_opened(binary: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -47,20 +48,39 @@ def from_ras(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
 
 
 class _NetCall:
-    """A torch network as ``(X, Y, Z) float32 -> (x, y, z) float32`` (one segment, batch 1)."""
+    """The network (torch module or :class:`~medseg.engine.openvino.OpenVINONetwork`) as
+    ``(X, Y, Z) float32 -> (x, y, z) float32`` (one segment, batch 1); ``seconds`` adds up its calls."""
 
     def __init__(self, network: Any, device: Any, autocast_dtype: Any) -> None:
         self.network, self.device, self.autocast_dtype = network, device, autocast_dtype
+        self.seconds = 0.0
 
     def __call__(self, segment: np.ndarray) -> np.ndarray:
+        import time
+
         import torch
 
         from medseg.engine.runtime import autocast
 
+        t0 = time.perf_counter()
         x = torch.from_numpy(np.ascontiguousarray(segment, dtype=np.float32))[None, None].to(self.device)
         with torch.inference_mode(), autocast(self.device, self.autocast_dtype):
             y = self.network(x)
-        return y[0, 0].float().cpu().numpy()
+        out = y[0, 0].float().cpu().numpy()
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+def _small_input(network: Any) -> tuple[int, int, int, int, int]:
+    """``(1, 1, X, Y, Z)``: the smallest input the network takes. OpenVINO converts the network on it (the
+    traced graph takes any valid size: cheap to trace and to check) and compiles it for the real segment
+    size at the first call."""
+    from medseg.nets.unet_generalized import possible_sizes
+
+    _, _, ins, outs = possible_sizes(network.sfs, network.kernels, network.kernels_common, network.padding,
+                                     network.upsampling)
+    size = [int(ins[np.nonzero(outs[:, a] > 0)[0][0], a]) for a in range(3)]
+    return (1, 1, *size)  # type: ignore[return-value]
 
 
 class LiverPredictor:
@@ -83,8 +103,11 @@ class LiverPredictor:
         progress: ProgressFn | None = None,
         **run_options: Any,
     ) -> None:
+        import time
+
         from medseg.infer.network import build_network
 
+        t_load = time.perf_counter()
         if spec.pipeline is None or spec.pipeline.get("kind") != "liver" or spec.network.unet_generalized is None:
             raise ModelError(f"{spec.name}: not a liver pipeline spec (pipeline.kind: liver + unet_generalized)")
         if str(modality).lower() not in ("auto", "ct", "mr"):
@@ -96,6 +119,9 @@ class LiverPredictor:
         self.output_size = tuple(self.network.output_size)
         self.target_voxsize = tuple(spec.input.spacing or (3.0, 3.0, 3.0))
         self.last_info: dict[str, Any] = {}
+        self.network, self.runtime_info = self._select_runtime(self.network, self._weights_digest)
+        #: seconds per stage of the last :meth:`predict` (``load``: building, converting and compiling)
+        self.timings: dict[str, float] = {"load": time.perf_counter() - t_load}
 
     def _runtime(self, spec: ModelSpec, options: RunOptions, progress: ProgressFn | None) -> None:
         from medseg.engine.runtime import resolve_device, resolve_precision
@@ -107,10 +133,31 @@ class LiverPredictor:
         self.threads = options.threads
         self.progress = progress
 
+    def _select_runtime(self, network: Any, weights_digest: str) -> tuple[Any, Any]:
+        """``(network to call, RuntimeInfo)`` under ``options.runtime``
+        (:func:`medseg.engine.backends.select_network`): OpenVINO converts the network once on its smallest
+        input (cached by the spec's digest, the weights' sha256, that shape and OpenVINO's version) and
+        compiles it for the segment size."""
+        from medseg.engine.backends import select_network
+        from medseg.nets.unet_generalized import PORT_VERSION
+
+        precision = str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype is not None else "float32"
+        fingerprint = json.dumps({"spec": self.spec.digest(), "device": self.device.type, "role": "network",
+                                  "pipeline": self.spec.pipeline.get("kind"), "port": PORT_VERSION}, sort_keys=True)
+        net, info = select_network(network, _small_input(network), runtime=self.options.runtime, device=self.device,
+                                   precision=precision, threads=self.threads, fingerprint=fingerprint,
+                                   weights_sha256=weights_digest)
+        if info.name == "openvino":
+            net.compiled_for((1, 1, *self.input_size))  # compiled at load: the first predict pays no compile
+        return net, info
+
     @property
     def fingerprint(self) -> str:
         payload = {"spec": self.spec.digest(), "weights": self._weights_digest, "modality": self.modality,
                    "precision": str(self.autocast_dtype), "device": self.device.type}
+        info = getattr(self, "runtime_info", None)
+        if info is not None and info.name != "torch":  # OpenVINO's float32 sums differ from torch's in the last bits
+            payload["runtime"] = info.name
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
     def __repr__(self) -> str:
@@ -136,7 +183,10 @@ class LiverPredictor:
         return np.asarray(arr, dtype=np.float32)
 
     def liver_ras(self, volume: Volume, modality: str, progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
-        """``(liver mask, image, affine, orientation)`` in RAS order for ``volume``."""
+        """``(liver mask, image, affine, orientation)`` in RAS order for ``volume``; sets :attr:`timings`'
+        ``preprocess``, ``network`` and ``export`` (crop to probabilities / forward passes / mask on the grid)."""
+        import time
+
         from medseg.engine.runtime import torch_settings
         from medseg.liver.pipeline import abdomen_crop, liver_mask, liver_probabilities
 
@@ -147,11 +197,15 @@ class LiverPredictor:
         self.last_info["crop"] = {"method": crop.method, "reason": crop.reason,
                                   "box_lps": [[s.start, s.stop] for s in crop.box]}
         net = _NetCall(self.network, self.device, self.autocast_dtype)
+        t0 = time.perf_counter()
         with torch_settings(self.device, self.threads):
             prob = liver_probabilities(lps, vox, modality, crop, net, self.input_size, self.output_size,
-                                       self.target_voxsize, pad_value=self._pad_value(modality), progress=progress)
+                                       self.target_voxsize, pad_value=self._pad_value(modality), progress=progress,
+                                       slab_extend_mm=float(self.spec.pipeline.get("slab_extend_mm", 0.0)))
+        t1 = time.perf_counter()
         self.last_quality = {1: q} if (q := _threshold_quality(prob, self.spec.pipeline["threshold"])) is not None else {}
         mask_lps = liver_mask(prob, lps.shape, crop, self.spec.pipeline["threshold"])
+        self.timings.update(preprocess=t1 - t0 - net.seconds, network=net.seconds, export=time.perf_counter() - t1)
         return np.ascontiguousarray(np.flip(mask_lps, (0, 1))), ras, affine, ornt
 
     def _pad_value(self, modality: str) -> float:
@@ -195,8 +249,11 @@ class LiverLesionPredictor(LiverPredictor):
         progress: ProgressFn | None = None,
         **run_options: Any,
     ) -> None:
+        import time
+
         from medseg.infer.network import build_network
 
+        t_load = time.perf_counter()
         if spec.pipeline is None or spec.pipeline.get("kind") != "liver-lesions" or spec.network.unet_generalized is None:
             raise ModelError(f"{spec.name}: not a liver-lesions pipeline spec")
         options = RunOptions.build(options, **run_options)
@@ -209,10 +266,18 @@ class LiverLesionPredictor(LiverPredictor):
         self.output_size = tuple(self.network.output_size)
         self.target_voxsize = tuple(spec.input.spacing or (1.0, 1.0, 3.0))
         self.last_info = {}
+        self.network, info = self._select_runtime(self.network, digest)
+        if info.name != self.liver.runtime_info.name:  # auto converted one network and not the other: say so
+            note = f"runtime: liver network on {self.liver.runtime_info.name}, lesion network on {info.name}"
+            info = replace(info, note=" / ".join(n for n in (info.note, note) if n))
+        self.runtime_info = info
+        self.timings = {"load": time.perf_counter() - t_load}
 
     def predict(self, volume: Volume, progress: ProgressFn | None = None) -> Volume:
         """Label map (1 = liver, 2 = lesion) on exactly ``volume.geometry``; ``last_quality`` scores the liver
         only (the lesion stage returns masks, not probabilities)."""
+        import time
+
         from medseg.engine.runtime import torch_settings
         from medseg.liver.pipeline import lesion_mask
 
@@ -225,10 +290,14 @@ class LiverLesionPredictor(LiverPredictor):
         self.last_quality = dict(getattr(self.liver, "last_quality", {}))
         vox = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
         net = _NetCall(self.network, self.device, self.autocast_dtype)
+        t0 = time.perf_counter()
         with torch_settings(self.device, self.threads):
             lesions, region = lesion_mask(ras, liver, vox, modality, net, self.input_size, self.output_size,
                                           self.target_voxsize, self.spec.pipeline["threshold"], progress or self.progress)
         lesions &= region  # the model only saw the dilated liver (outside it its input was constant)
+        stages = self.liver.timings
+        self.timings.update(preprocess=stages["preprocess"] + time.perf_counter() - t0 - net.seconds,
+                            network=stages["network"] + net.seconds, export=stages["export"])
         labels = liver.astype(np.uint8)
         labels[lesions] = 2
         return self._volume(labels, ornt, volume)
