@@ -46,8 +46,9 @@ class RunOptions:
         overlap: sliding-window overlap in ``[0, 1)``; ``None`` = the model's.
         tta: test-time flips: ``None`` = the model's, ``False`` = none, ``True`` = the model's or all 3 axes.
         sw_batch_size: windows per network call; ``None`` = the model's.
-        stream_bytes: memory budget (bytes) of the float32 score volume: above it, sliding-window models
-            without TTA stitch their windows in bounded cells (:mod:`medseg.engine.plan`).
+        stream_bytes: memory budget (bytes) of the float32 score volume: above it, MONAI-spec sliding-window
+            models without TTA stitch their windows in bounded cells (:mod:`medseg.engine.plan`), and nnU-Net
+            models (mirroring included) stitch, resample and decide in row slabs (:mod:`medseg.nnunet.sliding`).
         runtime: ``torch`` (default here), ``openvino`` or ``auto`` (OpenVINO on the CPU when the network
             converts, else torch with a note); the CLI and napari default to ``auto``
             (:mod:`medseg.engine.backends`).
