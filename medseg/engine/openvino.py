@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medseg.engine.ov_norm import rewrite_normalizations
 from medseg.errors import ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -319,7 +320,8 @@ def _cpu_has_bf16(ov: Any) -> bool:
 
 
 def convert_module(module: Any, example_shape: Sequence[int]) -> Any:
-    """``openvino.convert_model`` on a torch module (``nn.Module`` or TorchScript) with a zero example input.
+    """``openvino.convert_model`` on a torch module (``nn.Module`` or TorchScript) with a zero example input,
+    its instance/group norms rewritten for torch's float32 accuracy (:mod:`medseg.engine.ov_norm`).
 
     Raises:
         RuntimeUnavailableError: OpenVINO is not installed.
@@ -334,9 +336,11 @@ def convert_module(module: Any, example_shape: Sequence[int]) -> Any:
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about data-dependent control flow
-            return ov.convert_model(module, example_input=example)
+            model = ov.convert_model(module, example_input=example)
     except Exception as err:  # noqa: BLE001 - the frontends raise many types (tracing, op support)
         raise ConversionError(f"OpenVINO cannot convert {type(module).__name__}: {_first_line(err)}") from None
+    rewrite_normalizations(model)
+    return model
 
 
 def trace_shape(shape: Sequence[int]) -> tuple[int, ...]:
