@@ -46,17 +46,21 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = [
+    "AUTO_PRECISION",
     "CACHE_FORMAT",
     "ConversionError",
     "OpenVINONetwork",
     "RuntimeUnavailableError",
+    "auto_precision",
     "cache_key",
     "check_agreement",
     "convert_module",
     "convert_network",
+    "cpu_kind",
     "openvino_cache_dir",
     "openvino_version",
     "ov_precision",
+    "read_onnx",
     "trace_shape",
 ]
 
@@ -126,6 +130,41 @@ def ov_precision(precision: str) -> str:
     return _PRECISIONS[key]
 
 
+#: What ``precision=auto`` runs on OpenVINO, per kind of CPU, and the measurement behind it. A precision below
+#: float32 is chosen only where ``benchmarks/bench_precision.py`` showed Dice >= 0.999 on every label against
+#: float32 on real data (a SegResNet trained on TotalSegmentator's example CT, 41 structures).
+AUTO_PRECISION: dict[str, tuple[str, str]] = {
+    "bf16": ("float32", "native bfloat16 (AVX512-BF16/AMX): OpenVINO bfloat16 is faster but changed labels below "
+                        "Dice 0.999 on real data (bench_precision.py)"),
+    "avx512": ("float32", "AVX-512 without bfloat16: OpenVINO would emulate bfloat16 (slower than float32)"),
+    "avx2": ("float32", "AVX2: no native bfloat16; int8 (NNCF) not shown at Dice 0.999"),
+}
+
+
+def cpu_kind(ov: Any = None) -> str:
+    """``bf16`` (native bfloat16: AVX512-BF16 or AMX), ``avx512`` or ``avx2`` (anything else), from OpenVINO's
+    ``OPTIMIZATION_CAPABILITIES`` and ``/proc/cpuinfo``."""
+    if ov is None:
+        ov = _import_openvino()
+    if _cpu_has_bf16(ov):
+        return "bf16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
+def auto_precision(kind: str | None = None) -> tuple[str, str]:
+    """What ``precision=auto`` runs on OpenVINO on this CPU (or on ``kind``, a key of :data:`AUTO_PRECISION`),
+    and why: ``('float32', reason)`` on every CPU measured so far."""
+    if kind is None:
+        kind = cpu_kind()
+    if kind not in AUTO_PRECISION:
+        raise ValueError(f"kind must be one of {', '.join(AUTO_PRECISION)}, got {kind!r}.")
+    return AUTO_PRECISION[kind]
+
+
 def cache_key(fingerprint: str, weights_sha256: str | None, input_shape: Sequence[int], version: str | None = None) -> str:
     """The cache folder name of one converted network (32 hex digits).
 
@@ -190,6 +229,8 @@ class OpenVINONetwork:
         cache_hit: whether ``model`` was read from the disk cache (reported in provenance).
         cache_path: the cache folder (``None`` when the cache is off).
         convert_seconds: time spent converting or reading the IR.
+        source: where the model came from: ``torch`` (converted by :func:`convert_network`) or ``onnx``
+            (an ONNX spec's graph, :func:`medseg.infer.onnx_net.load_onnx_network`).
 
     Attributes:
         compile_seconds: total time spent compiling (one compile per input shape seen).
@@ -207,6 +248,7 @@ class OpenVINONetwork:
         cache_hit: bool = False,
         cache_path: Path | None = None,
         convert_seconds: float = 0.0,
+        source: str = "torch",
     ) -> None:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}.")
@@ -219,6 +261,8 @@ class OpenVINONetwork:
         self.cache_hit = bool(cache_hit)
         self.cache_path = cache_path
         self.convert_seconds = float(convert_seconds)
+        self.source = source
+        self.source_path: str | None = None
         self.compile_seconds = 0.0
         self.infer_seconds = 0.0
         self._core = self._ov.Core()
@@ -233,6 +277,14 @@ class OpenVINONetwork:
 
     def parameters(self):  # noqa: D401 - no torch parameters
         return iter(())
+
+    def set_threads(self, threads: int | None) -> None:
+        """Use ``threads`` from now on (models compiled with other settings are dropped, compiled again on use)."""
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}.")
+        if threads != self.threads:
+            self.threads = threads
+            self._compiled.clear()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -309,7 +361,7 @@ class OpenVINONetwork:
 
     def __repr__(self) -> str:
         shape = self.model.inputs[0].get_partial_shape()
-        return f"OpenVINONetwork(input={shape}, precision={self.hint}, threads={self.threads}, cache={'hit' if self.cache_hit else 'miss'})"
+        return f"OpenVINONetwork(source={self.source}, input={shape}, precision={self.hint}, threads={self.threads}, cache={'hit' if self.cache_hit else 'miss'})"
 
 
 def _cpu_has_bf16(ov: Any) -> bool:
@@ -317,6 +369,19 @@ def _cpu_has_bf16(ov: Any) -> bool:
         return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except RuntimeError:  # pragma: no cover - property missing in an old OpenVINO
         return False
+
+
+def read_onnx(path: str | os.PathLike[str]) -> Any:
+    """An ONNX file read by OpenVINO, its instance/group norms rewritten (:mod:`medseg.engine.ov_norm`).
+
+    Raises:
+        RuntimeUnavailableError: OpenVINO is not installed.
+        RuntimeError: OpenVINO cannot read the file (its message).
+    """
+    ov = _import_openvino()
+    model = ov.Core().read_model(str(path))
+    rewrite_normalizations(model)
+    return model
 
 
 def convert_module(module: Any, example_shape: Sequence[int]) -> Any:
