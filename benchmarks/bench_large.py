@@ -18,6 +18,7 @@ Prints the peak resident memory (``getrusage``), the time of each stage and the 
 
     OMP_NUM_THREADS=2 nohup .venv/bin/python benchmarks/bench_large.py > bench_large.log 2>&1 &
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_large.py --invert probabilities
+    OMP_NUM_THREADS=2 nohup .venv/bin/python benchmarks/bench_large.py --runtime openvino > bench_large_ov.log 2>&1 &
     .venv/bin/python benchmarks/bench_large.py --shape 160 160 200 --filters 8   # quick check
 """
 
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filters", type=int, default=None, help="SegResNet init_filters (spec: 32)")
     ap.add_argument("--invert", choices=["probabilities", "labels"], default=None, help="default: the spec's (labels)")
     ap.add_argument("--precision", default="float32", choices=["auto", "float32", "bfloat16"])
+    ap.add_argument("--runtime", default="torch", choices=["torch", "openvino", "auto"],
+                    help="the network's runtime (OpenVINO: converted once, cached under $MEDSEG_CACHE/openvino)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     args = ap.parse_args(argv)
 
@@ -133,12 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.save(net.state_dict(), w)
         del net
         spec = load_spec(wholebody_spec(w, args.filters, args.invert))
-        pred = load_predictor(spec, device="cpu", precision=args.precision, threads=args.threads)
+        t0 = time.perf_counter()
+        pred = load_predictor(spec, device="cpu", precision=args.precision, threads=args.threads, runtime=args.runtime)
+        print(f"model: {pred.runtime_info.line()}; load {time.perf_counter() - t0:.1f} s, RSS {current_rss_gb():.2f} GB",
+              flush=True)
 
     t_net = [0.0]
     start: list[float] = []
-    pred.network.register_forward_pre_hook(lambda m, a: start.append(time.perf_counter()))
-    pred.network.register_forward_hook(lambda m, a, o: t_net.__setitem__(0, t_net[0] + time.perf_counter() - start.pop()))
+    if hasattr(pred.network, "register_forward_hook"):  # torch: time the forward passes with hooks
+        pred.network.register_forward_pre_hook(lambda m, a: start.append(time.perf_counter()))
+        pred.network.register_forward_hook(lambda m, a, o: t_net.__setitem__(0, t_net[0] + time.perf_counter() - start.pop()))
 
     t0 = time.perf_counter()
     pre = pred.preprocess(vol)
@@ -162,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
     labels = pred.predict(vol, progress=progress)
     t_pred = time.perf_counter() - t1
+    if not hasattr(pred.network, "register_forward_hook"):  # OpenVINO counts its own forward passes
+        t_net[0] = pred.network.infer_seconds
     lab = labels.array
     counts = np.zeros(n_cls, dtype=np.int64)
     for k in range(lab.shape[2]):  # slice by slice: a whole-volume bincount would make an int64 copy
@@ -172,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"predict (preprocess + windows + stitching + inversion): {t_pred:.1f} s (network {t_net[0]:.1f} s, "
           f"rest {t_pred - t_net[0]:.1f} s)", flush=True)
     print(f"RESULT total {total:.1f} s; peak RSS {peak_rss_gb():.2f} GB (limit 6 GB: "
-          f"{'OK' if peak_rss_gb() < 6 else 'EXCEEDED'}); precision {args.precision}; invert "
-          f"{spec.output.invert.value}; threads {torch.get_num_threads()}", flush=True)
+          f"{'OK' if peak_rss_gb() < 6 else 'EXCEEDED'}); precision {args.precision}; runtime "
+          f"{pred.runtime_info.name}; invert {spec.output.invert.value}; load average {os.getloadavg()}; threads {torch.get_num_threads()}", flush=True)
     return 0
 
 

@@ -110,13 +110,22 @@ def select_network(
         ModelError: ``runtime='openvino'`` and OpenVINO cannot run this network here (the reason in one line).
         ValueError: an unknown ``runtime``.
     """
-    from medseg.engine.openvino import ConversionError, RuntimeUnavailableError, convert_network, openvino_version
+    from medseg.engine.openvino import (
+        ConversionError,
+        OpenVINONetwork,
+        RuntimeUnavailableError,
+        auto_precision,
+        convert_network,
+        openvino_version,
+    )
 
     rt = parse_runtime(runtime)
     prec = str(getattr(precision, "value", precision)).lower()
-    prec = "float32" if prec in ("auto", "none") else prec
-    if module.__class__.__name__ == "OnnxNetwork":  # an ONNX spec runs on OpenVINO whatever was asked
-        return module, RuntimeInfo("openvino", openvino_version(), "float32", "cpu", None, rt.value)
+    if prec in ("auto", "none"):
+        prec = "float32"  # torch's auto on the CPU; OpenVINO's per-CPU choice (float32 everywhere so far) below
+    if isinstance(module, OpenVINONetwork):  # an ONNX spec's graph runs on OpenVINO whatever was asked
+        module.set_threads(threads)
+        return module, RuntimeInfo("openvino", openvino_version(), module.describe()["precision"], "cpu", None, rt.value)
     if rt is Runtime.TORCH:
         return module, torch_info(device, prec, rt)
     dev_type = getattr(device, "type", str(device).split(":")[0])
@@ -133,6 +142,11 @@ def select_network(
         if rt is Runtime.OPENVINO:
             raise ModelError(f"--runtime openvino: {reason}")
         return module, torch_info(device, prec, rt, None if dev_type != "cpu" else f"runtime: torch ({reason})")
+    if prec == "float32" and str(getattr(precision, "value", precision)).lower() in ("auto", "none"):
+        try:
+            prec = auto_precision()[0]
+        except RuntimeUnavailableError:
+            pass  # reported by convert_network below
     try:
         net = convert_network(module, example_shape, fingerprint=fingerprint, weights_sha256=weights_sha256,
                               threads=threads, precision=prec)

@@ -39,27 +39,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medseg.engine.ov_norm import rewrite_normalizations
 from medseg.errors import ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = [
+    "AUTO_PRECISION",
     "CACHE_FORMAT",
     "ConversionError",
     "OpenVINONetwork",
     "RuntimeUnavailableError",
+    "auto_precision",
     "cache_key",
     "check_agreement",
     "convert_module",
     "convert_network",
+    "cpu_kind",
     "openvino_cache_dir",
     "openvino_version",
     "ov_precision",
+    "read_onnx",
+    "trace_shape",
 ]
 
 #: Bump when the layout or the conversion recipe of cached models changes (old entries are then ignored).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 _PRECISIONS = {"auto": "f32", "float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16"}
 
@@ -122,6 +128,41 @@ def ov_precision(precision: str) -> str:
     if key not in _PRECISIONS:
         raise ValueError(f"precision must be one of auto, float32, bfloat16 for the OpenVINO runtime, got {precision!r}.")
     return _PRECISIONS[key]
+
+
+#: What ``precision=auto`` runs on OpenVINO, per kind of CPU, and the measurement behind it. A precision below
+#: float32 is chosen only where ``benchmarks/bench_precision.py`` showed Dice >= 0.999 on every label against
+#: float32 on real data (a SegResNet trained on TotalSegmentator's example CT, 41 structures).
+AUTO_PRECISION: dict[str, tuple[str, str]] = {
+    "bf16": ("float32", "native bfloat16 (AVX512-BF16/AMX): OpenVINO bfloat16 is 1.22x float32 but kept Dice >= "
+                        "0.999 on 0 of 6 labels (min 0.943) on real data (bench_precision.py)"),
+    "avx512": ("float32", "AVX-512 without bfloat16: OpenVINO would emulate bfloat16 (slower than float32)"),
+    "avx2": ("float32", "AVX2: no native bfloat16; int8 (NNCF) not evaluated"),
+}
+
+
+def cpu_kind(ov: Any = None) -> str:
+    """``bf16`` (native bfloat16: AVX512-BF16 or AMX), ``avx512`` or ``avx2`` (anything else), from OpenVINO's
+    ``OPTIMIZATION_CAPABILITIES`` and ``/proc/cpuinfo``."""
+    if ov is None:
+        ov = _import_openvino()
+    if _cpu_has_bf16(ov):
+        return "bf16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
+def auto_precision(kind: str | None = None) -> tuple[str, str]:
+    """What ``precision=auto`` runs on OpenVINO on this CPU (or on ``kind``, a key of :data:`AUTO_PRECISION`),
+    and why: ``('float32', reason)`` on every CPU measured so far."""
+    if kind is None:
+        kind = cpu_kind()
+    if kind not in AUTO_PRECISION:
+        raise ValueError(f"kind must be one of {', '.join(AUTO_PRECISION)}, got {kind!r}.")
+    return AUTO_PRECISION[kind]
 
 
 def cache_key(fingerprint: str, weights_sha256: str | None, input_shape: Sequence[int], version: str | None = None) -> str:
@@ -188,9 +229,12 @@ class OpenVINONetwork:
         cache_hit: whether ``model`` was read from the disk cache (reported in provenance).
         cache_path: the cache folder (``None`` when the cache is off).
         convert_seconds: time spent converting or reading the IR.
+        source: where the model came from: ``torch`` (converted by :func:`convert_network`) or ``onnx``
+            (an ONNX spec's graph, :func:`medseg.infer.onnx_net.load_onnx_network`).
 
     Attributes:
         compile_seconds: total time spent compiling (one compile per input shape seen).
+        infer_seconds: total time spent in forward passes (OpenVINO's inference and the copy of its output).
     """
 
     name = "openvino"
@@ -204,6 +248,7 @@ class OpenVINONetwork:
         cache_hit: bool = False,
         cache_path: Path | None = None,
         convert_seconds: float = 0.0,
+        source: str = "torch",
     ) -> None:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}.")
@@ -216,7 +261,10 @@ class OpenVINONetwork:
         self.cache_hit = bool(cache_hit)
         self.cache_path = cache_path
         self.convert_seconds = float(convert_seconds)
+        self.source = source
+        self.source_path: str | None = None
         self.compile_seconds = 0.0
+        self.infer_seconds = 0.0
         self._core = self._ov.Core()
         self._compiled: dict[tuple[int, ...], tuple[Any, Any]] = {}
 
@@ -229,6 +277,14 @@ class OpenVINONetwork:
 
     def parameters(self):  # noqa: D401 - no torch parameters
         return iter(())
+
+    def set_threads(self, threads: int | None) -> None:
+        """Use ``threads`` from now on (models compiled with other settings are dropped, compiled again on use)."""
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}.")
+        if threads != self.threads:
+            self.threads = threads
+            self._compiled.clear()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -291,15 +347,21 @@ class OpenVINONetwork:
             pad = np.zeros((min(bigger)[0] - n, *arr.shape[1:]), dtype=np.float32)
             arr = np.concatenate([arr, pad])
         compiled, request = self.compiled_for(arr.shape)
+        t0 = time.perf_counter()
         try:
-            out = request.infer({0: arr})
+            # the input is read in place and the output is a view of the request's buffer (overwritten by the
+            # next call): one copy into torch below, instead of OpenVINO's copy plus ours (105 classes x 96^3
+            # is 370 MB per window)
+            out = request.infer({0: arr}, share_inputs=True, share_outputs=True)
         except RuntimeError as err:
             raise ConversionError(f"OpenVINO inference failed on input {list(arr.shape)}: {_first_line(err)}") from None
-        return torch.from_numpy(np.array(out[compiled.output(0)][:n], dtype=np.float32, copy=True))
+        y = torch.from_numpy(np.array(out[compiled.output(0)][:n], dtype=np.float32, copy=True))
+        self.infer_seconds += time.perf_counter() - t0
+        return y
 
     def __repr__(self) -> str:
         shape = self.model.inputs[0].get_partial_shape()
-        return f"OpenVINONetwork(input={shape}, precision={self.hint}, threads={self.threads}, cache={'hit' if self.cache_hit else 'miss'})"
+        return f"OpenVINONetwork(source={self.source}, input={shape}, precision={self.hint}, threads={self.threads}, cache={'hit' if self.cache_hit else 'miss'})"
 
 
 def _cpu_has_bf16(ov: Any) -> bool:
@@ -309,8 +371,22 @@ def _cpu_has_bf16(ov: Any) -> bool:
         return False
 
 
+def read_onnx(path: str | os.PathLike[str]) -> Any:
+    """An ONNX file read by OpenVINO, its instance/group norms rewritten (:mod:`medseg.engine.ov_norm`).
+
+    Raises:
+        RuntimeUnavailableError: OpenVINO is not installed.
+        RuntimeError: OpenVINO cannot read the file (its message).
+    """
+    ov = _import_openvino()
+    model = ov.Core().read_model(str(path))
+    rewrite_normalizations(model)
+    return model
+
+
 def convert_module(module: Any, example_shape: Sequence[int]) -> Any:
-    """``openvino.convert_model`` on a torch module (``nn.Module`` or TorchScript) with a zero example input.
+    """``openvino.convert_model`` on a torch module (``nn.Module`` or TorchScript) with a zero example input,
+    its instance/group norms rewritten for torch's float32 accuracy (:mod:`medseg.engine.ov_norm`).
 
     Raises:
         RuntimeUnavailableError: OpenVINO is not installed.
@@ -325,9 +401,24 @@ def convert_module(module: Any, example_shape: Sequence[int]) -> Any:
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about data-dependent control flow
-            return ov.convert_model(module, example_input=example)
+            model = ov.convert_model(module, example_input=example)
     except Exception as err:  # noqa: BLE001 - the frontends raise many types (tracing, op support)
         raise ConversionError(f"OpenVINO cannot convert {type(module).__name__}: {_first_line(err)}") from None
+    rewrite_normalizations(model)
+    return model
+
+
+def trace_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """The smaller input a 3D network is traced on: batch 1, each spatial size that is a multiple of 32 cut to 32.
+
+    The converted model keeps every input dimension dynamic, so the trace's size only bounds the memory tracing
+    takes; :func:`convert_network` verifies the result at the real shape and traces at the real shape when the
+    small trace disagrees. 2D inputs (the SAM encoder) and other sizes are traced as they are.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 5:
+        return shape
+    return (1, shape[1], *(32 if s > 32 and s % 32 == 0 else s for s in shape[2:]))
 
 
 def convert_network(
@@ -376,6 +467,19 @@ def convert_network(
         folder = root / cache_key(fingerprint, weights_sha256, shape)
         model = _read_cached(ov, folder)
     hit = model is not None
+    small = trace_shape(shape) if verify else shape
+    if model is None and small != shape:
+        # tracing holds every activation of the example pass (6.4 GB for the whole-body SegResNet at 96^3,
+        # 1.3 GB at 32^3): trace a small volume, then verify the dynamic model at the real shape below
+        try:
+            model = convert_module(module, small)
+            net = OpenVINONetwork(model, threads=threads, precision=precision, cache_hit=False, cache_path=folder)
+            net.compiled_for(shape)
+            check_agreement(module, net, shape)
+        except ConversionError:
+            model = None  # the small trace baked a size in (or does not convert): trace at the real shape
+        else:
+            verify = False  # verified just now
     if model is None:
         model = convert_module(module, shape)
     net = OpenVINONetwork(model, threads=threads, precision=precision, cache_hit=hit, cache_path=folder)

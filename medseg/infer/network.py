@@ -104,9 +104,9 @@ def build_network(
     loaded = resolve_weights(weights)
     path, digest = (loaded.path, loaded.sha256) if loaded is not None else (None, None)
     if network.onnx:
-        from medseg.infer.onnx_net import OnnxNetwork
+        from medseg.infer.onnx_net import load_onnx_network
 
-        return OnnxNetwork(path, device), digest
+        return load_onnx_network(path, device), digest
     if network.unet_generalized is not None:
         return _build_unet_generalized(network, loaded, device), digest
     if network.torchscript:
