@@ -89,9 +89,9 @@ def test_segment_runtime_openvino_end_to_end_and_cache(case, tmp_path):
     r2, doc2, lab2 = _segment(tmp_path, "second", path, folder, "openvino", cache)
     assert doc2["runtime"]["cache"] == "hit" and "compiled-model cache hit" in r2.stderr
     assert doc2["timings"]["load"] < doc1["timings"]["load"]  # no conversion, no agreement check
-    # the IR read back from the cache compiles to slightly different kernels than the freshly converted model
-    # (max abs 1e-4 on a tile here): 1 voxel of 90,000 differed between the two runs
-    assert float((lab1 == lab2).mean()) >= 0.9999
+    # a miss compiles the IR it wrote to the cache, as a hit does (the freshly converted model compiled to other
+    # kernels: 1 voxel of 90,000 once differed between a miss and a hit), so both runs agree exactly
+    np.testing.assert_array_equal(lab1, lab2)
     torch_labels = NnUNetPredictor(folder, device="cpu").predict(vol).array
     assert float((lab1 == torch_labels).mean()) >= 0.9999
 
