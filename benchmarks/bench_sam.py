@@ -162,8 +162,8 @@ def bench_litemedsam(threads: int, repeats: int, runtime: str = "torch", encoder
     print(f"3D box: reference loop {r:.2f} s/slice, medseg {m:.2f} s/slice -> ratio {r / m:.2f}x "
           f"[process CPU time: {rc:.2f} vs {mc:.2f} s/slice, ratio {rc / mc:.2f}x] "
           f"(masks agree: Dice {agree:.4f} on the {z1 - z0 - 1} slices both cover)")
-    # decoder with a cached embedding: medseg's default (LiteMedSAM.decoder_threads, one thread), medseg with the
-    # process's torch threads, and the reference, alternating
+    # decoder with a cached embedding: medseg's default (LiteMedSAM.decoder_threads "auto": the process's threads
+    # while a core is free, else one), one thread, the process's torch threads, and the reference, alternating
     emb = session.embedding(2, zm)
     b256 = scale_box((box[0], box[1], box[3], box[4]), emb.shape)
     remb, new, orig = reference_embed(ref_net, u8[zm])
@@ -177,8 +177,12 @@ def bench_litemedsam(threads: int, repeats: int, runtime: str = "torch", encoder
         finally:
             model.decoder_threads = default_threads
 
+    from medseg.sam.protocol import decoder_cpu_threads
+
+    chosen = decoder_cpu_threads(default_threads) or threads
     runs = {
-        f"medseg ({default_threads} decoder thread, default)": lambda: medseg_decoder(default_threads),
+        f"medseg (default {default_threads}: {chosen} now)": lambda: medseg_decoder(default_threads),
+        "medseg (1 thread)": lambda: medseg_decoder(1),
         f"medseg ({threads} threads)": lambda: medseg_decoder(None),
         f"reference ({threads} threads)": lambda: reference_logits(ref_net, remb, b256, new, orig),
     }

@@ -222,11 +222,9 @@ class LiteMedSAM:
     """
 
     image_size = IMAGE_SIZE
-    #: CPU threads of the prompt decoder (``None``: the process's torch setting). One thread: the decoder is
-    #: ~1 GFLOP of small products, where a second OpenMP thread mostly waits at barriers: on the 2-core
-    #: machines it made a prompt 1.5-3x slower under load and up to 10x slower right after OpenVINO encoder
-    #: runs (OpenVINO's worker threads still hold the cores), see benchmarks/bench_sam.py.
-    decoder_threads: int | None = 1
+    #: CPU threads of the prompt decoder: ``"auto"`` (default, see :func:`decoder_cpu_threads`), an int, or
+    #: ``None`` (the process's torch setting).
+    decoder_threads: int | str | None = "auto"
 
     def __init__(self, network: Any, device: str = "cpu", model_id: str = "litemedsam") -> None:
         from medseg.sam.registry import Family
@@ -295,9 +293,26 @@ class LiteMedSAM:
 
             self._decoder = PromptDecoder(self.network)
         dev = torch.device(self.device)
-        threads = self.decoder_threads if dev.type == "cpu" else None
+        threads = decoder_cpu_threads(self.decoder_threads) if dev.type == "cpu" else None
         with torch_settings(dev, threads):
             return self._decoder.logits(emb.embedding, emb.shape, emb.resized, box256, points256, point_labels)
+
+
+def decoder_cpu_threads(setting: int | str | None) -> int | None:
+    """CPU threads for one prompt decoder call. ``"auto"``: the process's torch threads while the machine has
+    a free core (1-minute load average below the core count minus 0.5), else one. The decoder is ~1 GFLOP of
+    small products: on an idle 2-core machine two threads answer a prompt in 19 ms against 33 ms with one,
+    but when the cores are busy (other jobs, or OpenVINO's encoder threads) a second OpenMP thread mostly
+    waits at barriers and a prompt got 1.5-10x slower than with one (``benchmarks/bench_sam.py``)."""
+    if setting != "auto":
+        return setting  # type: ignore[return-value]
+    import os
+
+    try:
+        busy = os.getloadavg()[0] >= (os.cpu_count() or 1) - 0.5
+    except OSError:  # no load average on this platform: the safe choice
+        busy = True
+    return 1 if busy else None
 
 
 class BoxSession:
