@@ -30,11 +30,8 @@ def _spec(tmp_path, invert="labels"):
     }
 
 
-@pytest.mark.parametrize("invert", ["labels", "probabilities"])
-def test_streamed_predict_equals_full_predict(tmp_path, shared_data, invert):
-    """Both inversions: labels decided per cell, or probabilities resampled per cell to the source grid."""
-    from medseg.config import load_spec
-    from medseg.predictor import load_predictor
+def example_ct(shared_data):
+    """TotalSegmentator's real ``example_ct.nii.gz`` as a float32 Volume (skips when the data is absent)."""
     from medseg.types import Geometry, Volume
 
     nib = pytest.importorskip("nibabel")
@@ -43,7 +40,15 @@ def test_streamed_predict_equals_full_predict(tmp_path, shared_data, invert):
         pytest.skip(f"real test data not found: {path}")
     img = nib.load(str(path))
     arr = np.asarray(img.get_fdata(dtype=np.float32))
-    vol = Volume(arr, Geometry(img.affine, arr.shape[:3]))
+    return Volume(arr, Geometry(img.affine, arr.shape[:3]))
+
+
+@pytest.mark.parametrize("invert", ["labels", "probabilities"])
+def test_streamed_predict_equals_full_predict(tmp_path, shared_data, invert):
+    """Both inversions: labels decided per cell, or probabilities resampled per cell to the source grid."""
+    from medseg.config import load_spec
+    from medseg.predictor import load_predictor
+    vol = example_ct(shared_data)
 
     pred = load_predictor(load_spec(_spec(tmp_path, invert)), device="cpu", precision="float32")
     from dataclasses import replace

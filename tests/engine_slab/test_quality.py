@@ -35,16 +35,9 @@ def test_margins_of_argmax_and_threshold():
 def test_streamed_quality_equals_full_quality(tmp_path, shared_data, invert):
     from medseg.config import load_spec
     from medseg.predictor import load_predictor
-    from medseg.types import Geometry, Volume
-    from tests.engine_slab.test_predictor_stream import _spec
+    from tests.engine_slab.test_predictor_stream import _spec, example_ct
 
-    nib = pytest.importorskip("nibabel")
-    path = shared_data / "TotalSegmentator" / "tests" / "reference_files" / "example_ct.nii.gz"
-    if not path.is_file():
-        pytest.skip(f"real test data not found: {path}")
-    img = nib.load(str(path))
-    arr = np.asarray(img.get_fdata(dtype=np.float32))
-    vol = Volume(arr, Geometry(img.affine, arr.shape[:3]))
+    vol = example_ct(shared_data)
     pred = load_predictor(load_spec(_spec(tmp_path, invert)), device="cpu", precision="float32")
     full_labels = pred.predict(vol)
     full = dict(pred.last_quality)
