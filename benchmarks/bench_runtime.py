@@ -47,7 +47,7 @@ def cpu_line() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
             elif line.startswith("flags"):
-                wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "avx_vnni")
+                wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile", "avx_vnni")
                 flags = " ".join(f for f in line.split(":", 1)[1].split() if f in wanted)
                 break
     except OSError:

@@ -131,13 +131,17 @@ def ov_precision(precision: str) -> str:
 
 
 #: What ``precision=auto`` runs on OpenVINO, per kind of CPU, and the measurement behind it. A precision below
-#: float32 is chosen only where ``benchmarks/bench_precision.py`` showed Dice >= 0.999 on every label against
-#: float32 on real data (a SegResNet trained on TotalSegmentator's example CT, 41 structures).
+#: float32 is chosen only where a benchmark showed Dice >= 0.999 on every label against float32 on real data:
+#: bfloat16 in ``benchmarks/bench_precision.py`` (a SegResNet trained on TotalSegmentator's example CT, 41
+#: structures), int8 (NNCF post-training quantization, calibrated on the other real volumes) in
+#: ``benchmarks/bench_int8.py`` (brain-mri and liver, real weights). Neither passed, so float32 everywhere.
+_INT8 = ("int8 (NNCF) ran 1.4-1.5x (brain-mri) and 2.1-2.4x (liver) float32 on AMX but gave Dice 0.934-0.997 "
+         "and 0.919-0.977 against float32 on held-out real volumes (bench_int8.py)")
 AUTO_PRECISION: dict[str, tuple[str, str]] = {
     "bf16": ("float32", "native bfloat16 (AVX512-BF16/AMX): OpenVINO bfloat16 is 1.22x float32 but kept Dice >= "
-                        "0.999 on 0 of 6 labels (min 0.943) on real data (bench_precision.py)"),
-    "avx512": ("float32", "AVX-512 without bfloat16: OpenVINO would emulate bfloat16 (slower than float32)"),
-    "avx2": ("float32", "AVX2: no native bfloat16; int8 (NNCF) not evaluated"),
+                        f"0.999 on 0 of 6 labels (min 0.943) on real data (bench_precision.py); {_INT8}"),
+    "avx512": ("float32", f"AVX-512 without bfloat16: OpenVINO would emulate bfloat16 (slower than float32); {_INT8}"),
+    "avx2": ("float32", f"AVX2: no native bfloat16; {_INT8}"),
 }
 
 

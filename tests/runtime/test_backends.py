@@ -68,3 +68,18 @@ def test_precision_and_shape_rules(tmp_path, monkeypatch):
     assert net is conv and "input size is not fixed" in info.note
     with pytest.raises(ModelError, match="input size is not fixed"):
         _select(conv, "openvino", shape=None)
+
+
+def test_auto_precision_is_float32_on_every_cpu_kind():
+    """No lower precision reached Dice >= 0.999 per label against float32 on real data (bfloat16:
+    benchmarks/bench_precision.py, int8: benchmarks/bench_int8.py): ``auto`` is float32 on every CPU kind, and
+    each choice names the measurement behind it."""
+    from medseg.engine.openvino import AUTO_PRECISION, auto_precision, cpu_kind
+
+    assert cpu_kind() in AUTO_PRECISION
+    for kind in AUTO_PRECISION:
+        precision, why = auto_precision(kind)
+        assert precision == "float32" and "bench_int8.py" in why
+    assert auto_precision() == AUTO_PRECISION[cpu_kind()]
+    with pytest.raises(ValueError, match="kind must be one of"):
+        auto_precision("sse2")
