@@ -144,10 +144,11 @@ def test_deepbet_brain_unet_real_weights(cache):
     with torch.no_grad():
         brain = float((module(img).argmax(1) == 1).double().mean())
     assert 0.05 < brain < 0.8  # a real brain mask, not a trivial one
-    # softmax outputs: a few near-tie voxels differ by up to ~0.02 (measured 0.0185), the label by 0.004 %
-    assert agree >= 0.9999 and max_abs < 0.05, (max_abs, agree)
+    # softmax outputs; with the norms rewritten (medseg.engine.ov_norm) max abs 6.5e-5, mean 1.5e-7 and every
+    # label equal with 1 and 2 threads (OpenVINO's own MVN gave 0.0185 and 0.004 % of the labels)
+    assert agree >= 0.99999 and max_abs < 5e-4, (max_abs, agree)  # other CPUs: other kernels, a near tie may flip
     with torch.no_grad():
-        assert float((net(img) - module(img)).abs().mean()) < 1e-4  # measured 3.6e-5
+        assert float((net(img) - module(img)).abs().mean()) < 2e-6
 
 
 def test_nnunet_network_from_plans(tmp_path, ct_crop, cache):
