@@ -48,7 +48,6 @@ from ._layers import (
     GEOMETRY_KEY,
     data_axes,
     data_to_ijk,
-    ijk_to_data,
     layer_ijk,
     layer_labels,
     layer_volume,
@@ -58,6 +57,7 @@ from ._layers import (
 )
 from ._qt import bind_shortcut, fill_combo
 from ._sam_layout import BROWSE, NEW_LABELS, SHORTCUTS, SamLayout
+from ._sam_overlays import BOX_NAME, PREVIEW_NAME, SamOverlays
 from ._workers import Job, docked
 
 if TYPE_CHECKING:
@@ -70,9 +70,6 @@ PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
     (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40),
 ]
-
-PROMPTS_NAME, BOX_NAME, PREVIEW_NAME = "SAM prompts", "SAM box", "SAM preview"
-
 
 def apply_runtime(model: Any, runtime: str, tracker: Any = None) -> None:
     """Run ``model``'s image encoder on ``runtime`` as ``medseg prompt --runtime`` does (LiteMedSAM:
@@ -130,7 +127,7 @@ class SamWidget(SamLayout):
         self.job: Job | None = None
         self._precompute = None
         self._precompute_key: tuple | None = None
-        self._updating_shapes = False
+        self.overlays = SamOverlays(self.viewer, self._on_box_drawn)
         from medseg.sam.embed import EmbeddingCache
 
         self.cache = EmbeddingCache()  # the one embedding cache of every session this widget builds
@@ -402,7 +399,7 @@ class SamWidget(SamLayout):
         return self.segment_slice(*where)
 
     def _on_box_drawn(self, event: Any = None) -> None:
-        if self._updating_shapes or BOX_NAME not in self.viewer.layers:
+        if self.overlays.updating or BOX_NAME not in self.viewer.layers:
             return
         action = getattr(event, "action", None)
         if action is not None and str(action) != "added":
@@ -443,94 +440,18 @@ class SamWidget(SamLayout):
         """The :class:`medseg.sam.SlicePrompt` of one slice (the session's points/box, + the refine mask)."""
         return self.session.slice_prompt(axis, index, self._refine_mask(axis, index))
 
-    # ---- layers -------------------------------------------------------------------------------------------
+    # ---- layers (owned by ._sam_overlays) -----------------------------------------------------------------
     def _prompt_layers(self) -> tuple[Any, Any]:
         """The points and box layers on the image's grid (created on first use)."""
-        layer = self.image_layer()
-        if layer is None:
-            return None, None
-        spatial = layer.ndim - 3
-        scale = tuple(layer.scale)[spatial:]
-        aff = np.asarray(layer.affine.affine_matrix)
-        affine3 = np.eye(4)
-        affine3[:3, :3] = aff[spatial:-1, spatial:-1]
-        affine3[:3, 3] = aff[spatial:-1, -1]
-        if PROMPTS_NAME not in self.viewer.layers:
-            self.viewer.add_points(
-                np.zeros((0, 3)), name=PROMPTS_NAME, scale=scale, affine=affine3, size=6, border_width=0.1,
-                face_color="lime", border_color="white",
-            )
-        if BOX_NAME not in self.viewer.layers:
-            shapes = self.viewer.add_shapes(
-                name=BOX_NAME, ndim=3, scale=scale, affine=affine3, edge_color="yellow", face_color="transparent",
-                edge_width=1.0,
-            )
-            shapes.events.data.connect(self._on_box_drawn)
-        return self.viewer.layers[PROMPTS_NAME], self.viewer.layers[BOX_NAME]
+        return self.overlays.prompt_layers(self.image_layer())
 
     def _sync_prompt_layers(self) -> None:
         """Show the session's prompts in the points and box layers."""
-        layer = self.image_layer()
-        if layer is None or GEOMETRY_KEY not in layer.metadata:
-            return
-        prompts = None if self.session is None else self.session.prompts
-        self._updating_shapes = True
-        try:
-            if not prompts:
-                # nothing to show: empty the prompt layers if they exist, never create them here
-                if PROMPTS_NAME in self.viewer.layers and len(self.viewer.layers[PROMPTS_NAME].data):
-                    self.viewer.layers[PROMPTS_NAME].data = np.zeros((0, 3))
-                if BOX_NAME in self.viewer.layers and len(self.viewer.layers[BOX_NAME].data):
-                    self.viewer.layers[BOX_NAME].data = []
-                return
-            geom = layer.metadata[GEOMETRY_KEY]
-            points, shapes = self._prompt_layers()
-            pts = prompts.all_points()
-            data = ijk_to_data(np.array([p for p, _ in pts]).reshape(-1, 3), geom)
-            points.data = data
-            if len(data):
-                points.face_color = np.array([[0.2, 1, 0.2, 1] if lab else [1, 0.2, 0.2, 1] for _, lab in pts])
-            shapes.data = []
-            rects = [ijk_to_data(c, geom) for c in prompts.box_outlines()]
-            if rects:
-                shapes.add_rectangles(rects, edge_color="yellow", face_color="transparent")
-        finally:
-            self._updating_shapes = False
-
-    def _preview_layer(self) -> Any:
-        layer = self.image_layer()
-        geom = layer.metadata[GEOMETRY_KEY]
-        shape = tuple(geom.shape[p] for p in data_axes(geom))
-        if PREVIEW_NAME in self.viewer.layers:
-            prev = self.viewer.layers[PREVIEW_NAME]
-            if prev.data.shape == shape:
-                return prev
-            self.viewer.layers.remove(PREVIEW_NAME)
-        from medseg.types import Label, Volume
-
-        vol = Volume(np.zeros(geom.shape, np.uint8), geom, is_label=True, labels=(Label(1, "SAM candidate", (255, 255, 0)),))
-        data, kwargs, _ = volume_to_layer_data(vol, name=PREVIEW_NAME)
-        kwargs["opacity"] = 0.55
-        return self.viewer.add_labels(np.ascontiguousarray(data), **kwargs)
+        self.overlays.sync_prompts(self.image_layer(), None if self.session is None else self.session.prompts)
 
     def _show_candidate(self) -> None:
         """Show the session's pending candidate in the preview layer (empty it when there is none)."""
-        cand = None if self.session is None else self.session.pending
-        if cand is None:
-            # clear the preview in place; never create or replace layers here (runs inside layer events)
-            if PREVIEW_NAME in self.viewer.layers:
-                prev = self.viewer.layers[PREVIEW_NAME]
-                if np.any(prev.data):
-                    prev.data[...] = 0
-                    prev.refresh()
-            return
-        if self.image_layer() is None:
-            return
-        prev = self._preview_layer()
-        ijk = layer_ijk(prev)
-        ijk[...] = 0
-        ijk[cand.region()] = cand.region_mask()
-        prev.refresh()
+        self.overlays.show_candidate(self.image_layer(), None if self.session is None else self.session.pending)
 
     def target_layer(self, create: bool = True) -> Any:
         """The chosen Labels layer; a new one on the image's grid if ``<new labels layer>`` is chosen."""

@@ -47,7 +47,7 @@ def _world_of_voxel(image, ijk):
 def _screenshot_with_candidate(viewer, path):
     """Save the whole window (canvas and docks) to ``path`` and check the candidate shows: SAM preview
     pixels (yellow) appear only with the preview layer visible."""
-    from medseg_napari._sam_widget import PREVIEW_NAME
+    from medseg_napari._sam_overlays import PREVIEW_NAME
 
     viewer.window._qt_window.resize(1600, 1000)  # room for the canvas next to the docks
     viewer.reset_view()
@@ -73,7 +73,7 @@ def _wait(qtbot, job, timeout=60_000):
 def test_click_gives_mask_on_that_slice_then_accept_and_undo(sam_viewer, qtbot):
     from medseg.sam import SamSession, SlicePrompt
     from medseg_napari._layers import layer_volume
-    from medseg_napari._sam_widget import PREVIEW_NAME
+    from medseg_napari._sam_overlays import PREVIEW_NAME
 
     viewer, widget, image = sam_viewer
     where = widget.current_slice()
@@ -135,7 +135,7 @@ def test_click_gives_mask_on_that_slice_then_accept_and_undo(sam_viewer, qtbot):
 
 def test_negative_point_and_box_and_propagate(sam_viewer, qtbot):
     from medseg_napari._layers import layer_volume
-    from medseg_napari._sam_widget import BOX_NAME, PROMPTS_NAME
+    from medseg_napari._sam_overlays import BOX_NAME, PROMPTS_NAME
 
     viewer, widget, image = sam_viewer
     axis, index = widget.current_slice()
