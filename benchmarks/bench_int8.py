@@ -68,23 +68,31 @@ class Recorder:
         return getattr(self.net, name)
 
 
-def calibration_items(pred, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """What NNCF calibrates on: the recorded network inputs themselves; for a network whose full input is too
-    big for NNCF's statistics pass (the liver U-Net's 189x162x162 segment needed > 22 GB: OpenVINO keeps every
-    observed activation alive), the 8 corner crops of each input at the valid size nearest half of each axis
-    (they cover the whole input; the converted network takes any valid size)."""
+def valid_sizes(pred) -> list[np.ndarray] | None:
+    """Per spatial axis, the input sizes the liver U-Net takes (``None`` for other networks)."""
     if pred.spec.network.unet_generalized is None:
-        return list(inputs)
+        return None
     from medseg.infer.network import build_network
     from medseg.nets.unet_generalized import possible_sizes
 
     net, _ = build_network(pred.spec.network, pred.spec.weights, "cpu")
     _, _, ins, outs = possible_sizes(net.sfs, net.kernels, net.kernels_common, net.padding, net.upsampling)
+    return [ins[outs[:, a] > 0, a] for a in range(3)]
+
+
+def calibration_items(sizes: list[np.ndarray] | None, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """What NNCF calibrates on: the recorded network inputs themselves; for a network whose full input is too
+    big for NNCF's statistics pass (the liver U-Net's 189x162x162 segment needed > 22 GB: OpenVINO keeps every
+    observed activation alive), the 8 corner crops of each input at the valid size (``sizes``, from
+    :func:`valid_sizes`) nearest half of each axis (the converted network takes any valid size). For the
+    liver's 189x162x162 segment these are 81^3 crops: they cover the input except the middle 27 of the 189
+    voxels along the first axis."""
+    if sizes is None:
+        return list(inputs)
     items = []
     for x in inputs:
         size = []
-        for a, full in enumerate(x.shape[2:]):
-            valid = ins[outs[:, a] > 0, a]
+        for valid, full in zip(sizes, x.shape[2:]):
             valid = valid[valid <= full]
             size.append(int(valid[np.argmin(np.abs(valid - full / 2))]))
         for corner in np.ndindex(2, 2, 2):
@@ -124,17 +132,19 @@ def run_model(model: str, threads: int, repeat: int, subset: int) -> list[dict]:
         raise SystemExit(f"{model}: the network is not on OpenVINO ({type(fp32).__name__})")
     rec = Recorder(fp32)
     pred.network = rec
-    ref, inputs, images = {}, {}, {}
+    sizes = valid_sizes(pred)
+    ref, inputs, calib_items, images = {}, {}, {}, {}
     for name, path in vols:
         images[name] = read(str(path))
         rec.inputs = []
         ref[name] = np.asarray(pred.predict(images[name]).array)
         inputs[name] = rec.inputs
+        calib_items[name] = calibration_items(sizes, rec.inputs)
         print(f"  {model} float32: {name}: {len(rec.inputs)} network input(s) {list(rec.inputs[0].shape)}", flush=True)
     pred.network = fp32
     rows = []
     for name, _ in vols:
-        calib = calibration_items(pred, [x for other, xs in inputs.items() if other != name for x in xs])
+        calib = [x for other, xs in calib_items.items() if other != name for x in xs]
         t0 = time.perf_counter()
         quantized = nncf.quantize(fp32.model, nncf.Dataset(calib), subset_size=min(subset, len(calib)),
                                   fast_bias_correction=True)

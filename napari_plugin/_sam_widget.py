@@ -71,6 +71,7 @@ PALETTE = [
     (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40),
 ]
 
+
 def apply_runtime(model: Any, runtime: str, tracker: Any = None) -> None:
     """Run ``model``'s image encoder on ``runtime`` as ``medseg prompt --runtime`` does (LiteMedSAM:
     :meth:`medseg.sam.protocol.LiteMedSAM.use_runtime`; SAM / SAM 2 run on torch, so ``openvino`` is an error).
