@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,6 +88,17 @@ def _pad_to_tile(x: torch.Tensor, tile: Sequence[int]) -> tuple[torch.Tensor, tu
     return x, tuple(crop)
 
 
+def _weighted_tile(network, x: torch.Tensor, flips: list[tuple[int, ...]], mirror_batch: int, ac: Any,
+                   g: torch.Tensor | None) -> torch.Tensor:
+    """One tile's mirror-averaged prediction, float32 on the CPU, times the Gaussian ``g`` (when blending)."""
+    with ac:
+        pred = _mirrored_prediction(network, x, flips, mirror_batch)
+    pred = pred[0].to("cpu", torch.float32)
+    if g is not None:
+        pred *= g
+    return pred
+
+
 def _mirrored_prediction(network, x: torch.Tensor, flips: list[tuple[int, ...]], batch: int) -> torch.Tensor:
     """Mean of ``network`` over ``x`` and its mirrored copies, summed in nnU-Net's order."""
     if batch <= 1 or not flips:
@@ -155,22 +167,15 @@ def predict_sliding_window(
     logits = torch.zeros((num_heads, *padded.shape[1:]), dtype=logits_dtype)
     weights = torch.zeros(padded.shape[1:], dtype=logits_dtype)
     g = gaussian_importance(tile_size, dtype=logits_dtype) if gaussian else None
+    w = g if g is not None else 1  # each tile's weight
     flips = mirror_combinations(mirror_axes)
     dev = torch.device(device)
     ac = autocast(dev, autocast_dtype)
     for sx, sy, sz in itertools.product(*starts):
         sl = (slice(sx, sx + tile_size[0]), slice(sy, sy + tile_size[1]), slice(sz, sz + tile_size[2]))
         x = padded[(slice(None), *sl)][None].contiguous().to(dev)
-        with ac:
-            pred = _mirrored_prediction(network, x, flips, mirror_batch)
-        pred = pred[0].to("cpu", torch.float32)
-        if g is not None:
-            pred *= g
-            logits[(slice(None), *sl)] += pred
-            weights[sl] += g
-        else:
-            logits[(slice(None), *sl)] += pred
-            weights[sl] += 1
+        logits[(slice(None), *sl)] += _weighted_tile(network, x, flips, mirror_batch, ac, g)
+        weights[sl] += w
         if progress is not None:
             progress()
     torch.div(logits, weights, out=logits)
@@ -234,6 +239,7 @@ def stream_sliding_window(
     acc = [torch.zeros((num_heads, t0, *size[1:]), dtype=logits_dtype) for _ in range(n_folds)]
     weights = torch.zeros((t0, *size[1:]), dtype=logits_dtype)
     g = gaussian_importance(tile_size, dtype=logits_dtype) if gaussian else None
+    w = g if g is not None else 1  # each tile's weight
     flips = mirror_combinations(mirror_axes)
     dev = torch.device(device)
     ac = autocast(dev, autocast_dtype)
@@ -245,18 +251,9 @@ def stream_sliding_window(
             for sy, sz in itertools.product(starts[1], starts[2]):
                 sl = (slice(sy, sy + tile_size[1]), slice(sz, sz + tile_size[2]))
                 x = padded[:, sx:sx + t0][(slice(None), slice(None), *sl)][None].contiguous().to(dev)
-                with ac:
-                    pred = _mirrored_prediction(network, x, flips, mirror_batch)
-                pred = pred[0].to("cpu", torch.float32)
-                if g is not None:
-                    pred *= g
-                    acc[f][(slice(None), slice(None), *sl)] += pred
-                    if f == 0:
-                        weights[(slice(None), *sl)] += g
-                else:
-                    acc[f][(slice(None), slice(None), *sl)] += pred
-                    if f == 0:
-                        weights[(slice(None), *sl)] += 1
+                acc[f][(slice(None), slice(None), *sl)] += _weighted_tile(network, x, flips, mirror_batch, ac, g)
+                if f == 0:
+                    weights[(slice(None), *sl)] += w
                 if progress is not None:
                     progress()
         end = xs[k + 1] if k + 1 < len(xs) else sx + t0
